@@ -1,0 +1,1 @@
+"""Adapters: the edges of driftd (Kafka, snapshot stores, Prometheus, the embedded broker)."""

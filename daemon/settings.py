@@ -1,0 +1,342 @@
+"""Settings: the one place defaults live.
+
+Sources, strongest first: constructor arguments, ``DRIFTD_*`` environment variables (``__``
+nests), a ``.env`` file, a TOML file (``--config`` or ``DRIFTD_CONFIG``), then the defaults here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _split_list(value: Any) -> Any:
+    """Accept ``a,b`` as well as a JSON list (or a real list) for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import json
+
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+IntList = Annotated[list[int], NoDecode]
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class KafkaSettings(Section):
+    """Where events come from, and where bad ones go."""
+
+    bootstrap_servers: StrList = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    topics: StrList = Field(default_factory=lambda: ["driftd-events"], min_length=1)
+    group_id: str = Field("driftd", min_length=1)
+    dead_letter_topic: str = Field("", description="Empty: bad records are only counted.")
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    client_id: str = "driftd"
+    session_timeout_ms: int = Field(45_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    fetch_max_bytes: int = Field(52_428_800, ge=1_024)
+    max_record_bytes: int = Field(1_048_576, ge=16, description="Larger records are rejected.")
+    request_timeout_ms: int = Field(30_000, ge=1_000)
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    _lists = field_validator("bootstrap_servers", "topics", mode="before")(_split_list)
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection and security options shared by every Kafka client driftd creates."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": list(self.bootstrap_servers),
+            "client_id": self.client_id,
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism is not None:
+            options["sasl_mechanism"] = self.sasl_mechanism
+        if self.sasl_plain_username is not None:
+            options["sasl_plain_username"] = self.sasl_plain_username
+        if self.sasl_plain_password is not None:
+            options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        if self.ssl_password is not None:
+            options["ssl_password"] = self.ssl_password.get_secret_value()
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            options["ssl_check_hostname"] = self.ssl_check_hostname
+        return options
+
+
+class EventSettings(Section):
+    """How an event's JSON is read."""
+
+    x_field: str = "x"
+    y_field: str = "y"
+    domain_field: str = "domain"
+    id_field: str = "id"
+    ts_field: str = "ts"
+    feature_names: StrList = Field(
+        default_factory=list, description="Order of named features when `x` is an object."
+    )
+    labels: StrList = Field(
+        default_factory=list, description="Class names; `y` may then be a name or an index."
+    )
+
+    _lists = field_validator("feature_names", "labels", mode="before")(_split_list)
+
+
+class ModelSettings(Section):
+    """The network: built-in MLP or CNN, or a factory named by import path."""
+
+    task: Literal["classification", "regression"] = "classification"
+    n_classes: int = Field(2, ge=2, le=100_000)
+    n_outputs: int = Field(1, ge=1, description="Regression targets per event.")
+    n_features: int | None = Field(None, ge=1, description="Unset: inferred from the first event.")
+    kind: str = Field("mlp", description="`mlp`, `cnn`, or `package.module:factory`.")
+    hidden: IntList = Field(default_factory=lambda: [64, 64])
+    head_hidden: IntList = Field(default_factory=list, description="Hidden widths of the head.")
+    activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] = "relu"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    norm: Literal["none", "layer", "batch"] = "none"
+    input_shape: IntList = Field(
+        default_factory=list, description="CNN input as channels,height,width (e.g. 1,8,8)."
+    )
+    channels: IntList = Field(default_factory=lambda: [16, 32], description="CNN conv widths.")
+    device: str = Field("cpu", description="`cpu`, `cuda` or `cuda:N`.")
+    seed: int = 0
+    loss: Literal["auto", "cross_entropy", "mse", "huber"] = "auto"
+
+    _lists = field_validator("hidden", "head_hidden", "input_shape", "channels", mode="before")(
+        _split_list
+    )
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> ModelSettings:
+        if self.kind == "cnn" and len(self.input_shape) != 3:
+            raise ValueError("model.input_shape must be channels,height,width for kind=cnn")
+        if self.input_shape and self.n_features is not None:
+            product = 1
+            for size in self.input_shape:
+                product *= size
+            if product != self.n_features:
+                raise ValueError(
+                    f"model.n_features={self.n_features} differs from prod(input_shape)={product}"
+                )
+        if self.kind not in ("mlp", "cnn") and ":" not in self.kind:
+            raise ValueError("model.kind must be mlp, cnn, or an import path `module:factory`")
+        return self
+
+
+class LearnerSettings(Section):
+    """Mini-batches and the optimizer."""
+
+    batch_size: int = Field(256, ge=1, le=1_000_000)
+    poll_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    huber_delta: float = Field(1.0, gt=0.0)
+    grad_clip_norm: float | None = Field(None, gt=0.0)
+    metrics_window: int = Field(2_000, ge=1, description="Events in the prequential window.")
+
+
+class LRSettings(Section):
+    """The learning-rate policy and its bounds."""
+
+    policy: Literal["constant", "step", "exponential", "cosine_restarts", "adaptive"] = "adaptive"
+    min_lr: float = Field(1e-6, gt=0.0)
+    max_lr: float = Field(1e-1, gt=0.0)
+    step_size: int = Field(1_000, ge=1, description="step: steps between decays.")
+    gamma: float = Field(0.5, gt=0.0, le=1.0, description="step/exponential: decay factor.")
+    cycle_steps: int = Field(1_000, ge=1, description="cosine_restarts: first cycle length.")
+    cycle_mult: float = Field(2.0, ge=1.0, description="cosine_restarts: cycle growth.")
+    patience: int = Field(20, ge=1, description="adaptive: steps without improvement to decay.")
+    decrease_factor: float = Field(0.5, gt=0.0, lt=1.0)
+    increase_factor: float = Field(1.05, ge=1.0)
+    improve_streak: int = Field(10, ge=1, description="adaptive: improving steps to grow.")
+    threshold: float = Field(1e-3, ge=0.0, description="adaptive: relative improvement needed.")
+    smoothing: float = Field(0.9, ge=0.0, lt=1.0, description="adaptive: loss EMA factor.")
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> LRSettings:
+        if self.min_lr > self.max_lr:
+            raise ValueError("lr.min_lr must not exceed lr.max_lr")
+        return self
+
+
+class DriftSettings(Section):
+    """Drift detection (river)."""
+
+    enabled: bool = True
+    detector: Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"] = "adwin"
+
+
+class AdaptationSettings(Section):
+    """Re-adaptation after drift."""
+
+    enabled: bool = True
+
+
+class PruningSettings(Section):
+    """Periodic pruning."""
+
+    enabled: bool = False
+    target_sparsity: float = Field(0.5, ge=0.0, lt=1.0)
+    structured: bool = False
+    every_steps: int = Field(5_000, ge=1)
+
+
+class SnapshotSettings(Section):
+    """Versioned snapshots: where, how often, how many."""
+
+    dir: Path = Path("./driftd-snapshots")
+    every_steps: int = Field(200, ge=1)
+    every_seconds: float = Field(30.0, gt=0.0)
+    keep: int = Field(5, ge=1)
+
+
+class MetricsSettings(Section):
+    """The Prometheus / health endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535, description="0 picks a free port.")
+    lag_every_seconds: float = Field(5.0, gt=0.0)
+
+
+class InferSettings(Section):
+    """The streaming inference worker (`driftd infer`)."""
+
+    input_topics: StrList = Field(default_factory=lambda: ["driftd-events"], min_length=1)
+    output_topic: str = Field("driftd-predictions", min_length=1)
+    group_id: str = Field("driftd-infer", min_length=1)
+
+    _lists = field_validator("input_topics", mode="before")(_split_list)
+
+
+class LogSettings(Section):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(False, alias="json")
+    invalid_every_seconds: float = Field(10.0, ge=0.0, description="Rate limit of bad-record logs.")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class LifecycleSettings(Section):
+    """Shutdown behaviour."""
+
+    shutdown_grace_s: float = Field(30.0, gt=0.0)
+
+
+class Settings(BaseSettings):
+    """The whole configuration of driftd."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTD_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    event: EventSettings = Field(default_factory=EventSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    learner: LearnerSettings = Field(default_factory=LearnerSettings)
+    lr: LRSettings = Field(default_factory=LRSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    adaptation: AdaptationSettings = Field(default_factory=AdaptationSettings)
+    pruning: PruningSettings = Field(default_factory=PruningSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    infer: InferSettings = Field(default_factory=InferSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    config: Path | None = Field(None, description="TOML file read below env and .env.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Precedence: arguments > env > .env > TOML file > defaults."""
+        toml_path = _config_path(init_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
+    explicit = init_settings().get("config")
+    path = explicit if explicit is not None else os.environ.get("DRIFTD_CONFIG")
+    return Path(path) if path else None
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as JSON-ready data, secrets masked."""
+    return settings.model_dump(mode="json", by_alias=False)
+
+
+class ConfigurationError(ValueError):
+    """The configuration is invalid; the message names each bad field and why."""
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from every source, failing fast with field paths on any error.
+
+    Args:
+        config_file: A TOML file; ``None`` falls back to ``DRIFTD_CONFIG`` if set.
+        **overrides: Section values that win over every other source (used by demo and bench).
+
+    Raises:
+        ConfigurationError: Listing every invalid field as ``path: reason``.
+    """
+    from pydantic import ValidationError
+
+    path = config_file if config_file is not None else os.environ.get("DRIFTD_CONFIG") or None
+    if path is not None and not Path(path).is_file():
+        raise ConfigurationError(f"config: file not found: {path}")
+    try:
+        return Settings(config=Path(path) if path else None, **overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            location = ".".join(str(part) for part in problem["loc"]) or "(root)"
+            lines.append(f"{location}: {problem['msg']}")
+        raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+    except ValueError as error:  # raised by sources, e.g. unreadable TOML or JSON in env
+        raise ConfigurationError(f"invalid configuration: {error}") from None
