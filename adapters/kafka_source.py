@@ -1,0 +1,214 @@
+"""``KafkaRecordSource``: the :class:`driftd.ports.RecordSource` backed by a kafka-python consumer.
+
+Position rules, in order: the offsets this source was built with (the newest snapshot's), else
+the group's committed offsets, else ``auto_offset_reset``. Once this source has read from a
+partition, its own position wins over the committed one when a rebalance hands the partition
+back: everything before it is already in the model, so re-reading would count it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import MemberState, OffsetAndMetadata
+from kafka.structs import TopicPartition as KafkaTopicPartition
+
+from driftd.records import Record, TopicPartition
+from driftd.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class SourceCommitError(RuntimeError):
+    """Offsets could not be committed (broker unreachable, group rebalancing, timeout)."""
+
+
+class _SeekOnAssign(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Move newly assigned partitions to the positions the source knows; runs on the IO thread."""
+
+    def __init__(self, source: KafkaRecordSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: Iterable[KafkaTopicPartition]) -> None:
+        self._source._forget_assignment(revoked)
+
+    def on_partitions_lost(self, lost: Iterable[KafkaTopicPartition]) -> None:
+        self._source._forget_assignment(lost)
+
+    def on_partitions_assigned(self, assigned: Iterable[KafkaTopicPartition]) -> None:
+        self._source._take_assignment(assigned)
+
+
+class KafkaRecordSource:
+    """Reads records from Kafka as one member of a consumer group, committing explicitly.
+
+    Args:
+        settings: Brokers, topics, group and client tuning; ``settings.client_options()``
+            carries the connection and security options.
+        start_offsets: Next offset to read per partition, from the newest snapshot; these
+            partitions are sought there when assigned, whatever the group has committed.
+        commit_timeout_s: Bound on one commit, so a dead broker cannot stall the loop.
+        lag_timeout_s: Bound on resolving an unknown position when computing lag.
+
+    Raises:
+        kafka.errors.KafkaTimeoutError: If no broker answers within ``request_timeout_ms``.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        start_offsets: Mapping[TopicPartition, int] | None = None,
+        *,
+        commit_timeout_s: float = 10.0,
+        lag_timeout_s: float = 1.0,
+    ) -> None:
+        self._commit_timeout_ms = max(1, int(commit_timeout_s * 1000))
+        self._lag_timeout_ms = max(1, int(lag_timeout_s * 1000))
+        # Next offset to read per partition: start offsets, then what this source has read.
+        self._positions: dict[KafkaTopicPartition, int] = {
+            KafkaTopicPartition(tp.topic, tp.partition): offset
+            for tp, offset in (start_offsets or {}).items()
+        }
+        self._committed: dict[KafkaTopicPartition, int] = {}
+        self._assigned: frozenset[KafkaTopicPartition] = frozenset()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._consumer: Any = KafkaConsumer(
+            **settings.client_options(),
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset=settings.auto_offset_reset,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            fetch_max_bytes=settings.fetch_max_bytes,
+            bootstrap_timeout_ms=settings.request_timeout_ms,
+        )
+        self._consumer.subscribe(topics=list(settings.topics), listener=_SeekOnAssign(self))
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Return up to ``max_records`` records, in offset order within each partition.
+
+        Waits at most ``timeout_s`` for the first record; joining the group and rebalancing
+        happen inside this call.
+
+        Raises:
+            RuntimeError: If the source is closed.
+        """
+        if self._closed:
+            raise RuntimeError("KafkaRecordSource is closed")
+        batches = self._consumer.poll(
+            timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
+        )
+        if not batches:
+            return []
+        records: list[Record] = []
+        positions = self._positions
+        for kafka_tp, batch in batches.items():
+            topic, partition = kafka_tp
+            records += [
+                Record(
+                    topic,
+                    partition,
+                    message.offset,
+                    message.value,
+                    message.key,
+                    message.timestamp if message.timestamp >= 0 else None,
+                )
+                for message in batch
+            ]
+            positions[kafka_tp] = batch[-1].offset + 1
+        return records
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        """Commit the next offset to read per partition, synchronously and within the timeout.
+
+        Offsets at or behind what this source already committed are skipped (a commit never
+        moves backwards), as are partitions no longer assigned: their new owner commits them.
+
+        Raises:
+            SourceCommitError: If the commit failed or timed out; nothing is recorded as
+                committed, so the next call retries these offsets.
+        """
+        if self._closed:
+            raise SourceCommitError("KafkaRecordSource is closed")
+        assigned = self._assigned
+        pending: dict[KafkaTopicPartition, Any] = {}
+        for tp, offset in offsets.items():
+            kafka_tp = KafkaTopicPartition(tp.topic, tp.partition)
+            if kafka_tp in assigned and offset > self._committed.get(kafka_tp, -1):
+                pending[kafka_tp] = OffsetAndMetadata(offset, "", -1)
+        if not pending:
+            return
+        try:
+            self._consumer.commit(pending, timeout_ms=self._commit_timeout_ms)
+        except KafkaError as error:
+            raise SourceCommitError(f"commit of {len(pending)} offsets failed: {error!r}") from error
+        for kafka_tp, committed in pending.items():
+            self._committed[kafka_tp] = committed.offset
+
+    def lag(self) -> dict[TopicPartition, int]:
+        """Records between the position and the high watermark, per assigned partition.
+
+        The high watermark comes from the latest fetch response (``end_offsets()`` is wrong on
+        the Tansu broker after multi-record batches); partitions not yet fetched are left out.
+        """
+        if self._closed:
+            return {}
+        lags: dict[TopicPartition, int] = {}
+        for kafka_tp in sorted(self._assigned):
+            try:
+                highwater = self._consumer.highwater(kafka_tp)
+                if highwater is None:
+                    continue
+                position = self._consumer.position(kafka_tp, timeout_ms=self._lag_timeout_ms)
+            except KafkaError:  # revoked meanwhile, or the broker is unreachable
+                continue
+            if position is not None:
+                lags[TopicPartition(kafka_tp.topic, kafka_tp.partition)] = max(
+                    0, highwater - position
+                )
+        return lags
+
+    @property
+    def ready(self) -> bool:
+        """Whether the consumer is a stable group member with partitions assigned."""
+        if self._closed or not self._assigned:
+            return False
+        return bool(self._consumer.group_metadata().state == MemberState.STABLE)
+
+    @property
+    def assignment(self) -> frozenset[TopicPartition]:
+        """The partitions currently assigned to this source."""
+        return frozenset(TopicPartition(tp.topic, tp.partition) for tp in self._assigned)
+
+    def close(self) -> None:
+        """Leave the group and close connections (never auto-commits); safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self._consumer.close(autocommit=False, timeout_ms=self._commit_timeout_ms)
+
+    def _take_assignment(self, assigned: Iterable[KafkaTopicPartition]) -> None:
+        """Seek each newly assigned partition whose next offset this source knows."""
+        partitions = frozenset(assigned)
+        with self._lock:
+            self._assigned = self._assigned | partitions
+        for kafka_tp in sorted(partitions):
+            offset = self._positions.get(kafka_tp)
+            if offset is not None:
+                self._consumer.seek(kafka_tp, offset)
+        log.info(
+            "assigned partitions %s",
+            ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions)) or "none",
+        )
+
+    def _forget_assignment(self, revoked: Iterable[KafkaTopicPartition]) -> None:
+        with self._lock:
+            self._assigned = self._assigned - frozenset(revoked)

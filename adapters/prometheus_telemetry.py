@@ -1,0 +1,222 @@
+"""``Telemetry`` exported to Prometheus: the metric names in DESIGN.md are a public contract."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+from driftd import __version__
+from driftd.adapters.bulk_histogram import BulkHistogram
+from driftd.ports import Clock, SystemClock
+from driftd.records import TopicPartition
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+if TYPE_CHECKING:
+    from driftd.ports import Telemetry
+
+#: One mini-batch step: 0.1 ms (tiny model) to 5 s (large batch on a slow CPU).
+STEP_SECONDS_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+)  # fmt: skip
+#: Event timestamp to model update: 1 ms (live stream) to 10 min (catching up a backlog).
+EVENT_TO_UPDATE_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+#: Writing one snapshot: 5 ms (small model, local disk) to 1 min (large model, network disk).
+SNAPSHOT_WRITE_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class PrometheusTelemetry:
+    """Implements ``driftd.ports.Telemetry`` with prometheus-client metrics on ``registry``.
+
+    Every metric is created here, on the given registry (never the global one), so tests and
+    several daemons in one process stay independent. Gauges whose value is unknown until the
+    first step (accuracy, loss, learning rate, model shape) read NaN until then; the snapshot
+    version and last-success timestamp read 0 until the first snapshot.
+
+    The ``drift``/``adaptation``/``prune`` families are registered with their labels so the
+    names exist from the first scrape; their series appear when those features report.
+
+    Args:
+        registry: Where to register every metric.
+        clock: Source of the snapshot success timestamp; the system clock by default.
+    """
+
+    def __init__(self, registry: CollectorRegistry, *, clock: Clock | None = None) -> None:
+        self._clock = clock if clock is not None else SystemClock()
+        r = registry
+        self._consumed = Counter(
+            "driftd_events_consumed", "Records read from the source.", registry=r
+        )
+        self._learned = Counter(
+            "driftd_events_learned", "Labelled events that went into a gradient step.", registry=r
+        )
+        self._invalid = Counter(
+            "driftd_events_invalid", "Records rejected, by reason.", ["reason"], registry=r
+        )
+        self._skipped = Counter(
+            "driftd_steps_skipped", "Gradient steps skipped, by reason.", ["reason"], registry=r
+        )
+        self._steps = Counter("driftd_steps", "Mini-batches predicted and learned.", registry=r)
+        self._accuracy = Gauge(
+            "driftd_prequential_accuracy",
+            "Test-then-train accuracy over the recent window (NaN until the first step).",
+            registry=r,
+        )
+        self._loss = Gauge(
+            "driftd_prequential_loss",
+            "Test-then-train mean loss over the recent window (NaN until the first step).",
+            registry=r,
+        )
+        self._lr = Gauge("driftd_learning_rate", "Learning rate now in force.", registry=r)
+        self._parameters = Gauge(
+            "driftd_model_parameters", "Number of model parameters.", registry=r
+        )
+        self._sparsity = Gauge(
+            "driftd_model_sparsity", "Fraction of model weights that are exactly zero.", registry=r
+        )
+        for gauge in (self._accuracy, self._loss, self._lr, self._parameters, self._sparsity):
+            gauge.set(math.nan)
+        self._snapshot_version = Gauge(
+            "driftd_snapshot_version",
+            "Version of the newest durable snapshot (0: none).",
+            registry=r,
+        )
+        self._snapshot_timestamp = Gauge(
+            "driftd_snapshot_last_success_timestamp_seconds",
+            "Epoch seconds when the newest snapshot became durable (0: none yet).",
+            registry=r,
+        )
+        self._snapshot_failures = Counter(
+            "driftd_snapshot_failures",
+            "Snapshots that could not be written, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._snapshot_seconds = Histogram(
+            "driftd_snapshot_write_seconds",
+            "Time to write one snapshot durably.",
+            buckets=SNAPSHOT_WRITE_BUCKETS,
+            registry=r,
+        )
+        self._lag = Gauge(
+            "driftd_consumer_lag",
+            "Records not yet read, per assigned partition.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self._lag_series: set[tuple[str, str]] = set()
+        self._step_seconds = Histogram(
+            "driftd_step_seconds",
+            "Wall time of one predict-then-learn mini-batch step.",
+            buckets=STEP_SECONDS_BUCKETS,
+            registry=r,
+        )
+        self._event_to_update = BulkHistogram(
+            "driftd_event_to_update_seconds",
+            "Delay from an event's timestamp to the model update that learned from it.",
+            EVENT_TO_UPDATE_BUCKETS,
+            registry=r,
+        )
+        # Contract families, filled by the drift, adaptation and pruning features when they
+        # report; no series until then.
+        self._drift_detected_total = Counter(
+            "driftd_drift_detected",
+            "Drifts detected, by detector and monitored signal.",
+            ["detector", "signal"],
+            registry=r,
+        )
+        self._adaptations_total = Counter(
+            "driftd_adaptations", "Re-adaptations after drift, by kind.", ["kind"], registry=r
+        )
+        self._prune_total = Counter(
+            "driftd_prune", "Pruning rounds, by outcome.", ["outcome"], registry=r
+        )
+        Info("driftd_build", "driftd build information.", registry=r).info({"version": __version__})
+
+    def events_consumed(self, n: int) -> None:
+        """``n`` records were read from the source."""
+        self._consumed.inc(n)
+
+    def events_learned(self, n: int) -> None:
+        """``n`` labelled events went into a gradient step."""
+        self._learned.inc(n)
+
+    def events_invalid(self, reason: str, n: int = 1) -> None:
+        """``n`` records were rejected for ``reason``."""
+        self._invalid.labels(reason).inc(n)
+
+    def step_skipped(self, reason: str) -> None:
+        """A gradient step was skipped (e.g. a non-finite loss)."""
+        self._skipped.labels(reason).inc()
+
+    def step_completed(self, seconds: float, accuracy: float | None, loss: float | None) -> None:
+        """A mini-batch was predicted and learned; ``None`` keeps the previous window value."""
+        self._steps.inc()
+        self._step_seconds.observe(seconds)
+        if accuracy is not None:
+            self._accuracy.set(accuracy)
+        if loss is not None:
+            self._loss.set(loss)
+
+    def learning_rate(self, lr: float) -> None:
+        """The learning rate now in force."""
+        self._lr.set(lr)
+
+    def event_latencies(self, seconds: np.ndarray) -> None:
+        """Bin one step's event-to-update delays without a Python call per value.
+
+        Negative delays (producer clock ahead of ours) count as 0: a negative observation would
+        lower ``_sum``, which ``rate()`` reads as a counter reset.
+        """
+        self._event_to_update.observe_many(np.maximum(seconds, 0.0))
+
+    def model_shape(self, parameters: int, sparsity: float) -> None:
+        """The model's parameter count and fraction of zero weights."""
+        self._parameters.set(parameters)
+        self._sparsity.set(sparsity)
+
+    def snapshot_written(self, version: int, seconds: float) -> None:
+        """A snapshot became durable: record its version, write time and the wall time now."""
+        self._snapshot_version.set(version)
+        self._snapshot_seconds.observe(seconds)
+        self._snapshot_timestamp.set(self._clock.time())
+
+    def snapshot_failed(self, reason: str) -> None:
+        """A snapshot could not be written; training goes on."""
+        self._snapshot_failures.labels(reason).inc()
+
+    def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
+        """Set the lag of each reported partition and drop the series of the others.
+
+        Dropping keeps cardinality bounded across rebalances and stops a revoked partition from
+        showing a frozen lag forever.
+        """
+        current = {(tp.topic, str(tp.partition)): value for tp, value in lag.items()}
+        for labels, value in current.items():
+            self._lag.labels(*labels).set(value)
+        for labels in self._lag_series - current.keys():
+            self._lag.remove(*labels)
+        self._lag_series = set(current)
+
+
+if TYPE_CHECKING:
+    _conforms: Telemetry = PrometheusTelemetry(CollectorRegistry())

@@ -1,0 +1,267 @@
+"""The training loop: poll → decode → dead-letter → learn → snapshot → commit.
+
+Commit order (what makes a crash lose and double nothing): the dead-letter sink is flushed, then
+the snapshot holding the model *and* the next offsets is made durable, and only then are those
+offsets committed to the source. A restart resumes from the snapshot's offsets, so every event
+after them is learned exactly once into the restored state.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from threading import Event
+
+
+from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.learner import OnlineLearner, StepReport
+from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, Telemetry
+from driftd.records import Record, Rejection, TopicPartition
+from driftd.training_state import TrainingState
+from driftd.triggers import EveryNStepsOrTSeconds
+
+log = logging.getLogger("driftd.loop")
+
+
+@dataclass(frozen=True)
+class StopWhen:
+    """When :meth:`TrainingLoop.run` returns by itself (None: never on that bound).
+
+    Attributes:
+        max_events: After this many records were consumed.
+        max_seconds: After this long.
+        idle_seconds: After this long without a record (for replays, demos and benchmarks).
+    """
+
+    max_events: int | None = None
+    max_seconds: float | None = None
+    idle_seconds: float | None = None
+
+
+@dataclass
+class LoopProgress:
+    """Counters since the loop started (the snapshot holds the cumulative ones)."""
+
+    events_consumed: int = 0
+    events_learned: int = 0
+    events_invalid: int = 0
+    steps: int = 0
+    snapshot_version: int | None = None
+    accuracy: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    invalid_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+class _RateLimitedLog:
+    """Logs the first bad record, then at most one summary per interval."""
+
+    def __init__(self, every_seconds: float, clock: Clock) -> None:
+        self._every = every_seconds
+        self._clock = clock
+        self._last = -math.inf
+        self._suppressed = 0
+
+    def rejected(self, rejection: Rejection) -> None:
+        now = self._clock.monotonic()
+        if now - self._last < self._every:
+            self._suppressed += 1
+            return
+        record = rejection.record
+        log.warning(
+            "rejected record %s[%d]@%d: %s (%s); %d more since the last report",
+            record.topic, record.partition, record.offset, rejection.reason,
+            rejection.detail, self._suppressed,
+            extra={"event": "record_rejected", "reason": rejection.reason},
+        )  # fmt: skip
+        self._last, self._suppressed = now, 0
+
+
+class TrainingLoop:
+    """Runs the learner against a record source until stopped.
+
+    Everything it touches is injected: the source, decoder, training state, stores and clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        source: RecordSource,
+        decoder: JsonDecoder,
+        state: TrainingState,
+        store: SnapshotStore,
+        dead_letters: DeadLetterSink,
+        telemetry: Telemetry,
+        clock: Clock,
+        batch_size: int,
+        poll_timeout_s: float,
+        snapshot_schedule: EveryNStepsOrTSeconds,
+        lag_schedule: EveryNStepsOrTSeconds,
+        invalid_log_every_s: float = 10.0,
+        on_step: Callable[[LoopProgress], None] | None = None,
+    ) -> None:
+        self.source = source
+        self.decoder = decoder
+        self.state = state
+        self.store = store
+        self.dead_letters = dead_letters
+        self.telemetry = telemetry
+        self.clock = clock
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        self.snapshot_schedule = snapshot_schedule
+        self.lag_schedule = lag_schedule
+        self.progress = LoopProgress(snapshot_version=state.snapshot_version)
+        self.last_heartbeat = clock.monotonic()
+        self._invalid_log = _RateLimitedLog(invalid_log_every_s, clock)
+        self._on_step = on_step
+        self._stop = Event()
+        self._dirty = False
+
+    def request_stop(self) -> None:
+        """Finish the current batch, snapshot, commit and return (safe from a signal handler)."""
+        self._stop.set()
+
+    def run(self, stop: StopWhen | None = None) -> LoopProgress:
+        """Process batches until a stop condition or :meth:`request_stop`; snapshot at the end."""
+        stop = stop or StopWhen()
+        started = last_record = self.clock.monotonic()
+        while not self._stop.is_set():
+            now = self.clock.monotonic()
+            self.last_heartbeat = now
+            if self._should_stop(stop, started, last_record, now):
+                break
+            records = self.source.poll(self._poll_size(stop), self.poll_timeout_s)
+            if records:
+                last_record = self.clock.monotonic()
+                self.process(records)
+            self._maybe_report_lag()
+            if self._dirty and self.snapshot_schedule.due(self.state.steps):
+                self.snapshot_and_commit()
+        if self._dirty:
+            self.snapshot_and_commit()
+        return self.progress
+
+    def process(self, records: list[Record] | tuple[Record, ...]) -> None:
+        """Decode, dead-letter and learn one polled batch; advance the in-memory offsets."""
+        self.telemetry.events_consumed(len(records))
+        self.progress.events_consumed += len(records)
+        batch = self.decoder.decode_many(records)
+        self._dead_letter(batch.rejections)
+        if len(batch):
+            self._learn(batch)
+        self.state.advance(records)
+        self._dirty = True
+
+    def snapshot_and_commit(self) -> bool:
+        """Flush dead letters, save a snapshot, then commit its offsets. True on success."""
+        if not self.state.has_model:
+            return self._commit_without_model()
+        try:
+            self.dead_letters.flush(timeout_s=30.0)
+        except Exception as error:  # noqa: BLE001 - any sink failure: keep offsets uncommitted
+            log.error("dead-letter flush failed, snapshot postponed: %s", error)
+            self.telemetry.snapshot_failed("dead_letter_flush")
+            return False
+        started = self.clock.monotonic()
+        try:
+            saved = self.store.save(self.state.to_snapshot(self.clock.time()))
+        except OSError as error:
+            log.error("snapshot failed, training goes on: %s", error)
+            self.telemetry.snapshot_failed(type(error).__name__)
+            self.snapshot_schedule.fired(self.state.steps)
+            return False
+        self.state.snapshot_version = saved.version
+        self.progress.snapshot_version = saved.version
+        self.telemetry.snapshot_written(saved.version, self.clock.monotonic() - started)
+        self.snapshot_schedule.fired(self.state.steps)
+        self._dirty = False
+        log.info(
+            "snapshot %d written at step %d", saved.version, self.state.steps,
+            extra={"event": "snapshot_written", "version": saved.version,
+                   "offsets": _offsets_text(self.state.offsets)},
+        )  # fmt: skip
+        self._commit(self.state.offsets)
+        return True
+
+    def _commit_without_model(self) -> bool:
+        # Only rejected records so far: once they are dead-lettered their offsets can move on.
+        try:
+            self.dead_letters.flush(timeout_s=30.0)
+        except Exception as error:  # noqa: BLE001
+            log.error("dead-letter flush failed: %s", error)
+            return False
+        self._commit(self.state.offsets)
+        self._dirty = False
+        self.snapshot_schedule.fired(self.state.steps)
+        return True
+
+    def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        try:
+            self.source.commit(offsets)
+        except Exception as error:  # noqa: BLE001 - the snapshot is the source of truth
+            log.warning("offset commit failed (snapshot holds them): %s", error)
+
+    def _learn(self, batch: DecodedBatch) -> None:
+        learner = self.state.learner_for(batch)
+        started = self.clock.monotonic()
+        report = learner.learn_many(batch.x, batch.y, batch.labelled)
+        seconds = self.clock.monotonic() - started
+        self._report(report, batch, learner, seconds)
+
+    def _report(
+        self, report: StepReport, batch: DecodedBatch, learner: OnlineLearner, seconds: float
+    ) -> None:
+        self.state.observe(batch)
+        telemetry = self.telemetry
+        if report.skipped is not None:
+            telemetry.step_skipped(report.skipped)
+            log.warning("step skipped: %s", report.skipped, extra={"event": "step_skipped"})
+        window = learner.window
+        telemetry.step_completed(seconds, window.accuracy, window.loss)
+        telemetry.learning_rate(learner.lr_policy.lr)
+        if report.n_learned:
+            telemetry.events_learned(report.n_learned)
+            learned = batch.timestamps[batch.labelled.numpy()]
+            telemetry.event_latencies(self.clock.time() - learned)
+        progress = self.progress
+        progress.events_learned += report.n_learned
+        progress.steps += 1
+        progress.accuracy, progress.loss = window.accuracy, window.loss
+        progress.lr = learner.lr_policy.lr
+        if self._on_step is not None:
+            self._on_step(progress)
+
+    def _dead_letter(self, rejections: list[Rejection] | tuple[Rejection, ...]) -> None:
+        for rejection in rejections:
+            self.dead_letters.send(rejection)
+            self.telemetry.events_invalid(rejection.reason)
+            self._invalid_log.rejected(rejection)
+            by_reason = self.progress.invalid_by_reason
+            by_reason[rejection.reason] = by_reason.get(rejection.reason, 0) + 1
+        self.progress.events_invalid += len(rejections)
+        self.state.events_rejected += len(rejections)
+
+    def _maybe_report_lag(self) -> None:
+        if self.lag_schedule.due(0):
+            self.telemetry.consumer_lag(self.source.lag())
+            self.lag_schedule.fired(0)
+
+    def _poll_size(self, stop: StopWhen) -> int:
+        if stop.max_events is None:
+            return self.batch_size
+        return max(1, min(self.batch_size, stop.max_events - self.progress.events_consumed))
+
+    def _should_stop(self, stop: StopWhen, started: float, last_record: float, now: float) -> bool:
+        if stop.max_events is not None and self.progress.events_consumed >= stop.max_events:
+            return True
+        if stop.max_seconds is not None and now - started >= stop.max_seconds:
+            return True
+        return stop.idle_seconds is not None and now - last_record >= stop.idle_seconds
+
+
+def _offsets_text(offsets: Mapping[TopicPartition, int]) -> str:
+    return ",".join(f"{tp}={offset}" for tp, offset in sorted(offsets.items()))
+
