@@ -1,21 +1,16 @@
 """Built-in networks, split into a shared trunk and a replaceable head.
 
-Every model is a :class:`SplitModel`: ``forward(x) = head(shared(x))`` on flat ``(N, n_features)``
-batches. Its ``config`` is a JSON-ready description from which :func:`build_model` rebuilds the
-same architecture (a snapshot stores it); :meth:`SplitModel.new_head` builds a fresh head of the
-same shape, e.g. one per domain on a common trunk.
+Every model is a :class:`SplitModel` on flat ``(N, n_features)`` batches. Its ``config`` is a
+JSON-ready description from which :func:`build_model` rebuilds the same architecture (snapshots
+store it); :meth:`SplitModel.new_head` builds a fresh head of the same shape (e.g. per domain).
+Built-in layers are created on the meta device, then initialised with torch's default schemes
+drawn from the ``torch.Generator`` given: same seed, same weights; the global RNG is untouched.
 
-Initialisation draws only from the ``torch.Generator`` passed in: the built-in layers are created
-on the meta device and then initialised with torch's default schemes from that generator, so the
-global RNG is neither read nor advanced.
-
-How a learner should treat train/eval mode: predict (the prequential "test") under
-``model.eval()`` and ``torch.no_grad()``, then ``model.train()`` before the learning forward.
-When :func:`train_matches_eval` is true (no dropout, no batch norm), the learning forward's output
-equals the eval output, so it may double as the prediction and save a forward pass. Batch norm
-here falls back to its running statistics when a training batch holds a single value per channel
-(a batch of one event), instead of raising as torch's layers do; larger batches normalise with
-batch statistics and update the running ones as usual.
+Train/eval mode, for the learner: predict (the prequential "test") under ``model.eval()`` and
+``torch.no_grad()``, then call ``model.train()`` before the learning forward. When
+:func:`train_matches_eval` holds (no dropout, no batch norm) the learning forward's output equals
+the eval output and may double as the prediction. Batch norm here uses its running statistics
+when a training batch holds one value per channel (a batch of one event) instead of raising.
 """
 
 from __future__ import annotations
@@ -25,13 +20,13 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from driftd.settings import ModelSettings
+if TYPE_CHECKING:
+    from driftd.settings import ModelSettings
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -41,7 +36,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "leaky_relu": nn.LeakyReLU,
 }
 NORMS = ("none", "layer", "batch")
-FACTORY_HINT = "expected a SplitModel or an nn.Module with nn.Module attributes `shared` and `head`"
+TASKS = ("classification", "regression")
 
 
 class ModelConfigError(ValueError):
@@ -49,7 +44,7 @@ class ModelConfigError(ValueError):
 
 
 class SplitModel(nn.Module):
-    """A network made of a shared trunk and a task head.
+    """A network made of a shared trunk and a task head: ``forward(x) = head(shared(x))``.
 
     Attributes:
         shared: Maps ``(N, n_features)`` to ``(N, embedding_dim)``.
@@ -81,36 +76,32 @@ class SplitModel(nn.Module):
         return out
 
     def new_head(self, generator: torch.Generator) -> nn.Module:
-        """Build a freshly initialised head shaped like ``self.head``, on the same device.
+        """Build a freshly initialised head shaped like ``self.head``, on its device and dtype.
 
         Raises:
-            ModelConfigError: The config (e.g. a user factory) produced a differently shaped head.
+            ModelConfigError: The config (e.g. a user factory) gave a differently shaped head.
         """
         head = build_head(self.config, generator)
         fresh = {name: tuple(v.shape) for name, v in head.state_dict().items()}
         current = {name: tuple(v.shape) for name, v in self.head.state_dict().items()}
         if fresh != current:
-            raise ModelConfigError(f"new head differs in shape from the current head: {fresh}")
+            raise ModelConfigError(f"new head {fresh} differs from the current head {current}")
         reference = next(self.head.parameters(), None)
         return head if reference is None else head.to(reference.device, reference.dtype)
 
 
 class _OnlineBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """Batch norm that uses running statistics when a training batch has one value per channel."""
+    """Batch norm that survives a training batch with one value per channel.
+
+    Such a batch (torch would raise) is normalised with the running statistics, which it leaves
+    unchanged; gradients still reach the affine parameters.
+    """
 
     def forward(self, input: Tensor) -> Tensor:
-        """Normalise; see the class docstring for the single-value fallback."""
+        """Normalise ``input`` (see the class docstring)."""
         if self.training and input.numel() <= input.shape[1]:
-            return F.batch_norm(
-                input,
-                self.running_mean,
-                self.running_var,
-                self.weight,
-                self.bias,
-                False,
-                0.0,
-                self.eps,
-            )
+            mean, var, eps = self.running_mean, self.running_var, self.eps
+            return nn.functional.batch_norm(input, mean, var, self.weight, self.bias, eps=eps)
         return super().forward(input)
 
 
@@ -123,23 +114,22 @@ class OnlineBatchNorm2d(_OnlineBatchNorm, nn.BatchNorm2d):
 
 
 def model_config_from_settings(settings: ModelSettings, n_features: int) -> dict[str, Any]:
-    """Describe the architecture that ``settings`` asks for, for ``n_features`` inputs."""
-    task = settings.task
-    n_outputs = settings.n_classes if task == "classification" else settings.n_outputs
-    common: dict[str, Any] = {"task": task, "n_features": n_features, "n_outputs": n_outputs}
-    if settings.kind in ("mlp", "cnn"):
-        common |= {
-            "head_hidden": list(settings.head_hidden),
-            "activation": settings.activation,
-            "dropout": settings.dropout,
-            "norm": settings.norm,
-        }
-    if settings.kind == "mlp":
-        return {"kind": "mlp", **common, "hidden": list(settings.hidden)}
-    if settings.kind == "cnn":
-        shape = list(settings.input_shape)
-        return {"kind": "cnn", **common, "input_shape": shape, "channels": list(settings.channels)}
-    return {"kind": "factory", "factory": settings.kind, **common}
+    """Describe the architecture ``settings`` asks for, given ``n_features`` inputs."""
+    n_outputs = settings.n_classes if settings.task == "classification" else settings.n_outputs
+    kind = settings.kind if settings.kind in ("mlp", "cnn") else "factory"
+    config: dict[str, Any] = {"kind": kind, "task": settings.task}
+    config |= {"n_features": n_features, "n_outputs": n_outputs}
+    if kind == "factory":
+        return config | {"factory": settings.kind}
+    config |= {
+        "activation": settings.activation,
+        "dropout": settings.dropout,
+        "norm": settings.norm,
+        "head_hidden": list(settings.head_hidden),
+    }
+    if kind == "mlp":
+        return config | {"hidden": list(settings.hidden)}
+    return config | {"input_shape": list(settings.input_shape), "channels": list(settings.channels)}
 
 
 def build_model(config: dict[str, Any], generator: torch.Generator) -> SplitModel:
@@ -153,9 +143,8 @@ def build_model(config: dict[str, Any], generator: torch.Generator) -> SplitMode
     shared, embedding_dim, head = _builtin_parts(config)
     _materialise(shared, generator)
     _materialise(head, generator)
-    return SplitModel(
-        shared, head, embedding_dim=embedding_dim, n_outputs=config["n_outputs"], config=config
-    )
+    n_outputs = config["n_outputs"]
+    return SplitModel(shared, head, embedding_dim=embedding_dim, n_outputs=n_outputs, config=config)
 
 
 def build_head(config: dict[str, Any], generator: torch.Generator) -> nn.Module:
@@ -190,7 +179,7 @@ def load_factory(path: str) -> Callable[..., Any]:
 
 
 def has_batch_norm(model: nn.Module) -> bool:
-    """Whether ``model`` has batch norm (train mode normalises with, and updates, batch stats)."""
+    """Whether ``model`` has batch norm (train mode uses, and updates, batch statistics)."""
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
@@ -200,26 +189,26 @@ def is_stochastic(model: nn.Module) -> bool:
 
 
 def train_matches_eval(model: nn.Module) -> bool:
-    """Whether a train-mode forward equals an eval-mode one (for torch's built-in layers)."""
+    """Whether a train-mode forward equals an eval-mode one (judged from torch's layers)."""
     return not (has_batch_norm(model) or is_stochastic(model))
 
 
 def count_parameters(model: nn.Module) -> int:
-    """Number of scalar parameters (each shared tensor counted once)."""
+    """Number of scalar parameters (a shared tensor counted once)."""
     return sum(p.numel() for p in model.parameters())
 
 
 def sparsity(model: nn.Module) -> float:
-    """Fraction of exactly-zero entries in the weight matrices and kernels (2-D or more).
+    """Fraction of exactly-zero entries in weight matrices and kernels (2-D or more).
 
-    Biases and norm scales are left out. A weight pruned with ``torch.nn.utils.prune`` counts as
-    ``weight_orig * weight_mask``, which is correct even before the next forward recomputes it.
+    Biases and norm scales are left out. A weight pruned by ``torch.nn.utils.prune`` counts as
+    ``weight_orig * weight_mask``, correct even before the next forward recomputes ``weight``.
     """
     zeros = total = 0
     for module in model.modules():
         params = dict(module.named_parameters(recurse=False))
         buffers = dict(module.named_buffers(recurse=False))
-        weight = params.get("weight")
+        weight: Tensor | None = params.get("weight")
         if "weight_orig" in params and "weight_mask" in buffers:
             weight = params["weight_orig"] * buffers["weight_mask"]
         if weight is not None and weight.dim() >= 2:
@@ -233,21 +222,20 @@ def _builtin_parts(config: dict[str, Any]) -> tuple[nn.Module, int, nn.Module]:
     kind = config.get("kind")
     if kind not in ("mlp", "cnn"):
         raise ModelConfigError(f"model config: unknown kind {kind!r} (mlp, cnn or factory)")
-    if config.get("task") not in ("classification", "regression"):
-        raise ModelConfigError(f"model config: task must be classification or regression")
+    if config.get("task") not in TASKS:
+        raise ModelConfigError(f"model config: task must be one of {TASKS}")
     n_outputs = _int(config, "n_outputs")
     with torch.device("meta"):
         shared, embedding_dim = _mlp_trunk(config) if kind == "mlp" else _cnn_trunk(config)
-        head = _head(config, embedding_dim, n_outputs)
+        head, width = _dense_stack(config, "head_hidden", embedding_dim)
+        head.append(nn.Linear(width, n_outputs))
     return shared, embedding_dim, head
 
 
-def _int(config: dict[str, Any], key: str, minimum: int = 1) -> int:
+def _int(config: dict[str, Any], key: str) -> int:
     value = config.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ModelConfigError(
-            f"model config: {key} must be an integer >= {minimum}, got {value!r}"
-        )
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ModelConfigError(f"model config: {key} must be a positive integer, got {value!r}")
     return value
 
 
@@ -265,73 +253,57 @@ def _layer_options(config: dict[str, Any]) -> tuple[type[nn.Module], float, str]
     if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
         raise ModelConfigError(f"model config: dropout must be in [0, 1), got {dropout!r}")
     if norm not in NORMS:
-        raise ModelConfigError(f"model config: norm must be one of {list(NORMS)}, got {norm!r}")
+        raise ModelConfigError(f"model config: norm must be one of {NORMS}, got {norm!r}")
     return ACTIVATIONS[str(activation)], float(dropout), str(norm)
 
 
-def _dense_block(width_in: int, width: int, config: dict[str, Any]) -> list[nn.Module]:
+def _dense_stack(config: dict[str, Any], key: str, width: int) -> tuple[nn.Sequential, int]:
+    """Linear -> norm -> activation -> dropout, for each width in ``config[key]``."""
     activation, dropout, norm = _layer_options(config)
-    layers: list[nn.Module] = [nn.Linear(width_in, width)]
-    if norm == "layer":
-        layers.append(nn.LayerNorm(width))
-    elif norm == "batch":
-        layers.append(OnlineBatchNorm1d(width))
-    layers.append(activation())
-    if dropout > 0:
-        layers.append(nn.Dropout(dropout))
-    return layers
+    layers = nn.Sequential()
+    for hidden in _ints(config, key):
+        layers.append(nn.Linear(width, hidden))
+        if norm != "none":
+            layers.append(nn.LayerNorm(hidden) if norm == "layer" else OnlineBatchNorm1d(hidden))
+        layers.append(activation())
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = hidden
+    return layers, width
 
 
 def _mlp_trunk(config: dict[str, Any]) -> tuple[nn.Module, int]:
-    width = _int(config, "n_features")
-    layers: list[nn.Module] = []
-    for hidden in _ints(config, "hidden"):
-        layers += _dense_block(width, hidden, config)
-        width = hidden
-    return (nn.Sequential(*layers) if layers else nn.Identity()), width
+    layers, width = _dense_stack(config, "hidden", _int(config, "n_features"))
+    return (layers if len(layers) else nn.Identity()), width
 
 
 def _cnn_trunk(config: dict[str, Any]) -> tuple[nn.Module, int]:
     shape, channels = _ints(config, "input_shape"), _ints(config, "channels")
-    if len(shape) != 3:
-        raise ModelConfigError(f"model config: input_shape must be [C, H, W], got {shape}")
-    if math.prod(shape) != _int(config, "n_features"):
-        raise ModelConfigError(f"model config: n_features must equal prod(input_shape) {shape}")
+    if len(shape) != 3 or math.prod(shape) != _int(config, "n_features"):
+        raise ModelConfigError(f"model config: input_shape {shape} must be [C, H, W] of n_features")
     if not channels:
         raise ModelConfigError("model config: channels must name at least one conv width")
     activation, dropout, norm = _layer_options(config)
-    (width, height, breadth) = shape
-    layers: list[nn.Module] = [nn.Unflatten(1, (width, height, breadth))]
+    width, height, breadth = shape
+    layers = nn.Sequential(nn.Unflatten(1, (width, height, breadth)))
     for out in channels:
         layers.append(nn.Conv2d(width, out, kernel_size=3, padding=1))
-        if norm == "layer":
-            layers.append(nn.GroupNorm(1, out))
-        elif norm == "batch":
-            layers.append(OnlineBatchNorm2d(out))
+        if norm != "none":
+            layers.append(nn.GroupNorm(1, out) if norm == "layer" else OnlineBatchNorm2d(out))
         layers.append(activation())
         if height >= 2 and breadth >= 2:  # halve while there is room to
             layers.append(nn.MaxPool2d(2))
             height, breadth = height // 2, breadth // 2
         width = out
-    grid = (min(height, 2), min(breadth, 2))  # a coarse grid keeps some layout, bounded width
-    layers += [nn.AdaptiveAvgPool2d(grid), nn.Flatten()]
+    grid = (min(height, 2), min(breadth, 2))  # a coarse grid keeps some layout at bounded width
+    layers.extend([nn.AdaptiveAvgPool2d(grid), nn.Flatten()])
     if dropout > 0:
         layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers), width * grid[0] * grid[1]
-
-
-def _head(config: dict[str, Any], embedding_dim: int, n_outputs: int) -> nn.Module:
-    layers: list[nn.Module] = []
-    width = embedding_dim
-    for hidden in _ints(config, "head_hidden"):
-        layers += _dense_block(width, hidden, config)
-        width = hidden
-    layers.append(nn.Linear(width, n_outputs))
-    return nn.Sequential(*layers)
+    return layers, width * grid[0] * grid[1]
 
 
 def _materialise(module: nn.Module, generator: torch.Generator) -> None:
-    """Allocate a meta-device module on the CPU and initialise it as torch would, from generator."""
+    """Allocate a meta-device module on the CPU and initialise it as torch does, from generator."""
     module.to_empty(device="cpu")
     with torch.no_grad():
         for layer in module.modules():
@@ -340,14 +312,14 @@ def _materialise(module: nn.Module, generator: torch.Generator) -> None:
                 if layer.bias is not None:
                     bound = 1 / math.sqrt(layer.weight[0].numel())
                     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
-            elif hasattr(layer, "reset_parameters"):
-                layer.reset_parameters()  # norm layers: deterministic ones, zeros, running stats
+            elif isinstance(layer, nn.LayerNorm | nn.GroupNorm | nn.modules.batchnorm._NormBase):
+                layer.reset_parameters()  # deterministic: ones, zeros, fresh running stats
 
 
 def _accepts_generator(factory: Callable[..., Any]) -> bool:
     try:
         parameters = inspect.signature(factory).parameters.values()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError):  # some callables have no signature
         return False
     return any(p.name == "generator" or p.kind is p.VAR_KEYWORD for p in parameters)
 
@@ -355,15 +327,13 @@ def _accepts_generator(factory: Callable[..., Any]) -> bool:
 def _call_factory(
     config: dict[str, Any], generator: torch.Generator
 ) -> tuple[nn.Module, nn.Module]:
+    """Call the user factory; return its ``shared`` and ``head`` after checking their types."""
     path = config.get("factory")
     if not isinstance(path, str):
         raise ModelConfigError(f"model config: factory must be an import path, got {path!r}")
     factory = load_factory(path)
-    kwargs: dict[str, Any] = {
-        "n_features": _int(config, "n_features"),
-        "n_outputs": _int(config, "n_outputs"),
-        "task": config.get("task"),
-    }
+    kwargs: dict[str, Any] = {"n_features": _int(config, "n_features")}
+    kwargs |= {"n_outputs": _int(config, "n_outputs"), "task": config.get("task")}
     if _accepts_generator(factory):
         kwargs["generator"] = generator
     try:
@@ -371,43 +341,37 @@ def _call_factory(
     except Exception as error:
         raise ModelConfigError(f"model factory {path!r} raised {error!r}") from error
     shared, head = getattr(result, "shared", None), getattr(result, "head", None)
-    if not (isinstance(result, nn.Module) and isinstance(shared, nn.Module)):
+    if not all(isinstance(part, nn.Module) for part in (result, shared, head)):
         raise ModelConfigError(
-            f"model factory {path!r} returned {type(result).__name__}: {FACTORY_HINT}"
+            f"model factory {path!r} returned {type(result).__name__}: expected a SplitModel or "
+            "an nn.Module with nn.Module attributes `shared` and `head`"
         )
-    if not isinstance(head, nn.Module):
-        raise ModelConfigError(
-            f"model factory {path!r} returned {type(result).__name__}: {FACTORY_HINT}"
-        )
-    return shared, head
+    return shared, head  # type: ignore[return-value]
 
 
 def _build_from_factory(config: dict[str, Any], generator: torch.Generator) -> SplitModel:
+    """Build a user model and check its shapes on a probe batch of zeros, in eval mode."""
     shared, head = _call_factory(config, generator)
-    n_features, n_outputs = _int(config, "n_features"), _int(config, "n_outputs")
+    n_features, n_outputs, path = config["n_features"], config["n_outputs"], config["factory"]
     modes = (shared.training, head.training)
     shared.eval()
     head.eval()
     try:
+        reference = next(shared.parameters(), None)
         with torch.no_grad():
-            reference = next(shared.parameters(), None)
-            device = reference.device if reference is not None else None
-            embedding = shared(torch.zeros(2, n_features, device=device))
+            x = torch.zeros(2, n_features, device=None if reference is None else reference.device)
+            embedding = shared(x)
             output = head(embedding)
     except Exception as error:
         raise ModelConfigError(
-            f"model factory {config['factory']!r}: forward of a (2, {n_features}) batch failed: "
-            f"{error!r}"
+            f"model factory {path!r}: probe forward failed: {error!r}"
         ) from error
     finally:
         shared.train(modes[0])
         head.train(modes[1])
     if not isinstance(embedding, Tensor) or embedding.dim() != 2 or embedding.shape[0] != 2:
-        raise ModelConfigError(f"model factory {config['factory']!r}: shared must return (N, dim)")
+        raise ModelConfigError(f"model factory {path!r}: shared must return (N, embedding_dim)")
     if not isinstance(output, Tensor) or tuple(output.shape) != (2, n_outputs):
-        raise ModelConfigError(
-            f"model factory {config['factory']!r}: head must return (N, {n_outputs})"
-        )
-    return SplitModel(
-        shared, head, embedding_dim=int(embedding.shape[1]), n_outputs=n_outputs, config=config
-    )
+        raise ModelConfigError(f"model factory {path!r}: head must return (N, {n_outputs})")
+    dim = int(embedding.shape[1])
+    return SplitModel(shared, head, embedding_dim=dim, n_outputs=n_outputs, config=config)
