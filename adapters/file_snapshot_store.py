@@ -18,9 +18,9 @@ Commit order of :meth:`FileSnapshotStore.save`, each step durable before the nex
 6. retention: expired versions are renamed to ``.tmp-gc-*`` (so readers never see half a
    version), then deleted.
 
-Nothing goes through pickle. Writers hold an ``flock`` on ``.lock`` while saving, so a reader
-constructing a store on the same directory never deletes a temp dir that a live writer is
-filling; only dirs left by a crash are removed.
+A new store removes the ``.tmp-*`` entries an interrupted save left. Writers hold an ``flock``
+on ``.lock`` while saving, so a store constructed by another process (an inference worker)
+never removes the work of a live writer. Nothing goes through pickle.
 """
 
 from __future__ import annotations
@@ -159,25 +159,14 @@ class FileSnapshotStore:
     def load_latest(self) -> Snapshot | None:
         """Return the version LATEST names, else the newest older readable one, else ``None``.
 
-        Every snapshot passed over is logged as a warning with the reason.
+        Every snapshot passed over is logged as a warning with the reason. If a writer moved
+        LATEST on while this ran (retention may delete what was read), it tries again once.
         """
-        latest_text = self._read_latest_text()
-        candidates = self.versions()
-        if latest_text is not None and _VERSION_NAME.fullmatch(latest_text):
-            latest = int(latest_text)
-            candidates = [latest, *(v for v in candidates if v < latest)]
-        elif latest_text is not None or candidates:
-            logger.warning(
-                "snapshot %s in %s is %s; trying older versions",
-                LATEST_FILE,
-                self.directory,
-                "missing" if latest_text is None else f"garbage ({latest_text[:40]!r})",
-            )
-        for version in sorted(set(candidates), reverse=True):
-            try:
-                return self.load(version)
-            except SnapshotError as error:
-                logger.warning("skipping unreadable snapshot: %s", error)
+        for _ in range(2):
+            latest_text = self._read_latest_text()
+            snapshot = self._load_newest_readable(latest_text)
+            if snapshot is not None or self._read_latest_text() == latest_text:
+                return snapshot
         return None
 
     def load(self, version: int) -> Snapshot:
@@ -218,6 +207,25 @@ class FileSnapshotStore:
         text = self._read_latest_text()
         return int(text) if text is not None and _VERSION_NAME.fullmatch(text) else None
 
+    def _load_newest_readable(self, latest_text: str | None) -> Snapshot | None:
+        candidates = self.versions()
+        if latest_text is not None and _VERSION_NAME.fullmatch(latest_text):
+            latest = int(latest_text)
+            candidates = [latest, *(v for v in candidates if v < latest)]
+        elif latest_text is not None or candidates:
+            logger.warning(
+                "snapshot %s in %s is %s; trying older versions",
+                LATEST_FILE,
+                self.directory,
+                "missing" if latest_text is None else f"garbage ({latest_text[:40]!r})",
+            )
+        for version in sorted(set(candidates), reverse=True):
+            try:
+                return self.load(version)
+            except SnapshotError as error:
+                logger.warning("skipping unreadable snapshot: %s", error)
+        return None
+
     def _read_latest_text(self) -> str | None:
         try:
             return (self.directory / LATEST_FILE).read_text(errors="replace").strip()
@@ -228,22 +236,32 @@ class FileSnapshotStore:
         """Steps 1-5 of the commit order; on OSError undo everything, then re-raise."""
         temp = self.directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
         final = self.directory / name
+        previous_latest = self._read_latest_text()
         renamed = False
         try:
             temp.mkdir()  # not mkdtemp: its 0700 mode would lock out readers of other users
             for file_name, data in files.items():
                 _write_durably(temp / file_name, data)
             _fsync_dir(temp)
+            if final.is_dir() and not final.is_symlink():
+                # Never one of ours (our version dirs appear complete, by rename): debris that
+                # load_latest skipped, e.g. a version whose manifest was deleted.
+                logger.warning("replacing version directory %s: it has no manifest", final)
+                _remove_tree(final)
             os.rename(temp, final)
             renamed = True
             _fsync_dir(self.directory)
             self._write_latest(name)
         except OSError:
             try:
-                if renamed:  # not committed yet: LATEST still names the previous version
-                    _remove_tree(final, self.directory / f"{TEMP_PREFIX}gc-{name}")
-                else:
-                    shutil.rmtree(temp, ignore_errors=True)
+                shutil.rmtree(temp, ignore_errors=True)
+                if renamed and self._read_latest_text() == name:  # replaced, not durably
+                    if previous_latest is None:
+                        (self.directory / LATEST_FILE).unlink()
+                    else:
+                        self._write_latest(previous_latest)
+                if renamed:
+                    _remove_tree(final)
             except OSError as cleanup_error:
                 logger.warning("could not undo failed save of %s: %s", name, cleanup_error)
             raise
@@ -266,7 +284,7 @@ class FileSnapshotStore:
                 continue
             name = version_name(version)
             try:
-                _remove_tree(self.directory / name, self.directory / f"{TEMP_PREFIX}gc-{name}")
+                _remove_tree(self.directory / name)
             except OSError as error:  # the new snapshot is committed; only cleanup failed
                 logger.warning("could not delete expired snapshot %s: %s", name, error)
 
@@ -283,7 +301,7 @@ class FileSnapshotStore:
                     else:
                         entry.unlink()
         except OSError as error:  # e.g. a read-only mount in an inference pod
-            logger.warning("could not clean temp entries in %s: %s", self.directory, error)
+            logger.warning("could not clean up %s: %s", self.directory, error)
 
     @contextmanager
     def _lock(self, *, blocking: bool) -> Iterator[bool]:
@@ -326,7 +344,8 @@ def _read_verified(path: Path, entry: Any) -> dict[str, torch.Tensor]:
         raise SnapshotError(f"{path}: not a safetensors file: {error}") from error
 
 
-def _remove_tree(path: Path, grave: Path) -> None:
-    """Rename ``path`` out of the version namespace, then delete it."""
+def _remove_tree(path: Path) -> None:
+    """Rename ``path`` out of the version namespace (readers never see half), then delete it."""
+    grave = path.with_name(f"{TEMP_PREFIX}gc-{path.name}-{secrets.token_hex(4)}")
     os.rename(path, grave)
     shutil.rmtree(grave)

@@ -47,7 +47,11 @@ def flatten_optimizer_state(
             else:
                 values[name] = _to_json(value, where=f"state[{param_id!r}][{name!r}]")
         state_entries.append(
-            {"param": _to_json(param_id, where="state key"), "tensors": tensor_names, "values": values}
+            {
+                "param": _to_json(param_id, where="state key"),
+                "tensors": tensor_names,
+                "values": values,
+            }
         )
     groups: list[dict[str, Any]] = []
     group_tensor_names: list[list[str]] = []
