@@ -1,0 +1,123 @@
+"""``Telemetry`` kept in memory, exactly: for tests, the in-process benchmark and dry runs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+from driftd.records import TopicPartition
+
+if TYPE_CHECKING:
+    from driftd.ports import Telemetry
+
+
+@dataclass
+class RecordingTelemetry:
+    """Records every report in plain attributes; read them directly.
+
+    It mirrors ``PrometheusTelemetry``: counters add up, gauges keep the last value (``None``
+    until first reported), ``lag`` holds only the partitions of the latest report, and
+    non-finite latencies are dropped (negative ones are kept as reported). Latencies are all
+    kept, one array per step, so percentiles are exact; memory grows with the events seen.
+    Meant for one writer thread.
+
+    Attributes:
+        consumed: Records read from the source.
+        learned: Labelled events that went into a gradient step.
+        invalid: Rejected records, by reason.
+        skipped: Skipped gradient steps, by reason.
+        steps: Completed mini-batch steps.
+        step_seconds: Duration of each completed step, in order.
+        accuracy: Latest prequential accuracy.
+        loss: Latest prequential loss.
+        lr: Latest learning rate.
+        parameters: Latest parameter count.
+        sparsity: Latest fraction of zero weights.
+        snapshot_version: Version of the latest durable snapshot.
+        snapshot_seconds: Write time of each durable snapshot, in order.
+        snapshot_failures: Failed snapshots, by reason.
+        lag: Lag per partition, from the latest report only.
+    """
+
+    consumed: int = 0
+    learned: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
+    steps: int = 0
+    step_seconds: list[float] = field(default_factory=list)
+    accuracy: float | None = None
+    loss: float | None = None
+    lr: float | None = None
+    parameters: int | None = None
+    sparsity: float | None = None
+    snapshot_version: int | None = None
+    snapshot_seconds: list[float] = field(default_factory=list)
+    snapshot_failures: Counter[str] = field(default_factory=Counter)
+    lag: dict[TopicPartition, int] = field(default_factory=dict)
+    _latencies: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def events_consumed(self, n: int) -> None:
+        """``n`` records were read from the source."""
+        self.consumed += n
+
+    def events_learned(self, n: int) -> None:
+        """``n`` labelled events went into a gradient step."""
+        self.learned += n
+
+    def events_invalid(self, reason: str, n: int = 1) -> None:
+        """``n`` records were rejected for ``reason``."""
+        self.invalid[reason] += n
+
+    def step_skipped(self, reason: str) -> None:
+        """A gradient step was skipped."""
+        self.skipped[reason] += 1
+
+    def step_completed(self, seconds: float, accuracy: float | None, loss: float | None) -> None:
+        """A mini-batch was predicted and learned; ``None`` keeps the previous window value."""
+        self.steps += 1
+        self.step_seconds.append(seconds)
+        if accuracy is not None:
+            self.accuracy = accuracy
+        if loss is not None:
+            self.loss = loss
+
+    def learning_rate(self, lr: float) -> None:
+        """The learning rate now in force."""
+        self.lr = lr
+
+    def event_latencies(self, seconds: np.ndarray) -> None:
+        """Keep a copy of the finite delays of one step."""
+        values = np.asarray(seconds, dtype=np.float64).ravel()
+        self._latencies.append(values[np.isfinite(values)])  # boolean indexing copies
+
+    def model_shape(self, parameters: int, sparsity: float) -> None:
+        """The model's parameter count and fraction of zero weights."""
+        self.parameters = parameters
+        self.sparsity = sparsity
+
+    def snapshot_written(self, version: int, seconds: float) -> None:
+        """A snapshot became durable."""
+        self.snapshot_version = version
+        self.snapshot_seconds.append(seconds)
+
+    def snapshot_failed(self, reason: str) -> None:
+        """A snapshot could not be written."""
+        self.snapshot_failures[reason] += 1
+
+    def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
+        """Replace the per-partition lag with the latest report."""
+        self.lag = dict(lag)
+
+    @property
+    def latencies(self) -> np.ndarray:
+        """Every finite event-to-update delay reported so far, in report order."""
+        if not self._latencies:
+            return np.empty(0, dtype=np.float64)
+        return np.concatenate(self._latencies)
+
+
+if TYPE_CHECKING:
+    _conforms: Telemetry = RecordingTelemetry()
