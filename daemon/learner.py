@@ -16,6 +16,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from driftd.lr import LRPolicy
+from driftd.models import train_matches_eval
 from driftd.prequential import PrequentialWindow
 
 Task = Literal["classification", "regression"]
@@ -65,19 +66,6 @@ def make_optimizer(
     raise ValueError(f"unknown optimizer {name!r}: expected sgd, adam or adamw")
 
 
-def _is_stochastic(model: nn.Module) -> bool:
-    """Whether train-mode outputs differ from eval-mode ones (dropout, batch norm)."""
-    kinds = (nn.Dropout, nn.modules.batchnorm._BatchNorm)
-    return any(
-        isinstance(module, kinds) and (not isinstance(module, nn.Dropout) or module.p > 0)
-        for module in model.modules()
-    )
-
-
-def _has_batch_norm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
 class OnlineLearner:
     """Predicts, scores and learns one mini-batch at a time."""
 
@@ -106,8 +94,7 @@ class OnlineLearner:
         self.steps = 0
         self.events_learned = 0
         self.steps_skipped = 0
-        self._stochastic = _is_stochastic(model)
-        self._batch_norm = _has_batch_norm(model)
+        self._stochastic = not train_matches_eval(model)
         self._apply_lr(lr_policy.lr)
 
     @torch.no_grad()
@@ -131,7 +118,7 @@ class OnlineLearner:
         if self._stochastic:
             # Dropout / batch norm: the prequential prediction is the eval-mode one.
             predicted = self.predict_many(x)
-            self._set_train_mode(n_labelled)
+            self.model.train()
             outputs = self.model(x if mask is None else x[mask])
         else:
             # Train and eval mode agree: one forward serves prediction and learning.
@@ -165,14 +152,6 @@ class OnlineLearner:
             len(x), n_labelled, report_loss, accuracy, event_losses.detach(),
             self._decide(predicted), lr,
         )  # fmt: skip
-
-    def _set_train_mode(self, batch_size: int) -> None:
-        self.model.train()
-        if self._batch_norm and batch_size < 2:
-            # Batch statistics of a single event are undefined: use the running ones.
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eval()
 
     def _event_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "cross_entropy":

@@ -176,6 +176,7 @@ class TrainingLoop:
         self.state.snapshot_version = saved.version
         self.progress.snapshot_version = saved.version
         self.telemetry.snapshot_written(saved.version, self.clock.monotonic() - started)
+        self.telemetry.model_shape(saved.manifest["parameters"], saved.manifest["sparsity"])
         self.snapshot_schedule.fired(self.state.steps)
         self._dirty = False
         log.info(

@@ -165,6 +165,9 @@ class LearnerSettings(Section):
     huber_delta: float = Field(1.0, gt=0.0)
     grad_clip_norm: float | None = Field(None, gt=0.0)
     metrics_window: int = Field(2_000, ge=1, description="Events in the prequential window.")
+    torch_threads: int = Field(
+        1, ge=1, le=256, description="Intra-op threads; small online batches run best on one."
+    )
 
 
 class LRSettings(Section):

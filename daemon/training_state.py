@@ -69,11 +69,16 @@ class TrainingState:
 
     def advance(self, records: Iterable[Record]) -> None:
         """Move each partition's next offset past the processed records (never backwards)."""
+        newest: dict[tuple[str, int], int] = {}
+        for record in records:  # hot path: plain tuples, one dict write per record
+            key = (record.topic, record.partition)
+            if newest.get(key, -1) < record.offset:
+                newest[key] = record.offset
         offsets = self.offsets
-        for record in records:
-            tp = record.topic_partition
-            if offsets.get(tp, -1) <= record.offset:
-                offsets[tp] = record.offset + 1
+        for (topic, partition), offset in newest.items():
+            tp = TopicPartition(topic, partition)
+            if offsets.get(tp, -1) <= offset:
+                offsets[tp] = offset + 1
 
     def observe(self, batch: DecodedBatch) -> None:
         """Track the newest event timestamp learned (the snapshot's watermark)."""

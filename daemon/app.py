@@ -1,0 +1,259 @@
+"""The composition root: settings in, a wired training daemon out.
+
+The only module that knows both the core and the adapters. Everything a test or the demo wants
+to swap (source, clock, metrics registry) can be passed in; the rest follows the settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from prometheus_client import CollectorRegistry
+
+from driftd.adapters.file_snapshot_store import FileSnapshotStore
+from driftd.adapters.http_endpoint import MetricsServer
+from driftd.adapters.kafka_dead_letter import KafkaDeadLetterSink
+from driftd.adapters.kafka_source import KafkaRecordSource
+from driftd.adapters.memory import DiscardingDeadLetterSink
+from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.decode import JsonDecoder
+from driftd.learner import OnlineLearner, make_optimizer
+from driftd.loop import LoopProgress, StopWhen, TrainingLoop
+from driftd.lr import make_lr_policy
+from driftd.models import build_model, count_parameters, model_config_from_settings, sparsity
+from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, SystemClock, Telemetry
+from driftd.records import TopicPartition
+from driftd.settings import Settings
+from driftd.training_state import TrainingState
+from driftd.triggers import EveryNStepsOrTSeconds
+
+log = logging.getLogger("driftd.app")
+
+
+def resolve_device(wanted: str) -> torch.device:
+    """The configured device, falling back to CPU (with a warning) when CUDA is absent."""
+    device = torch.device(wanted)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.warning("model.device=%s but CUDA is not available: using the CPU", wanted)
+        return torch.device("cpu")
+    return device
+
+
+def learner_builder(settings: Settings) -> Callable[[dict[str, Any]], OnlineLearner]:
+    """A function building a fresh, seeded learner for a model config."""
+    device = resolve_device(settings.model.device)
+
+    def build(config: dict[str, Any]) -> OnlineLearner:
+        generator = torch.Generator().manual_seed(settings.model.seed)
+        model = build_model(config, generator).to(device)
+        learner_settings = settings.learner
+        optimizer = make_optimizer(
+            learner_settings.optimizer,
+            model,
+            lr=learner_settings.lr,
+            momentum=learner_settings.momentum,
+            weight_decay=learner_settings.weight_decay,
+        )
+        return OnlineLearner(
+            model=model,
+            optimizer=optimizer,
+            lr_policy=make_lr_policy(settings.lr, learner_settings.lr),
+            task=settings.model.task,
+            loss=_loss_name(settings),
+            metrics_window=learner_settings.metrics_window,
+            huber_delta=learner_settings.huber_delta,
+            grad_clip_norm=learner_settings.grad_clip_norm,
+            device=device,
+        )
+
+    return build
+
+
+def _loss_name(settings: Settings) -> Any:
+    if settings.model.loss != "auto":
+        return settings.model.loss
+    return "cross_entropy" if settings.model.task == "classification" else "mse"
+
+
+def configured_n_features(settings: Settings) -> int | None:
+    """The feature count the settings fix, if any (explicit, feature names, or CNN shape)."""
+    if settings.model.n_features is not None:
+        return settings.model.n_features
+    if settings.event.feature_names:
+        return len(settings.event.feature_names)
+    if settings.model.input_shape:
+        product = 1
+        for size in settings.model.input_shape:
+            product *= size
+        return product
+    return None
+
+
+def make_decoder(settings: Settings, n_features: int | None) -> JsonDecoder:
+    """The JSON decoder the settings describe."""
+    event = settings.event
+    return JsonDecoder(
+        task=settings.model.task,
+        n_features=n_features,
+        n_classes=settings.model.n_classes,
+        n_outputs=settings.model.n_outputs,
+        max_record_bytes=settings.kafka.max_record_bytes,
+        x_field=event.x_field,
+        y_field=event.y_field,
+        domain_field=event.domain_field,
+        id_field=event.id_field,
+        ts_field=event.ts_field,
+        feature_names=event.feature_names,
+        labels=event.labels,
+    )
+
+
+def restore_state(settings: Settings, store: SnapshotStore) -> TrainingState:
+    """The training state from the newest readable snapshot, or a fresh one."""
+    state = TrainingState(
+        config_for=lambda n: model_config_from_settings(settings.model, n),
+        build_learner=learner_builder(settings),
+        n_features=configured_n_features(settings),
+    )
+    snapshot = store.load_latest()
+    if snapshot is None:
+        log.info("no snapshot found: starting fresh", extra={"event": "start_fresh"})
+    else:
+        state.restore(snapshot)
+    # Number past every version on disk, even unreadable ones the store fell back from.
+    newest_present = max(store.versions(), default=0)
+    if newest_present > (state.snapshot_version or 0):
+        state.snapshot_version = newest_present
+    if snapshot is None:
+        return state
+    log.info(
+        "resumed from snapshot %d at step %d, offsets %s",
+        snapshot.version, state.steps, _offsets_text(state.offsets),
+        extra={"event": "resumed", "version": snapshot.version},
+    )  # fmt: skip
+    return state
+
+
+def _offsets_text(offsets: dict[TopicPartition, int]) -> str:
+    return ", ".join(f"{tp}={offset}" for tp, offset in sorted(offsets.items())) or "none"
+
+
+@dataclass
+class Trainer:
+    """A wired training daemon and the resources it owns."""
+
+    loop: TrainingLoop
+    source: RecordSource
+    dead_letters: DeadLetterSink
+    store: SnapshotStore
+    registry: CollectorRegistry
+    server: MetricsServer | None = None
+    closers: list[Callable[[], None]] = field(default_factory=list)
+
+    def run(self, stop: StopWhen | None = None) -> LoopProgress:
+        """Run the loop until it stops; then release everything."""
+        try:
+            return self.loop.run(stop)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Close the source, sink and metrics server (idempotent)."""
+        for close in (self.source.close, self.dead_letters.close, *self.closers):
+            try:
+                close()
+            except Exception as error:  # noqa: BLE001 - closing must go on
+                log.warning("error while closing: %s", error)
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def build_trainer(
+    settings: Settings,
+    *,
+    source: RecordSource | None = None,
+    clock: Clock | None = None,
+    registry: CollectorRegistry | None = None,
+    telemetry: Telemetry | None = None,
+    store: SnapshotStore | None = None,
+    dead_letters: DeadLetterSink | None = None,
+    serve_metrics: bool | None = None,
+    on_step: Callable[[LoopProgress], None] | None = None,
+) -> Trainer:
+    """Wire the daemon from settings: snapshot store, state, source, sinks, metrics, loop."""
+    clock = clock or SystemClock()
+    torch.set_num_threads(settings.learner.torch_threads)
+    registry = registry or CollectorRegistry()
+    store = store or FileSnapshotStore(settings.snapshots.dir, keep=settings.snapshots.keep)
+    state = restore_state(settings, store)
+    n_features = state.model_config["n_features"] if state.model_config else None
+    decoder = make_decoder(settings, n_features)
+    telemetry = telemetry or PrometheusTelemetry(registry, clock=clock)
+    if state.learner is not None:
+        learner = state.learner
+        telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
+        telemetry.learning_rate(learner.lr_policy.lr)
+    source = source or KafkaRecordSource(settings.kafka, start_offsets=dict(state.offsets))
+    if dead_letters is None:
+        dead_letters = (
+            KafkaDeadLetterSink(settings.kafka)
+            if settings.kafka.dead_letter_topic
+            else DiscardingDeadLetterSink()
+        )
+    loop = TrainingLoop(
+        source=source,
+        decoder=decoder,
+        state=state,
+        store=store,
+        dead_letters=dead_letters,
+        telemetry=telemetry,
+        clock=clock,
+        batch_size=settings.learner.batch_size,
+        poll_timeout_s=settings.learner.poll_timeout_s,
+        snapshot_schedule=EveryNStepsOrTSeconds(
+            every_steps=settings.snapshots.every_steps,
+            every_seconds=settings.snapshots.every_seconds,
+            clock=clock,
+        ),
+        lag_schedule=EveryNStepsOrTSeconds(
+            every_steps=None, every_seconds=settings.metrics.lag_every_seconds, clock=clock
+        ),
+        invalid_log_every_s=settings.log.invalid_every_seconds,
+        on_step=on_step,
+    )
+    trainer = Trainer(loop, source, dead_letters, store, registry)
+    if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
+        trainer.server = _start_metrics_server(settings, registry, trainer, clock)
+    return trainer
+
+
+def _start_metrics_server(
+    settings: Settings, registry: CollectorRegistry, trainer: Trainer, clock: Clock
+) -> MetricsServer:
+    stale_after = max(60.0, 20 * settings.learner.poll_timeout_s)
+
+    def health() -> tuple[bool, str]:
+        idle = clock.monotonic() - trainer.loop.last_heartbeat
+        if idle > stale_after:
+            return False, f"loop has not turned for {idle:.0f} s"
+        return True, "ok"
+
+    def readiness() -> tuple[bool, str]:
+        if trainer.source.ready:
+            return True, "ok"
+        return False, "source not connected or no partitions assigned"
+
+    server = MetricsServer(
+        registry, settings.metrics.host, settings.metrics.port, health=health, readiness=readiness
+    )
+    port = server.start()
+    log.info(
+        "metrics on http://%s:%d/metrics", settings.metrics.host, port,
+        extra={"event": "metrics_listening", "port": port},
+    )  # fmt: skip
+    return server

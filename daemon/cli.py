@@ -1,0 +1,112 @@
+"""The ``driftd`` command line: run, demo, config, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+
+from driftd import __version__
+from driftd.logs import configure_logging
+from driftd.settings import ConfigurationError, Settings, load_settings, redacted
+
+log = logging.getLogger("driftd.cli")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``driftd`` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "config":
+            print(json.dumps(redacted(load_settings(args.config)), indent=2))
+            return 0
+        if args.command == "run":
+            return _run(load_settings(args.config))
+        if args.command == "demo":
+            from driftd.demo import run_demo
+
+            return run_demo(events=args.events, directory=args.dir, seconds=args.seconds)
+        if args.command == "bench":
+            from driftd.bench import run_bench
+
+            return run_bench(events=args.events, batch_size=args.batch_size, quick=args.quick)
+    except ConfigurationError as error:
+        print(f"driftd: {error}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftd", description="Keep a PyTorch model learning from a Kafka stream."
+    )
+    parser.add_argument("--version", action="version", version=f"driftd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("run", "run the training daemon"),
+        ("config", "validate and print the effective configuration"),
+    ):
+        command = commands.add_parser(name, help=text, description=text)
+        command.add_argument("--config", help="TOML settings file (or set DRIFTD_CONFIG)")
+    demo = commands.add_parser("demo", help="run the embedded demo: broker, stream, daemon")
+    demo.add_argument("--events", type=int, default=30_000, help="events in the stream")
+    demo.add_argument("--dir", default="./driftd-demo", help="where snapshots go")
+    demo.add_argument("--seconds", type=float, default=60.0, help="upper bound on run time")
+    bench = commands.add_parser("bench", help="measure throughput, latency and memory")
+    bench.add_argument("--events", type=int, default=200_000, help="events per measurement")
+    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    return parser
+
+
+def _run(settings: Settings) -> int:
+    from driftd.app import build_trainer
+
+    configure_logging(settings.log.level, json_lines=settings.log.json_lines)
+    log.info("driftd %s starting", __version__, extra={"event": "start"})
+    trainer = build_trainer(settings)
+    install_stop_handlers(trainer.loop.request_stop, grace_s=settings.lifecycle.shutdown_grace_s)
+    progress = trainer.run()
+    log.info(
+        "stopped: %d events consumed, %d learned, %d invalid, snapshot %s",
+        progress.events_consumed, progress.events_learned, progress.events_invalid,
+        progress.snapshot_version, extra={"event": "stopped"},
+    )  # fmt: skip
+    return 0
+
+
+def install_stop_handlers(request_stop: Callable[[], None], *, grace_s: float) -> None:
+    """First SIGTERM/SIGINT: stop gracefully within ``grace_s``; a second SIGINT: exit now."""
+    state = {"stopping": False}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        if state["stopping"]:
+            if signum == signal.SIGINT:
+                os._exit(130)
+            return
+        state["stopping"] = True
+        log.info("signal %d: finishing the batch, then snapshot and commit", signum)
+        request_stop()
+        watchdog = threading.Timer(grace_s, _give_up, args=(grace_s,))
+        watchdog.daemon = True
+        watchdog.start()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def _give_up(grace_s: float) -> None:
+    log.error("shutdown took longer than %.0f s: exiting without a final snapshot", grace_s)
+    os._exit(1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
