@@ -145,6 +145,8 @@ class JsonDecoder:
         if domain is not None and not isinstance(domain, str):
             raise _Invalid("wrong_type", f"{self.domain_field!r} must be a string or null")
         if self._n_features is None:
+            if not _fits_float32(x):
+                raise _Invalid("non_finite", "features hold NaN or infinity")
             self._n_features = len(x)  # the first valid event fixes the dimension
         return x, y, ts, domain
 
@@ -181,8 +183,11 @@ class JsonDecoder:
             if y not in self.label_index:
                 raise _Invalid("unknown_label", f"label {y[:64]!r} is not configured")
             return self.label_index[y]
-        if type(y) is float and y.is_integer():
-            y = int(y)
+        if type(y) is float:
+            if math.isinf(y):
+                raise _Invalid("unknown_label", "label is out of any class range")
+            if y.is_integer():
+                y = int(y)
         if type(y) is not int:
             raise _Invalid("wrong_type", f"{self.y_field!r} must be a class index or name")
         if not 0 <= y < self.n_classes:
@@ -195,7 +200,7 @@ class JsonDecoder:
             raise _Invalid("wrong_type", f"{self.y_field!r} must be a number or list of numbers")
         if len(values) != self.n_outputs:
             raise _Invalid("wrong_dimension", f"{len(values)} targets, expected {self.n_outputs}")
-        if not all(map(math.isfinite, values)):
+        if not _fits_float32(values):
             raise _Invalid("non_finite", f"{self.y_field!r} holds NaN or infinity")
         return values
 
@@ -250,6 +255,13 @@ def _parse_json(value: bytes) -> Any:
         pass
     # orjson refuses NaN/Infinity literals that Python's json writes; parse them to say so.
     try:
-        return json.loads(value)
+        # Integers beyond 64 bits become floats (inf when huge), so range checks stay simple.
+        return json.loads(value, parse_int=float)
     except (ValueError, RecursionError) as error:
         raise _Invalid("not_json", f"not valid JSON: {str(error)[:200]}") from None
+
+
+def _fits_float32(values: list[Any]) -> bool:
+    """Whether every number is finite once stored as float32."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(np.asarray(values, dtype=np.float32)).all())

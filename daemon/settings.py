@@ -297,10 +297,27 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Precedence: arguments > env > .env > TOML file > defaults."""
         toml_path = _config_path(init_settings)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        dotenv = _OwnKeysOnly(settings_cls, dotenv_settings)
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv]
         if toml_path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+
+class _OwnKeysOnly(PydanticBaseSettingsSource):
+    """A ``.env`` shared with other tools: keep driftd's settings, ignore the rest."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self._inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: values come from :meth:`__call__`."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = self.settings_cls.model_fields
+        return {key: value for key, value in self._inner().items() if key in fields}
 
 
 def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
