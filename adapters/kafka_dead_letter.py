@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from driftd.records import Rejection
 from driftd.settings import KafkaSettings
@@ -18,6 +22,9 @@ DETAIL_HEADER = "driftd-detail"
 SOURCE_TOPIC_HEADER = "driftd-source-topic"
 SOURCE_PARTITION_HEADER = "driftd-source-partition"
 SOURCE_OFFSET_HEADER = "driftd-source-offset"
+# Set (to the original value's size in bytes) when the value was too large to dead-letter.
+VALUE_DROPPED_HEADER = "driftd-value-dropped"
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class DeadLetterError(RuntimeError):
@@ -38,27 +45,38 @@ def dead_letter_headers(rejection: Rejection) -> list[tuple[str, bytes]]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Unacknowledged:
+    rejection: Rejection
+    drop_value: bool = False
+
+
 class KafkaDeadLetterSink:
     """Produces each rejected record's original key and value, with reason headers.
 
     Sends are asynchronous and batched by the producer. :meth:`flush` waits for every
     acknowledgement; a rejection whose delivery failed stays pending and is sent again by the
     next flush, so a later successful flush (after which the loop commits source offsets) always
-    covers it.
+    covers it. A value too large for the producer or broker is dropped (the key and headers
+    still go, with ``driftd-value-dropped``) rather than blocking every later commit.
 
     Args:
         settings: Connection settings; ``settings.dead_letter_topic`` must name the topic.
-        producer: An existing ``KafkaProducer`` to use (tests); built from settings otherwise.
+        producer_factory: Builds the ``KafkaProducer`` (again after a failure, as an idempotent
+            producer can stay broken after a broker restart); from ``settings`` by default.
     """
 
-    def __init__(self, settings: KafkaSettings, *, producer: Any = None) -> None:
+    def __init__(
+        self, settings: KafkaSettings, *, producer_factory: Callable[[], Any] | None = None
+    ) -> None:
         if not settings.dead_letter_topic:
-            raise ValueError("kafka.dead_letter_topic is empty: use InMemoryDeadLetterSink")
-        self._settings = settings
+            raise ValueError("kafka.dead_letter_topic is empty: use DiscardingDeadLetterSink")
         self._topic = settings.dead_letter_topic
-        self._producer: Any = producer
-        self._in_flight: list[tuple[Rejection, Any]] = []
-        self._failed: list[Rejection] = []
+        self._producer_factory = producer_factory or (lambda: build_producer(settings))
+        self._producer: Any = None
+        self._in_flight: list[tuple[_Unacknowledged, Any]] = []
+        self._failed: list[_Unacknowledged] = []
+        self._last_error = ""
         self._closed = False
 
     @property
@@ -66,26 +84,23 @@ class KafkaDeadLetterSink:
         """The dead-letter topic."""
         return self._topic
 
+    @property
+    def pending(self) -> int:
+        """Rejections not yet acknowledged (in flight, or failed and awaiting a retry)."""
+        return len(self._in_flight) + len(self._failed)
+
     def send(self, rejection: Rejection) -> None:
-        """Queue one rejection for the dead-letter topic.
+        """Queue one rejection; once a delivery has failed, queue without trying (flush retries).
 
         Raises:
             RuntimeError: If the sink is closed.
         """
         if self._closed:
             raise RuntimeError("KafkaDeadLetterSink is closed")
-        self._in_flight.append((rejection, self._send_now(rejection)))
-
-    def _send_now(self, rejection: Rejection) -> Any:
-        if self._producer is None:
-            self._producer = build_producer(self._settings, client_id=self._settings.client_id)
-        record = rejection.record
-        return self._producer.send(
-            self._topic,
-            value=record.value,
-            key=record.key,
-            headers=dead_letter_headers(rejection),
-        )
+        item = _Unacknowledged(rejection)
+        # Once a send has failed, the producer is in trouble: leave everything to the next flush.
+        if self._failed or not self._try_send(item):
+            self._failed.append(item)
 
     def flush(self, timeout_s: float) -> None:
         """Block until every queued rejection is acknowledged by the broker.
@@ -95,36 +110,31 @@ class KafkaDeadLetterSink:
                 pending and are sent again by the next call.
         """
         retries, self._failed = self._failed, []
-        errors: list[str] = []
-        for rejection in retries:
-            try:
-                self.send(rejection)
-            except Exception as error:  # e.g. metadata unavailable while the broker is down
-                self._failed.append(rejection)
-                errors.append(repr(error))
+        for index, item in enumerate(retries):
+            if not self._try_send(item):
+                self._failed.extend(retries[index:])
+                break
         if self._producer is not None and self._in_flight:
             try:
                 self._producer.flush(timeout=timeout_s)
-            except Exception as error:  # KafkaTimeoutError: some futures are still pending
-                errors.append(repr(error))
+            except Exception as error:  # KafkaTimeoutError: some are still unacknowledged
+                self._last_error = repr(error)
         in_flight, self._in_flight = self._in_flight, []
-        for rejection, future in in_flight:
-            if not future.succeeded():
-                self._failed.append(rejection)
-                if future.failed():
-                    errors.append(repr(future.exception))
+        for item, future in in_flight:
+            if future.succeeded():
+                continue
+            exception = future.exception if future.failed() else None
+            if exception is not None:
+                self._last_error = repr(exception)
+            too_large = isinstance(exception, _TOO_LARGE)
+            self._failed.append(_Unacknowledged(item.rejection, item.drop_value or too_large))
         if self._failed:
-            # An idempotent producer can stay broken after a broker restart: start afresh.
+            # An idempotent producer can stay broken after a broker restart: build a new one.
             self._discard_producer()
             raise DeadLetterError(
-                f"{len(self._failed)} rejections not acknowledged by {self._topic!r}: "
-                + "; ".join(sorted(set(errors)))[:1000]
+                f"{len(self._failed)} rejections not acknowledged by topic {self._topic!r}: "
+                f"{self._last_error}"
             )
-
-    @property
-    def pending(self) -> int:
-        """Rejections not yet acknowledged (queued, in flight, or failed awaiting retry)."""
-        return len(self._in_flight) + len(self._failed)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending, then close the producer; safe to call twice.
@@ -142,10 +152,61 @@ class KafkaDeadLetterSink:
             self._closed = True
             self._discard_producer(timeout_s)
 
+    def _try_send(self, item: _Unacknowledged) -> bool:
+        """Hand ``item`` to the producer; False if that failed (it is not in flight then)."""
+        try:
+            future = self._produce(item)
+        except _TOO_LARGE as error:
+            if item.drop_value:  # even key and headers are too large: nothing more to drop
+                self._last_error = repr(error)
+                return False
+            return self._try_send(_Unacknowledged(item.rejection, drop_value=True))
+        except Exception as error:  # no broker to bootstrap from, metadata unavailable, ...
+            self._last_error = repr(error)
+            return False
+        self._in_flight.append((item, future))
+        return True
+
+    def _produce(self, item: _Unacknowledged) -> Any:
+        if self._producer is None:
+            self._producer = self._producer_factory()
+        record = item.rejection.record
+        headers = dead_letter_headers(item.rejection)
+        value = record.value
+        if item.drop_value:
+            headers.append((VALUE_DROPPED_HEADER, str(len(value or b"")).encode("ascii")))
+            log.warning(
+                "dead-lettering %s[%d]@%d without its value: too large",
+                record.topic, record.partition, record.offset,
+            )  # fmt: skip
+            value = None
+        if value is None and record.key is None:
+            value = b""  # kafka-python refuses a record with neither key nor value
+        return self._producer.send(self._topic, value=value, key=record.key, headers=headers)
+
     def _discard_producer(self, timeout_s: float = 0.0) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                producer.close(timeout=timeout_s)
+                close_producer(producer, timeout_s)
             except Exception:
                 log.warning("closing the dead-letter producer failed", exc_info=True)
+
+
+def close_producer(producer: Any, timeout_s: float) -> None:
+    """Close a ``KafkaProducer``, abandoning what is still unsent after ``timeout_s``.
+
+    kafka-python 3.0.x's ``close(timeout)`` raises its flush's ``KafkaTimeoutError`` when records
+    are pending and then never stops the sender thread, leaking it and its sockets; this stops
+    the sender itself (failing the pending futures) and completes the close.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except KafkaTimeoutError:
+        pass
+    sender = getattr(producer, "_sender", None)
+    if sender is not None:
+        sender.force_close()
+        sender.join(5.0)
+    producer.close(timeout=0)

@@ -474,6 +474,7 @@ def test_moderately_nested_x_is_the_wrong_type() -> None:
 # --- properties --------------------------------------------------------------------------------
 
 # Any integer and any float, NaN and infinities included: none may escape as an exception.
+numbers = st.integers() | st.floats()
 json_scalars = st.none() | st.booleans() | numbers | st.text(max_size=10)
 json_values = st.recursive(
     json_scalars,
