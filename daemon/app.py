@@ -166,7 +166,7 @@ class Trainer:
         for close in (self.source.close, self.dead_letters.close, *self.closers):
             try:
                 close()
-            except Exception as error:  # noqa: BLE001 - closing must go on
+            except Exception as error:
                 log.warning("error while closing: %s", error)
         if self.server is not None:
             self.server.stop()

@@ -84,8 +84,10 @@ def run_bench(*, events: int, batch_size: int, quick: bool) -> int:
     repeats = 1 if quick else 3
     events = min(events, 20_000) if quick else events
     payloads = _payloads(events)
-    print(f"driftd bench: {events:,} events x {repeats} runs, batch {batch_size}, "
-          f"MLP {N_FEATURES}->64->64->{N_CLASSES}, torch threads {torch.get_num_threads()}")
+    print(
+        f"driftd bench: {events:,} events x {repeats} runs, batch {batch_size}, "
+        f"MLP {N_FEATURES}->64->64->{N_CLASSES}, torch threads {torch.get_num_threads()}"
+    )
     with tempfile.TemporaryDirectory(prefix="driftd-bench-") as scratch, EmbeddedBroker() as broker:
         base = Path(scratch)
         topic = _fill_topic(broker, payloads)
@@ -103,11 +105,15 @@ def run_bench(*, events: int, batch_size: int, quick: bool) -> int:
     ]
     for name, value, unit in rows:
         print(f"  {name:<32} {value:>12,.0f} {unit}")
-    print(f"  (d) event-to-update latency      p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
-          f"at {paced_rate:,.0f} events/s offered")
+    print(
+        f"  (d) event-to-update latency      p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+        f"at {paced_rate:,.0f} events/s offered"
+    )
     print(f"  (e) peak RSS                     {peak_rss_mib:,.0f} MiB")
-    print(f"  ratios: a/f {end_to_end / raw:.2f}, a/c {end_to_end / compute:.3f}, "
-          f"b/c {in_process / compute:.3f}, a/b {end_to_end / in_process:.2f}")
+    print(
+        f"  ratios: a/f {end_to_end / raw:.2f}, a/c {end_to_end / compute:.3f}, "
+        f"b/c {in_process / compute:.3f}, a/b {end_to_end / in_process:.2f}"
+    )
     return 0
 
 
@@ -150,8 +156,9 @@ def _fill_topic(broker: EmbeddedBroker, payloads: list[bytes]) -> str:
 
 
 def _compute_bound(batch_size: int, events: int) -> float:
-    settings = load_settings(model={"n_classes": N_CLASSES, "n_features": N_FEATURES},
-                             learner={"batch_size": batch_size})
+    settings = load_settings(
+        model={"n_classes": N_CLASSES, "n_features": N_FEATURES}, learner={"batch_size": batch_size}
+    )
     config = model_config_from_settings(settings.model, N_FEATURES)
     learner = learner_builder(settings)(config)
     generator = torch.Generator().manual_seed(0)

@@ -53,7 +53,7 @@ class DecodedBatch:
         return len(self.records)
 
 
-class _Invalid(Exception):
+class _InvalidRecordError(Exception):
     """Internal: one record is invalid (reason, detail)."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -114,7 +114,7 @@ class JsonDecoder:
         for record in records:
             try:
                 x, y, ts, domain = self._decode_one(record)
-            except _Invalid as invalid:
+            except _InvalidRecordError as invalid:
                 rejections.append(Rejection(record, invalid.reason, invalid.detail))
                 continue
             kept.append(record)
@@ -130,49 +130,63 @@ class JsonDecoder:
     def _decode_one(self, record: Record) -> tuple[list[float], Any, float | None, str | None]:
         value = record.value
         if not value:
-            raise _Invalid("empty", "record has no value")
+            raise _InvalidRecordError("empty", "record has no value")
         if len(value) > self.max_record_bytes:
-            raise _Invalid("oversized", f"{len(value)} bytes > limit {self.max_record_bytes}")
+            raise _InvalidRecordError(
+                "oversized", f"{len(value)} bytes > limit {self.max_record_bytes}"
+            )
         event = _parse_json(value)
         if not isinstance(event, dict):
-            raise _Invalid("not_object", f"expected a JSON object, got {type(event).__name__}")
+            raise _InvalidRecordError(
+                "not_object", f"expected a JSON object, got {type(event).__name__}"
+            )
         x = self._features(event.get(self.x_field))
         y = self._target(event.get(self.y_field))
         ts = event.get(self.ts_field)
         if ts is not None and (type(ts) not in _NUMBER_TYPES or not math.isfinite(ts)):
-            raise _Invalid("wrong_type", f"{self.ts_field!r} must be epoch seconds or null")
+            raise _InvalidRecordError(
+                "wrong_type", f"{self.ts_field!r} must be epoch seconds or null"
+            )
         domain = event.get(self.domain_field)
         if domain is not None and not isinstance(domain, str):
-            raise _Invalid("wrong_type", f"{self.domain_field!r} must be a string or null")
+            raise _InvalidRecordError(
+                "wrong_type", f"{self.domain_field!r} must be a string or null"
+            )
         if self._n_features is None:
             if not _fits_float32(x):
-                raise _Invalid("non_finite", "features hold NaN or infinity")
+                raise _InvalidRecordError("non_finite", "features hold NaN or infinity")
             self._n_features = len(x)  # the first valid event fixes the dimension
         return x, y, ts, domain
 
     def _features(self, x: Any) -> list[float]:
         if x is None:
-            raise _Invalid("missing_x", f"no {self.x_field!r} field")
+            raise _InvalidRecordError("missing_x", f"no {self.x_field!r} field")
         if isinstance(x, dict):
             x = self._named_features(x)
         elif not isinstance(x, list):
-            raise _Invalid("wrong_type", f"{self.x_field!r} must be a list or an object")
+            raise _InvalidRecordError("wrong_type", f"{self.x_field!r} must be a list or an object")
         if not set(map(type, x)) <= _NUMBER_TYPES:
-            raise _Invalid("wrong_type", f"{self.x_field!r} must hold only numbers")
+            raise _InvalidRecordError("wrong_type", f"{self.x_field!r} must hold only numbers")
         if self._n_features is None:
             if not x:
-                raise _Invalid("wrong_dimension", f"{self.x_field!r} is empty")
+                raise _InvalidRecordError("wrong_dimension", f"{self.x_field!r} is empty")
         elif len(x) != self._n_features:
-            raise _Invalid("wrong_dimension", f"{len(x)} features, expected {self._n_features}")
+            raise _InvalidRecordError(
+                "wrong_dimension", f"{len(x)} features, expected {self._n_features}"
+            )
         return x
 
     def _named_features(self, named: dict[str, Any]) -> list[Any]:
         if not self.feature_names:
-            raise _Invalid("wrong_type", "named features need event.feature_names configured")
+            raise _InvalidRecordError(
+                "wrong_type", "named features need event.feature_names configured"
+            )
         try:
             return [named[name] for name in self.feature_names]
         except KeyError as missing:
-            raise _Invalid("missing_feature", f"feature {missing.args[0]!r} is missing") from None
+            raise _InvalidRecordError(
+                "missing_feature", f"feature {missing.args[0]!r} is missing"
+            ) from None
 
     def _target(self, y: Any) -> Any:
         if y is None:
@@ -181,27 +195,33 @@ class JsonDecoder:
             return self._regression_target(y)
         if isinstance(y, str):
             if y not in self.label_index:
-                raise _Invalid("unknown_label", f"label {y[:64]!r} is not configured")
+                raise _InvalidRecordError("unknown_label", f"label {y[:64]!r} is not configured")
             return self.label_index[y]
         if type(y) is float:
             if math.isinf(y):
-                raise _Invalid("unknown_label", "label is out of any class range")
+                raise _InvalidRecordError("unknown_label", "label is out of any class range")
             if y.is_integer():
                 y = int(y)
         if type(y) is not int:
-            raise _Invalid("wrong_type", f"{self.y_field!r} must be a class index or name")
+            raise _InvalidRecordError(
+                "wrong_type", f"{self.y_field!r} must be a class index or name"
+            )
         if not 0 <= y < self.n_classes:
-            raise _Invalid("unknown_label", f"label {y} outside [0, {self.n_classes})")
+            raise _InvalidRecordError("unknown_label", f"label {y} outside [0, {self.n_classes})")
         return y
 
     def _regression_target(self, y: Any) -> list[float]:
         values = y if isinstance(y, list) else [y]
         if not set(map(type, values)) <= _NUMBER_TYPES:
-            raise _Invalid("wrong_type", f"{self.y_field!r} must be a number or list of numbers")
+            raise _InvalidRecordError(
+                "wrong_type", f"{self.y_field!r} must be a number or list of numbers"
+            )
         if len(values) != self.n_outputs:
-            raise _Invalid("wrong_dimension", f"{len(values)} targets, expected {self.n_outputs}")
+            raise _InvalidRecordError(
+                "wrong_dimension", f"{len(values)} targets, expected {self.n_outputs}"
+            )
         if not _fits_float32(values):
-            raise _Invalid("non_finite", f"{self.y_field!r} holds NaN or infinity")
+            raise _InvalidRecordError("non_finite", f"{self.y_field!r} holds NaN or infinity")
         return values
 
     def _zero_target(self) -> Any:
@@ -258,7 +278,7 @@ def _parse_json(value: bytes) -> Any:
         # Integers beyond 64 bits become floats (inf when huge), so range checks stay simple.
         return json.loads(value, parse_int=float)
     except (ValueError, RecursionError) as error:
-        raise _Invalid("not_json", f"not valid JSON: {str(error)[:200]}") from None
+        raise _InvalidRecordError("not_json", f"not valid JSON: {str(error)[:200]}") from None
 
 
 def _fits_float32(values: list[Any]) -> bool:

@@ -111,7 +111,9 @@ class OnlineLearner:
         lr = self.lr_policy.lr
         if n_labelled == 0:
             outputs = self.predict_many(x)
-            return StepReport(len(x), 0, None, None, outputs.new_zeros(0), self._decide(outputs), lr)
+            return StepReport(
+                len(x), 0, None, None, outputs.new_zeros(0), self._decide(outputs), lr
+            )
         y = y.to(self.device, non_blocking=True)
         mask = None if n_labelled == len(x) else labelled.to(self.device)
         train_y = y if mask is None else y[mask]

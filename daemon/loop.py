@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from threading import Event
 
-
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learner import OnlineLearner, StepReport
 from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, Telemetry
@@ -161,7 +160,7 @@ class TrainingLoop:
             return self._commit_without_model()
         try:
             self.dead_letters.flush(timeout_s=30.0)
-        except Exception as error:  # noqa: BLE001 - any sink failure: keep offsets uncommitted
+        except Exception as error:
             log.error("dead-letter flush failed, snapshot postponed: %s", error)
             self.telemetry.snapshot_failed("dead_letter_flush")
             return False
@@ -191,7 +190,7 @@ class TrainingLoop:
         # Only rejected records so far: once they are dead-lettered their offsets can move on.
         try:
             self.dead_letters.flush(timeout_s=30.0)
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             log.error("dead-letter flush failed: %s", error)
             return False
         self._commit(self.state.offsets)
@@ -202,7 +201,7 @@ class TrainingLoop:
     def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:
             self.source.commit(offsets)
-        except Exception as error:  # noqa: BLE001 - the snapshot is the source of truth
+        except Exception as error:
             log.warning("offset commit failed (snapshot holds them): %s", error)
 
     def _learn(self, batch: DecodedBatch) -> None:
@@ -265,4 +264,3 @@ class TrainingLoop:
 
 def _offsets_text(offsets: Mapping[TopicPartition, int]) -> str:
     return ",".join(f"{tp}={offset}" for tp, offset in sorted(offsets.items()))
-

@@ -6,7 +6,7 @@ from driftd.ports import Clock
 
 
 class EveryNStepsOrTSeconds:
-    """Fires when ``every_steps`` steps or ``every_seconds`` seconds have passed since it last fired.
+    """Fires once ``every_steps`` steps or ``every_seconds`` seconds passed since it last fired.
 
     Either bound may be None (never fires on that bound). The clock is injected, so tests
     advance time instead of sleeping.

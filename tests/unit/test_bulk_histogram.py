@@ -7,9 +7,10 @@ import threading
 
 import numpy as np
 import pytest
-from driftd.adapters.bulk_histogram import BulkHistogram
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from driftd.adapters.bulk_histogram import BulkHistogram
 
 BUCKETS = (0.001, 0.01, 0.1, 1.0, 10.0)
 

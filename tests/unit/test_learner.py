@@ -13,8 +13,9 @@ from driftd.models import build_model
 
 
 def _learner(*, task: str = "classification", dropout: float = 0.0, seed: int = 0) -> OnlineLearner:
+    n_outputs = 3 if task == "classification" else 1
     config = {
-        "kind": "mlp", "task": task, "n_features": 4, "n_outputs": 3 if task == "classification" else 1,
+        "kind": "mlp", "task": task, "n_features": 4, "n_outputs": n_outputs,
         "activation": "relu", "dropout": dropout, "norm": "none", "head_hidden": [], "hidden": [8],
     }  # fmt: skip
     model = build_model(config, torch.Generator().manual_seed(seed))
@@ -69,7 +70,9 @@ def test_no_labels_takes_no_step() -> None:
     x, y = _batch()
     before = [p.clone() for p in learner.model.parameters()]
     report = learner.learn_many(x, y, torch.zeros(16, dtype=torch.bool))
-    assert report.n_learned == 0 and report.loss is None and learner.steps == 0
+    assert report.n_learned == 0
+    assert report.loss is None
+    assert learner.steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
 
 
@@ -79,8 +82,10 @@ def test_non_finite_loss_skips_the_step() -> None:
     y = torch.tensor([[1.0], [2.0], [3e38], [3e38]])  # squared error overflows float32
     before = [p.clone() for p in learner.model.parameters()]
     report = learner.learn_many(x, y, torch.ones(4, dtype=torch.bool))
-    assert report.skipped == "non_finite_loss" and report.n_learned == 0
-    assert learner.steps_skipped == 1 and learner.steps == 0
+    assert report.skipped == "non_finite_loss"
+    assert report.n_learned == 0
+    assert learner.steps_skipped == 1
+    assert learner.steps == 0
     assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
 
 
@@ -104,10 +109,12 @@ def test_learning_reduces_loss_on_a_separable_stream() -> None:
         y = torch.randint(0, 3, (32,), generator=generator)
         x = centres[y] + torch.randn(32, 4, generator=generator) * 0.5
         report = learner.learn_many(x, y, torch.ones(32, dtype=torch.bool))
-        assert report.loss is not None and math.isfinite(report.loss)
+        assert report.loss is not None
+        assert math.isfinite(report.loss)
         losses.append(report.loss)
     assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10
-    assert learner.window.accuracy is not None and learner.window.accuracy > 0.9
+    assert learner.window.accuracy is not None
+    assert learner.window.accuracy > 0.9
 
 
 def test_state_dict_round_trip_restores_counters_and_window() -> None:

@@ -114,7 +114,8 @@ def test_commits_only_after_the_snapshot_is_durable(tmp_path: Path) -> None:
     )
     progress = trainer.run(StopWhen(max_events=256))
     assert progress.events_learned == 256, "training goes on when snapshots fail"
-    assert source.committed == {} and source.commits == 0
+    assert source.committed == {}
+    assert source.commits == 0
     assert telemetry.snapshot_failures["OSError"] >= 2
 
 
@@ -128,7 +129,8 @@ def test_no_commit_when_dead_letters_cannot_be_flushed(tmp_path: Path) -> None:
         _settings(tmp_path), _records(64, bad_every=10), store, dead_letters=BrokenSink()
     )
     trainer.run(StopWhen(max_events=70))
-    assert store.versions() == [] and source.commits == 0
+    assert store.versions() == []
+    assert source.commits == 0
 
 
 def test_snapshots_every_n_steps(tmp_path: Path) -> None:
@@ -137,7 +139,8 @@ def test_snapshots_every_n_steps(tmp_path: Path) -> None:
     trainer.run(StopWhen(max_events=320))
     assert store.versions() == [1, 2, 3]  # after steps 4 and 8, then the final one at step 10
     final = store.load_latest()
-    assert final is not None and final.manifest["step"] == 10
+    assert final is not None
+    assert final.manifest["step"] == 10
 
 
 @pytest.mark.parametrize("crash_after", [0, 96])
@@ -160,7 +163,8 @@ def test_resume_learns_each_event_exactly_once(tmp_path: Path, crash_after: int)
     assert resumed.loop.state.offsets == {TP0: 80, TP1: 80}
     resumed.run(StopWhen(max_events=320))
     final = store.load_latest()
-    assert final is not None and final.manifest["events_learned"] == 480
+    assert final is not None
+    assert final.manifest["events_learned"] == 480
     for key, value in _weights(resumed).items():
         assert torch.equal(value, expected[key]), key
 
@@ -174,4 +178,5 @@ def test_feature_count_is_inferred_from_the_first_valid_event(tmp_path: Path) ->
     trainer, _ = _trainer(_settings(tmp_path), records, store)
     trainer.run(StopWhen(max_events=41))
     snapshot = store.load_latest()
-    assert snapshot is not None and snapshot.manifest["model"]["n_features"] == 7
+    assert snapshot is not None
+    assert snapshot.manifest["model"]["n_features"] == 7
