@@ -7,6 +7,7 @@ loopback port only and keeps its data in memory, so every start is a fresh, empt
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib.resources
 import os
 import socket
@@ -212,10 +213,8 @@ class EmbeddedBroker:
         if process is not None and process.poll() is None:
             if graceful:
                 process.terminate()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(self._stop_timeout_s)
-                except subprocess.TimeoutExpired:
-                    pass
             if process.poll() is None:
                 process.kill()
                 process.wait()
