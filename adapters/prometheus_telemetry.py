@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
 from driftd import __version__
 from driftd.adapters.bulk_histogram import BulkHistogram
 from driftd.ports import Clock, SystemClock
 from driftd.records import TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 if TYPE_CHECKING:
     from driftd.ports import Telemetry

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from driftd.records import TopicPartition
 
 if TYPE_CHECKING:

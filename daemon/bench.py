@@ -171,7 +171,7 @@ def _compute_bound(batch_size: int, events: int) -> float:
     started = time.perf_counter()
     for _ in range(steps):
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()  # type: ignore[no-untyped-call]
+        loss_fn(model(x), y).backward()
         optimizer.step()
     return steps * batch_size / (time.perf_counter() - started)
 

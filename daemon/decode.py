@@ -174,7 +174,8 @@ class JsonDecoder:
             raise _InvalidRecordError(
                 "wrong_dimension", f"{len(x)} features, expected {self._n_features}"
             )
-        return x
+        features: list[float] = x
+        return features
 
     def _named_features(self, named: dict[str, Any]) -> list[Any]:
         if not self.feature_names:
@@ -240,13 +241,13 @@ class JsonDecoder:
         width = self._n_features or 0
         with np.errstate(over="ignore", invalid="ignore"):
             x = np.array(rows, dtype=np.float32).reshape(len(rows), width)
-        finite = np.isfinite(x).all(axis=1)
+        finite = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
         if not finite.all():
             for index in np.flatnonzero(~finite).tolist():
                 rejections.append(
                     Rejection(kept[index], "non_finite", "features hold NaN or infinity")
                 )
-            keep = finite.tolist()
+            keep = [bool(ok) for ok in finite.tolist()]
             x = x[finite]
             kept = [item for item, ok in zip(kept, keep, strict=True) if ok]
             targets = [item for item, ok in zip(targets, keep, strict=True) if ok]

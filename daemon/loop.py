@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from threading import Event
 
@@ -143,7 +143,7 @@ class TrainingLoop:
             self.snapshot_and_commit()
         return self.progress
 
-    def process(self, records: list[Record] | tuple[Record, ...]) -> None:
+    def process(self, records: Sequence[Record]) -> None:
         """Decode, dead-letter and learn one polled batch; advance the in-memory offsets."""
         self.telemetry.events_consumed(len(records))
         self.progress.events_consumed += len(records)
@@ -234,7 +234,7 @@ class TrainingLoop:
         if self._on_step is not None:
             self._on_step(progress)
 
-    def _dead_letter(self, rejections: list[Rejection] | tuple[Rejection, ...]) -> None:
+    def _dead_letter(self, rejections: Sequence[Rejection]) -> None:
         for rejection in rejections:
             self.dead_letters.send(rejection)
             self.telemetry.events_invalid(rejection.reason)

@@ -11,17 +11,18 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-import driftd
 import numpy as np
 import pytest
-from driftd.adapters.http_endpoint import MetricsServer
-from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
-from driftd.records import TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
+
+import driftd
+from driftd.adapters.http_endpoint import MetricsServer
+from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.records import TopicPartition
 
 pytestmark = pytest.mark.integration
 
