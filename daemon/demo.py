@@ -31,7 +31,7 @@ BAD_RECORDS = (b"not json", b'{"x": [1, 2], "y": 0}', b'{"x": "oops"}', b'{"y": 
 
 def run_demo(*, events: int, directory: str, seconds: float) -> int:
     """Run the demo end to end; returns the process exit code."""
-    configure_logging("WARNING", json_lines=False)
+    configure_logging("ERROR", json_lines=False)  # the progress line and summary say it all
     root = Path(directory)
     snapshots = root / "snapshots"
     if snapshots.exists():

@@ -7,6 +7,7 @@ Kafka or HTTP type.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -20,9 +21,12 @@ class TopicPartition:
         return f"{self.topic}[{self.partition}]"
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw record as read from a source, before decoding."""
+class Record(NamedTuple):
+    """One raw record as read from a source, before decoding.
+
+    Immutable like the other values here, but a NamedTuple: a source builds one per record on
+    the hot path, and that costs a third of a frozen dataclass.
+    """
 
     topic: str
     partition: int
