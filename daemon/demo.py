@@ -37,7 +37,10 @@ def run_demo(*, events: int, directory: str, seconds: float) -> int:
     if snapshots.exists():
         shutil.rmtree(snapshots)  # a new broker has new offsets: old snapshots do not apply
     stream = DriftingStream(n_events=events, change_every=max(1, events // 3))
-    print(f"driftd demo: {events:,} events, concept changes every {stream.change_every:,}")
+    print(
+        f"driftd demo: {events:,} events replayed over ~{seconds / 4:.0f} s, "
+        f"concept changes every {stream.change_every:,}"
+    )
     with EmbeddedBroker() as broker:
         broker.create_topics([TOPIC], partitions=3)
         broker.create_topics([DEAD_LETTER_TOPIC], partitions=1)
