@@ -88,6 +88,7 @@ class KafkaRecordSource:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             fetch_max_bytes=settings.fetch_max_bytes,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             bootstrap_timeout_ms=settings.request_timeout_ms,
         )
         self._consumer.subscribe(topics=list(settings.topics), listener=_SeekOnAssign(self))
