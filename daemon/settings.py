@@ -55,6 +55,7 @@ class KafkaSettings(Section):
     heartbeat_interval_ms: int = Field(3_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     fetch_max_bytes: int = Field(52_428_800, ge=1_024)
+    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000, description="Broker wait for data.")
     max_record_bytes: int = Field(1_048_576, ge=16, description="Larger records are rejected.")
     request_timeout_ms: int = Field(30_000, ge=1_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
