@@ -19,8 +19,10 @@ Commit order of :meth:`FileSnapshotStore.save`, each step durable before the nex
    version), then deleted.
 
 A new store removes the ``.tmp-*`` entries an interrupted save left. Writers hold an ``flock``
-on ``.lock`` while saving, so a store constructed by another process (an inference worker)
-never removes the work of a live writer. Nothing goes through pickle.
+on ``.lock`` while saving, so a store constructed by another process never removes the work of
+a live writer. Inference processes use the read side alone,
+:class:`~driftd.adapters.file_snapshot_reader.FileSnapshotReader`, which creates, locks and
+deletes nothing. Nothing goes through pickle.
 """
 
 from __future__ import annotations
@@ -30,43 +32,46 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import safetensors
 import torch
-from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
+from driftd.adapters.file_snapshot_reader import (
+    FORMAT,
+    LATEST_FILE,
+    MANIFEST_FILE,
+    TRAINING_FILE,
+    WEIGHTS_FILE,
+    FileSnapshotReader,
+    SnapshotError,
+    version_name,
+)
 from driftd.ports import Clock, Snapshot, SystemClock
+
+__all__ = [
+    "FORMAT",
+    "LATEST_FILE",
+    "LOCK_FILE",
+    "MANIFEST_FILE",
+    "TEMP_PREFIX",
+    "TRAINING_FILE",
+    "WEIGHTS_FILE",
+    "FileSnapshotReader",
+    "FileSnapshotStore",
+    "SnapshotError",
+    "tensors_to_bytes",
+    "version_name",
+]
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 1
-WEIGHTS_FILE = "model.safetensors"
-TRAINING_FILE = "training.safetensors"
-MANIFEST_FILE = "manifest.json"
-LATEST_FILE = "LATEST"
 TEMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
-_VERSION_NAME = re.compile(r"\d{10}")
-_MAX_VERSION = 10**10 - 1
-
-
-class SnapshotError(Exception):
-    """A snapshot is missing, incomplete or corrupt; the message says which and why."""
-
-
-def version_name(version: int) -> str:
-    """Return the directory name of ``version``: ten zero-padded digits, so names sort."""
-    if not 0 <= version <= _MAX_VERSION:
-        raise ValueError(f"snapshot version must be in [0, {_MAX_VERSION}], got {version}")
-    return f"{version:010d}"
 
 
 def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
@@ -100,7 +105,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-class FileSnapshotStore:
+class FileSnapshotStore(FileSnapshotReader):
     """A :class:`~driftd.ports.SnapshotStore` on a local (or mounted) filesystem.
 
     Args:
@@ -112,7 +117,7 @@ class FileSnapshotStore:
     def __init__(self, directory: Path, *, keep: int, clock: Clock | None = None) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        self.directory = Path(directory)
+        super().__init__(directory)
         self.keep = keep
         self._clock = clock or SystemClock()
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -156,87 +161,11 @@ class FileSnapshotStore:
         stored_manifest = json.loads(files[MANIFEST_FILE])
         return Snapshot(snapshot.version, snapshot.weights, snapshot.training, stored_manifest)
 
-    def load_latest(self) -> Snapshot | None:
-        """Return the version LATEST names, else the newest older readable one, else ``None``.
-
-        Every snapshot passed over is logged as a warning with the reason. If a writer moved
-        LATEST on while this ran (retention may delete what was read), it tries again once.
-        """
-        for _ in range(2):
-            latest_text = self._read_latest_text()
-            snapshot = self._load_newest_readable(latest_text)
-            if snapshot is not None or self._read_latest_text() == latest_text:
-                return snapshot
-        return None
-
-    def load(self, version: int) -> Snapshot:
-        """Load and verify one version: manifest, version, sha256 and size of every file.
-
-        Raises:
-            SnapshotError: The version is missing, incomplete or corrupt.
-        """
-        path = self.directory / version_name(version)
-        try:
-            manifest = _read_manifest(path / MANIFEST_FILE)
-            if manifest.get("format") != FORMAT:
-                raise SnapshotError(f"{path}: unsupported format {manifest.get('format')!r}")
-            if manifest.get("version") != version:
-                raise SnapshotError(f"{path}: manifest names version {manifest.get('version')!r}")
-            listed = manifest.get("files")
-            if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
-                raise SnapshotError(f"{path}: manifest lists no {WEIGHTS_FILE}")
-            loaded = {name: _read_verified(path / name, entry) for name, entry in listed.items()}
-        except OSError as error:
-            raise SnapshotError(f"{path}: cannot read: {error}") from error
-        return Snapshot(version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest)
-
-    def versions(self) -> list[int]:
-        """Versions renamed into place with a manifest, oldest first (not verified)."""
-        try:
-            entries = list(self.directory.iterdir())
-        except FileNotFoundError:
-            return []
-        return sorted(
-            int(entry.name)
-            for entry in entries
-            if _VERSION_NAME.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
-        )
-
-    def latest_version(self) -> int | None:
-        """Return the version LATEST names without verifying it (cheap, for reload polling)."""
-        text = self._read_latest_text()
-        return int(text) if text is not None and _VERSION_NAME.fullmatch(text) else None
-
-    def _load_newest_readable(self, latest_text: str | None) -> Snapshot | None:
-        candidates = self.versions()
-        if latest_text is not None and _VERSION_NAME.fullmatch(latest_text):
-            latest = int(latest_text)
-            candidates = [latest, *(v for v in candidates if v < latest)]
-        elif latest_text is not None or candidates:
-            logger.warning(
-                "snapshot %s in %s is %s; trying older versions",
-                LATEST_FILE,
-                self.directory,
-                "missing" if latest_text is None else f"garbage ({latest_text[:40]!r})",
-            )
-        for version in sorted(set(candidates), reverse=True):
-            try:
-                return self.load(version)
-            except SnapshotError as error:
-                logger.warning("skipping unreadable snapshot: %s", error)
-        return None
-
-    def _read_latest_text(self) -> str | None:
-        try:
-            return (self.directory / LATEST_FILE).read_text(errors="replace").strip()
-        except FileNotFoundError:
-            return None
-
     def _commit(self, name: str, files: Mapping[str, bytes]) -> None:
         """Steps 1-5 of the commit order; on OSError undo everything, then re-raise."""
         temp = self.directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
         final = self.directory / name
-        previous_latest = self._read_latest_text()
+        previous_latest = self.read_latest_text()
         renamed = False
         try:
             temp.mkdir()  # not mkdtemp: its 0700 mode would lock out readers of other users
@@ -255,7 +184,7 @@ class FileSnapshotStore:
         except OSError:
             try:
                 shutil.rmtree(temp, ignore_errors=True)
-                if renamed and self._read_latest_text() == name:  # replaced, not durably
+                if renamed and self.read_latest_text() == name:  # replaced, not durably
                     if previous_latest is None:
                         (self.directory / LATEST_FILE).unlink()
                     else:
@@ -316,32 +245,6 @@ class FileSnapshotStore:
             yield acquired
         finally:
             os.close(descriptor)  # closing releases the lock
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    """Parse a manifest file; it must hold a JSON object."""
-    try:
-        manifest = json.loads(path.read_bytes())
-    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise SnapshotError(f"{path}: not valid JSON: {error}") from error
-    if not isinstance(manifest, dict):
-        raise SnapshotError(f"{path}: not a JSON object")
-    return manifest
-
-
-def _read_verified(path: Path, entry: Any) -> dict[str, torch.Tensor]:
-    """Read one tensor file, check it against its manifest entry, and deserialise it."""
-    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-        raise SnapshotError(f"{path}: malformed manifest entry {entry!r}")
-    data = path.read_bytes()  # one read: the bytes checked are the bytes loaded
-    if len(data) != entry.get("bytes"):
-        raise SnapshotError(f"{path}: {len(data)} bytes, manifest says {entry.get('bytes')}")
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise SnapshotError(f"{path}: sha256 mismatch")
-    try:
-        return load_tensors(data)
-    except safetensors.SafetensorError as error:
-        raise SnapshotError(f"{path}: not a safetensors file: {error}") from error
 
 
 def _remove_tree(path: Path) -> None:

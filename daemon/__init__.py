@@ -1,3 +1,37 @@
-"""driftd: keep a PyTorch model learning from a live stream."""
+"""driftd: keep a PyTorch model learning from a live stream.
+
+``import driftd`` imports nothing else; the inference API loads on first use::
+
+    from driftd import HotModel
+
+    model = HotModel("./driftd-snapshots")
+    predictions = model.predict([[0.1, 0.2, 0.3]])
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["HotModel", "ModelNotReadyError", "Predictions", "SnapshotError", "__version__"]
+
+# Not even under TYPE_CHECKING: every core module imports this package (``__version__``), and
+# the import-boundary check would see the core reaching the adapters through it.
+_LAZY = {
+    "HotModel": "driftd.adapters.hot_model",
+    "ModelNotReadyError": "driftd.serving",
+    "Predictions": "driftd.serving",
+    "SnapshotError": "driftd.adapters.file_snapshot_reader",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public inference names on first access (PEP 562), keeping import light."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'driftd' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -1,4 +1,4 @@
-"""The ``driftd`` command line: run, demo, config, bench."""
+"""The ``driftd`` command line: run, infer, demo, config, bench."""
 
 from __future__ import annotations
 
@@ -29,6 +29,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "run":
             return _run(load_settings(args.config))
+        if args.command == "infer":
+            return _infer(load_settings(args.config))
         if args.command == "demo":
             from driftd.demo import run_demo
 
@@ -52,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("run", "run the training daemon"),
+        ("infer", "run a streaming inference worker on the newest snapshot"),
         ("config", "validate and print the effective configuration"),
     ):
         command = commands.add_parser(name, help=text, description=text)
@@ -83,8 +86,36 @@ def _run(settings: Settings) -> int:
     return 0
 
 
-def install_stop_handlers(request_stop: Callable[[], None], *, grace_s: float) -> None:
-    """First SIGTERM/SIGINT: stop gracefully within ``grace_s``; a second SIGINT: exit now."""
+def _infer(settings: Settings) -> int:
+    from driftd.infer import build_inference_worker
+
+    configure_logging(settings.log.level, json_lines=settings.log.json_lines)
+    log.info("driftd %s inference worker starting", __version__, extra={"event": "infer_start"})
+    worker = build_inference_worker(settings)
+    install_stop_handlers(
+        worker.request_stop,
+        grace_s=settings.lifecycle.shutdown_grace_s,
+        stopping="finishing the batch, then flush predictions and commit",
+    )
+    progress = worker.run()
+    log.info(
+        "stopped: %d events consumed, %d predicted, %d invalid",
+        progress.events_consumed, progress.predictions, progress.events_invalid,
+        extra={"event": "stopped"},
+    )  # fmt: skip
+    return 0
+
+
+def install_stop_handlers(
+    request_stop: Callable[[], None],
+    *,
+    grace_s: float,
+    stopping: str = "finishing the batch, then snapshot and commit",
+) -> None:
+    """First SIGTERM/SIGINT: stop gracefully within ``grace_s``; a second SIGINT: exit now.
+
+    ``stopping`` says in the log what a graceful stop does.
+    """
     state = {"stopping": False}
 
     def handle(signum: int, frame: FrameType | None) -> None:
@@ -93,7 +124,7 @@ def install_stop_handlers(request_stop: Callable[[], None], *, grace_s: float) -
                 os._exit(130)
             return
         state["stopping"] = True
-        log.info("signal %d: finishing the batch, then snapshot and commit", signum)
+        log.info("signal %d: %s", signum, stopping)
         request_stop()
         watchdog = threading.Timer(grace_s, _give_up, args=(grace_s,))
         watchdog.daemon = True

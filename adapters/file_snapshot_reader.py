@@ -1,0 +1,173 @@
+"""Reading and verifying snapshot directories; never creates, locks or deletes anything.
+
+:class:`FileSnapshotReader` is the read side of :class:`~driftd.adapters.file_snapshot_store.
+FileSnapshotStore` (which extends it with atomic writes). An inference process uses the reader
+on its own: it may sit on a read-only mount, and it must never touch a live writer's temp
+entries or hold the writer's lock. See ``file_snapshot_store`` for the layout on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import torch
+from safetensors.torch import load as load_tensors
+
+from driftd.ports import Snapshot
+
+logger = logging.getLogger(__name__)
+
+FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+TRAINING_FILE = "training.safetensors"
+MANIFEST_FILE = "manifest.json"
+LATEST_FILE = "LATEST"
+VERSION_NAME = re.compile(r"\d{10}")
+MAX_VERSION = 10**10 - 1
+
+
+class SnapshotError(Exception):
+    """A snapshot is missing, incomplete or corrupt; the message says which and why.
+
+    Attributes:
+        reason: A short, stable label (a metric label value): ``missing`` (a file or the
+            version is absent or unreadable), ``corrupt`` (bad JSON, size or sha256 mismatch,
+            not safetensors) or ``unsupported`` (an unknown snapshot format).
+    """
+
+    def __init__(self, message: str, reason: str = "corrupt") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def version_name(version: int) -> str:
+    """Return the directory name of ``version``: ten zero-padded digits, so names sort."""
+    if not 0 <= version <= MAX_VERSION:
+        raise ValueError(f"snapshot version must be in [0, {MAX_VERSION}], got {version}")
+    return f"{version:010d}"
+
+
+class FileSnapshotReader:
+    """Loads verified snapshots from a directory written by ``FileSnapshotStore``.
+
+    Args:
+        directory: The snapshot directory; it need not exist yet.
+        weights_only: Read only ``model.safetensors`` (all inference needs), never the training
+            state; the loaded snapshots then have empty ``training``.
+    """
+
+    def __init__(self, directory: Path, *, weights_only: bool = False) -> None:
+        self.directory = Path(directory)
+        self.weights_only = weights_only
+
+    def load_latest(self) -> Snapshot | None:
+        """Return the version LATEST names, else the newest older readable one, else ``None``.
+
+        Every snapshot passed over is logged as a warning with the reason. If a writer moved
+        LATEST on while this ran (retention may delete what was read), it tries again once.
+        """
+        for _ in range(2):
+            latest_text = self.read_latest_text()
+            snapshot = self._load_newest_readable(latest_text)
+            if snapshot is not None or self.read_latest_text() == latest_text:
+                return snapshot
+        return None
+
+    def load(self, version: int) -> Snapshot:
+        """Load and verify one version: manifest, version, sha256 and size of every file read.
+
+        Raises:
+            SnapshotError: The version is missing, incomplete or corrupt.
+        """
+        path = self.directory / version_name(version)
+        try:
+            manifest = _read_manifest(path / MANIFEST_FILE)
+            if manifest.get("format") != FORMAT:
+                raise SnapshotError(
+                    f"{path}: unsupported format {manifest.get('format')!r}", "unsupported"
+                )
+            if manifest.get("version") != version:
+                raise SnapshotError(f"{path}: manifest names version {manifest.get('version')!r}")
+            listed = manifest.get("files")
+            if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
+                raise SnapshotError(f"{path}: manifest lists no {WEIGHTS_FILE}", "missing")
+            wanted = [WEIGHTS_FILE] if self.weights_only else list(listed)
+            loaded = {name: _read_verified(path / name, listed[name]) for name in wanted}
+        except OSError as error:
+            raise SnapshotError(f"{path}: cannot read: {error}", "missing") from error
+        return Snapshot(version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest)
+
+    def versions(self) -> list[int]:
+        """Versions renamed into place with a manifest, oldest first (not verified)."""
+        try:
+            entries = list(self.directory.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(
+            int(entry.name)
+            for entry in entries
+            if VERSION_NAME.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
+        )
+
+    def latest_version(self) -> int | None:
+        """Return the version LATEST names without verifying it (cheap, for reload polling)."""
+        text = self.read_latest_text()
+        return int(text) if text is not None and VERSION_NAME.fullmatch(text) else None
+
+    def read_latest_text(self) -> str | None:
+        """The stripped content of LATEST, or ``None`` when there is no LATEST (one small read)."""
+        try:
+            return (self.directory / LATEST_FILE).read_text(errors="replace").strip()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _load_newest_readable(self, latest_text: str | None) -> Snapshot | None:
+        candidates = self.versions()
+        if latest_text is not None and VERSION_NAME.fullmatch(latest_text):
+            latest = int(latest_text)
+            candidates = [latest, *(v for v in candidates if v < latest)]
+        elif latest_text is not None or candidates:
+            logger.warning(
+                "snapshot %s in %s is %s; trying older versions",
+                LATEST_FILE,
+                self.directory,
+                "missing" if latest_text is None else f"garbage ({latest_text[:40]!r})",
+            )
+        for version in sorted(set(candidates), reverse=True):
+            try:
+                return self.load(version)
+            except SnapshotError as error:
+                logger.warning("skipping unreadable snapshot: %s", error)
+        return None
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    """Parse a manifest file; it must hold a JSON object."""
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise SnapshotError(f"{path}: not valid JSON: {error}") from error
+    if not isinstance(manifest, dict):
+        raise SnapshotError(f"{path}: not a JSON object")
+    return manifest
+
+
+def _read_verified(path: Path, entry: Any) -> dict[str, torch.Tensor]:
+    """Read one tensor file, check it against its manifest entry, and deserialise it."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        raise SnapshotError(f"{path}: malformed manifest entry {entry!r}")
+    data = path.read_bytes()  # one read: the bytes checked are the bytes loaded
+    if len(data) != entry.get("bytes"):
+        raise SnapshotError(f"{path}: {len(data)} bytes, manifest says {entry.get('bytes')}")
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise SnapshotError(f"{path}: sha256 mismatch")
+    try:
+        return load_tensors(data)
+    except safetensors.SafetensorError as error:
+        raise SnapshotError(f"{path}: not a safetensors file: {error}") from error
