@@ -145,9 +145,22 @@ class PrometheusTelemetry:
             ["detector", "signal"],
             registry=r,
         )
+        self._drift_warnings_total = Counter(
+            "driftd_drift_warnings",
+            "Drift warnings (binary detectors), by detector and monitored signal.",
+            ["detector", "signal"],
+            registry=r,
+        )
         self._adaptations_total = Counter(
             "driftd_adaptations", "Re-adaptations after drift, by kind.", ["kind"], registry=r
         )
+        self._active_domain = Gauge(
+            "driftd_active_domain",
+            "1 for the domain whose head is live (one series: the previous one is removed).",
+            ["domain"],
+            registry=r,
+        )
+        self._domain: str | None = None
         self._prune_total = Counter(
             "driftd_prune", "Pruning rounds, by outcome.", ["outcome"], registry=r
         )
@@ -217,6 +230,22 @@ class PrometheusTelemetry:
         for labels in self._lag_series - current.keys():
             self._lag.remove(*labels)
         self._lag_series = set(current)
+
+    def drift_detected(self, detector: str, signal: str, kind: str) -> None:
+        """Count a drift (``driftd_drift_detected_total``) or a warning (``..._warnings_total``)."""
+        family = self._drift_detected_total if kind == "drift" else self._drift_warnings_total
+        family.labels(detector, signal).inc()
+
+    def adapted(self, kind: str) -> None:
+        """Count one adaptation of ``kind``."""
+        self._adaptations_total.labels(kind).inc()
+
+    def active_domain(self, name: str) -> None:
+        """Expose ``name`` as the live domain; the previous domain's series is removed."""
+        if self._domain is not None and self._domain != name:
+            self._active_domain.remove(self._domain)
+        self._active_domain.labels(name).set(1)
+        self._domain = name
 
 
 if TYPE_CHECKING:

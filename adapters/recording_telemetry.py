@@ -41,6 +41,11 @@ class RecordingTelemetry:
         snapshot_seconds: Write time of each durable snapshot, in order.
         snapshot_failures: Failed snapshots, by reason.
         lag: Lag per partition, from the latest report only.
+        drifts: Drift detections, by ``(detector, signal)``.
+        warnings: Drift warnings, by ``(detector, signal)``.
+        adaptations: Adaptations, by kind.
+        domain: The latest active domain.
+        domains: Every active-domain report, in order.
     """
 
     consumed: int = 0
@@ -58,6 +63,11 @@ class RecordingTelemetry:
     snapshot_seconds: list[float] = field(default_factory=list)
     snapshot_failures: Counter[str] = field(default_factory=Counter)
     lag: dict[TopicPartition, int] = field(default_factory=dict)
+    drifts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    warnings: Counter[tuple[str, str]] = field(default_factory=Counter)
+    adaptations: Counter[str] = field(default_factory=Counter)
+    domain: str | None = None
+    domains: list[str] = field(default_factory=list)
     _latencies: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def events_consumed(self, n: int) -> None:
@@ -111,6 +121,19 @@ class RecordingTelemetry:
     def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
         """Replace the per-partition lag with the latest report."""
         self.lag = dict(lag)
+
+    def drift_detected(self, detector: str, signal: str, kind: str) -> None:
+        """Count a drift or a warning."""
+        (self.drifts if kind == "drift" else self.warnings)[(detector, signal)] += 1
+
+    def adapted(self, kind: str) -> None:
+        """Count one adaptation."""
+        self.adaptations[kind] += 1
+
+    def active_domain(self, name: str) -> None:
+        """Keep the live domain and its history."""
+        self.domain = name
+        self.domains.append(name)
 
     @property
     def latencies(self) -> np.ndarray:

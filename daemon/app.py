@@ -14,14 +14,16 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
+from driftd.adaptation import make_adaptation
+from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
 from driftd.adapters.kafka_dead_letter import KafkaDeadLetterSink
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
-from driftd.decode import JsonDecoder
-from driftd.learner import OnlineLearner, make_optimizer
+from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.learner import OnlineLearner, StepReport, make_optimizer
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
 from driftd.lr import make_lr_policy
 from driftd.models import build_model, count_parameters, model_config_from_settings, sparsity
@@ -109,7 +111,14 @@ def make_decoder(settings: Settings, n_features: int | None) -> JsonDecoder:
         ts_field=event.ts_field,
         feature_names=event.feature_names,
         labels=event.labels,
+        label_limit=_label_limit(settings),
     )
+
+
+def _label_limit(settings: Settings) -> int | None:
+    adaptation = settings.adaptation
+    growing = adaptation.enabled and adaptation.grow_classes
+    return adaptation.max_classes if growing and settings.model.task == "classification" else None
 
 
 def restore_state(settings: Settings, store: SnapshotStore) -> TrainingState:
@@ -118,10 +127,12 @@ def restore_state(settings: Settings, store: SnapshotStore) -> TrainingState:
         config_for=lambda n: model_config_from_settings(settings.model, n),
         build_learner=learner_builder(settings),
         n_features=configured_n_features(settings),
+        build_adaptation=lambda learner: make_adaptation(settings, learner),
     )
     snapshot = store.load_latest()
     if snapshot is None:
         log.info("no snapshot found: starting fresh", extra={"event": "start_fresh"})
+        _transfer(settings, state)
     else:
         state.restore(snapshot)
     # Number past every version on disk, even unreadable ones the store fell back from.
@@ -136,6 +147,24 @@ def restore_state(settings: Settings, store: SnapshotStore) -> TrainingState:
         extra={"event": "resumed", "version": snapshot.version},
     )  # fmt: skip
     return state
+
+
+def _transfer(settings: Settings, state: TrainingState) -> None:
+    """Warm start (weights) or structure transfer (architecture) from another snapshot dir."""
+    adaptation = settings.adaptation
+    source = adaptation.warm_start_dir or adaptation.structure_from
+    if source is None or not adaptation.enabled:
+        return
+    weights = adaptation.warm_start_dir is not None
+    other = FileSnapshotReader(source, weights_only=True).load_latest()
+    if other is None:
+        raise FileNotFoundError(f"adaptation transfer: no readable snapshot under {source}")
+    loaded = state.start_from(other, weights=weights)
+    log.info(
+        "%s from snapshot %d of %s: %d tensors loaded",
+        "warm start" if weights else "structure transfer", other.version, source, len(loaded),
+        extra={"event": "transfer", "source": str(source), "tensors": loaded},
+    )  # fmt: skip
 
 
 def _offsets_text(offsets: dict[TopicPartition, int]) -> str:
@@ -184,6 +213,7 @@ def build_trainer(
     dead_letters: DeadLetterSink | None = None,
     serve_metrics: bool | None = None,
     on_step: Callable[[LoopProgress], None] | None = None,
+    on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
 ) -> Trainer:
     """Wire the daemon from settings: snapshot store, state, source, sinks, metrics, loop."""
     clock = clock or SystemClock()
@@ -225,6 +255,7 @@ def build_trainer(
         ),
         invalid_log_every_s=settings.log.invalid_every_seconds,
         on_step=on_step,
+        on_report=on_report,
     )
     trainer = Trainer(loop, source, dead_letters, store, registry)
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:

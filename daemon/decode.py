@@ -68,7 +68,8 @@ class JsonDecoder:
     """Turns JSON records into :class:`DecodedBatch` es.
 
     The feature count is fixed by ``n_features``; when that is None the first valid dense event
-    fixes it (see :attr:`n_features`).
+    fixes it (see :attr:`n_features`). Class indices must lie in ``[0, n_classes)``, or in
+    ``[0, label_limit)`` when that is larger (class-incremental growth; not with ``labels``).
     """
 
     def __init__(
@@ -86,12 +87,14 @@ class JsonDecoder:
         ts_field: str = "ts",
         feature_names: Sequence[str] = (),
         labels: Sequence[str] = (),
+        label_limit: int | None = None,
     ) -> None:
         self.task = task
         self._n_features = len(feature_names) if feature_names else n_features
         if feature_names and n_features is not None and n_features != len(feature_names):
             raise ValueError(f"n_features={n_features} but {len(feature_names)} feature names")
-        self.n_classes = len(labels) if labels else n_classes
+        # Class-incremental growth accepts indices up to ``label_limit`` (the model grows).
+        self.n_classes = len(labels) if labels else max(n_classes, label_limit or 0)
         self.n_outputs = n_outputs
         self.max_record_bytes = max_record_bytes
         self.x_field, self.y_field = x_field, y_field

@@ -94,6 +94,7 @@ class OnlineLearner:
         self.steps = 0
         self.events_learned = 0
         self.steps_skipped = 0
+        self.extra_steps = 0
         self._stochastic = not train_matches_eval(model)
         self._apply_lr(lr_policy.lr)
 
@@ -155,6 +156,42 @@ class OnlineLearner:
             self._decide(predicted), lr,
         )  # fmt: skip
 
+    def fit_many(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """One extra gradient step on labelled events (e.g. replayed ones), nothing scored.
+
+        The prequential window, the LR policy and the step counters used for snapshots are
+        untouched; :attr:`extra_steps` counts these. Returns the mean loss, or None when it
+        was not finite (no step taken).
+        """
+        self.model.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        loss = self.event_losses(self.model(x), y).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return None
+        loss.backward()  # type: ignore[no-untyped-call]
+        if self.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+        self.optimizer.step()
+        self.extra_steps += 1
+        return value
+
+    def param_group(self, name: str) -> dict[str, Any] | None:
+        """The optimizer parameter group ``name`` (``shared`` or ``head``), if any."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") == name:
+                return group
+        return None
+
+    def refresh_lr(self) -> None:
+        """Re-apply the policy's rate to every group (after a group's ``lr_scale`` changed)."""
+        self._apply_lr(self.lr_policy.lr)
+
+    def event_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-event loss of ``outputs`` against targets ``y`` (the configured loss)."""
+        return self._event_losses(outputs, y)
+
     def _event_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(outputs, y, reduction="none")
@@ -188,6 +225,7 @@ class OnlineLearner:
             "steps": self.steps,
             "events_learned": self.events_learned,
             "steps_skipped": self.steps_skipped,
+            "extra_steps": self.extra_steps,
             "lr_policy": self.lr_policy.state_dict(),
             "window": self.window.state_dict(),
         }
@@ -197,6 +235,7 @@ class OnlineLearner:
         self.steps = int(state["steps"])
         self.events_learned = int(state["events_learned"])
         self.steps_skipped = int(state["steps_skipped"])
+        self.extra_steps = int(state.get("extra_steps", 0))
         self.lr_policy.load_state_dict(state["lr_policy"])
         self.window.load_state_dict(state["window"])
         self._apply_lr(self.lr_policy.lr)

@@ -1,4 +1,4 @@
-"""The training loop: poll → decode → dead-letter → learn → snapshot → commit.
+"""The training loop: poll → decode → dead-letter → learn (→ drift → adapt) → snapshot → commit.
 
 Commit order (what makes a crash lose and double nothing): the dead-letter sink is flushed, then
 the snapshot holding the model *and* the next offsets is made durable, and only then are those
@@ -16,6 +16,7 @@ from threading import Event
 
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learner import OnlineLearner, StepReport
+from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, Telemetry
 from driftd.records import Record, Rejection, TopicPartition
 from driftd.training_state import TrainingState
@@ -51,6 +52,9 @@ class LoopProgress:
     accuracy: float | None = None
     loss: float | None = None
     lr: float | None = None
+    drifts: int = 0
+    adaptations: int = 0
+    domain: str | None = None
     invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -82,6 +86,8 @@ class TrainingLoop:
     """Runs the learner against a record source until stopped.
 
     Everything it touches is injected: the source, decoder, training state, stores and clock.
+    ``on_step`` sees the progress after each step; ``on_report`` each step's
+    :class:`~driftd.learner.StepReport` with the (per-domain part of the) batch it scored.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class TrainingLoop:
         lag_schedule: EveryNStepsOrTSeconds,
         invalid_log_every_s: float = 10.0,
         on_step: Callable[[LoopProgress], None] | None = None,
+        on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
     ) -> None:
         self.source = source
         self.decoder = decoder
@@ -116,6 +123,7 @@ class TrainingLoop:
         self.last_heartbeat = clock.monotonic()
         self._invalid_log = _RateLimitedLog(invalid_log_every_s, clock)
         self._on_step = on_step
+        self._on_report = on_report
         self._stop = Event()
         self._dirty = False
 
@@ -206,10 +214,39 @@ class TrainingLoop:
 
     def _learn(self, batch: DecodedBatch) -> None:
         learner = self.state.learner_for(batch)
+        adaptation = self.state.adaptation
+        if adaptation is None:
+            self._step(learner, batch)
+            return
+        parts, grown = adaptation.plan(batch)  # class growth, then one part per domain
+        self._adapted(grown, batch)
+        for domain, part in parts:
+            self._adapted(adaptation.activate(domain), part)
+            report = self._step(learner, part)
+            self._adapted(adaptation.observe(report, part), part)
+
+    def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> StepReport:
         started = self.clock.monotonic()
         report = learner.learn_many(batch.x, batch.y, batch.labelled)
         seconds = self.clock.monotonic() - started
         self._report(report, batch, learner, seconds)
+        if self._on_report is not None:
+            self._on_report(report, batch)
+        return report
+
+    def _adapted(self, outcome: StepOutcome, batch: DecodedBatch) -> None:
+        """Report drifts and adaptations; expose the active domain when it changed."""
+        progress = self.progress
+        if outcome.drifts or outcome.adaptations:
+            offsets = _offsets_text(self.state.offsets)
+            report_outcome(outcome, batch.records, self.telemetry, step=self.state.steps,
+                           offsets=offsets)  # fmt: skip
+            progress.drifts += sum(drift.kind == "drift" for drift in outcome.drifts)
+            progress.adaptations += len(outcome.adaptations)
+        adaptation = self.state.adaptation
+        if adaptation is not None and adaptation.active != progress.domain:
+            self.telemetry.active_domain(adaptation.active)
+            progress.domain = adaptation.active
 
     def _report(
         self, report: StepReport, batch: DecodedBatch, learner: OnlineLearner, seconds: float

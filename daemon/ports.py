@@ -166,3 +166,15 @@ class Telemetry(Protocol):
     def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
         """Per-partition lag of the source."""
         ...
+
+    def drift_detected(self, detector: str, signal: str, kind: str) -> None:
+        """A drift detector fired on ``signal``; ``kind`` is ``warning`` or ``drift``."""
+        ...
+
+    def adapted(self, kind: str) -> None:
+        """The adaptation policy acted (``new_head``, ``reuse_head``, ``lr_boost``, ...)."""
+        ...
+
+    def active_domain(self, name: str) -> None:
+        """The domain whose head is now live."""
+        ...

@@ -1,26 +1,39 @@
 """Everything a snapshot saves, and the conversion to and from a :class:`~driftd.ports.Snapshot`.
 
 "What is saved" lives here; "where it is saved" is a snapshot store's business. The state is the
-learner (model, optimizer, LR policy, prequential window) together with the next offset of every
-partition: saved together, restored together, so a restart replays exactly what came after.
+learner (model, optimizer, LR policy, prequential window) and the adaptation (drift detectors,
+domain heads, replay buffer, policy), together with the next offset of every partition: saved
+together, restored together, so a restart replays exactly what came after.
+
+Layout: ``weights`` hold the live model only (shared trunk + active head: all inference needs);
+``training`` holds the optimizer tensors and, under ``adaptation.``, the stored heads, replay
+rows and generator state; the manifest holds ``domains`` (one entry per known domain) and
+``adaptation`` (policy, detector and registry state as JSON; never pickle).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from driftd import __version__
+from driftd.adaptation import Adaptation
 from driftd.decode import DecodedBatch
 from driftd.learner import OnlineLearner
-from driftd.models import count_parameters, sparsity
+from driftd.models import SplitModel, count_parameters, sparsity
 from driftd.ports import Snapshot
 from driftd.records import Record, TopicPartition
 from driftd.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
+from driftd.transfer import transfer_weights, transferred_config
 
 ModelConfigFor = Callable[[int], dict[str, Any]]
 LearnerFromConfig = Callable[[dict[str, Any]], OnlineLearner]
+AdaptationFor = Callable[[OnlineLearner], Adaptation | None]
+
+log = logging.getLogger("driftd.training_state")
+_ADAPTATION = "adaptation."
 
 
 class TrainingState:
@@ -30,6 +43,8 @@ class TrainingState:
         config_for: Model config for a given feature count (from the settings).
         build_learner: A fresh learner for a model config (same seed, same weights).
         n_features: Known feature count; None waits for the first valid event.
+        build_adaptation: The drift monitor and adaptation policy for a new learner (None:
+            neither).
     """
 
     def __init__(
@@ -38,10 +53,13 @@ class TrainingState:
         config_for: ModelConfigFor,
         build_learner: LearnerFromConfig,
         n_features: int | None,
+        build_adaptation: AdaptationFor | None = None,
     ) -> None:
         self._config_for = config_for
         self._build_learner = build_learner
+        self._build_adaptation = build_adaptation
         self.learner: OnlineLearner | None = None
+        self.adaptation: Adaptation | None = None
         self.model_config: dict[str, Any] | None = None
         self.offsets: dict[TopicPartition, int] = {}
         self.events_rejected = 0
@@ -92,8 +110,12 @@ class TrainingState:
         learner = self.learner
         if learner is None or self.model_config is None:
             raise RuntimeError("no model yet: nothing to snapshot")
-        optimizer_tensors, optimizer_meta = flatten_optimizer_state(learner.optimizer.state_dict())
+        training, optimizer_meta = flatten_optimizer_state(learner.optimizer.state_dict())
         weights = {key: value.detach() for key, value in learner.model.state_dict().items()}
+        adaptation_meta: dict[str, Any] | None = None
+        if self.adaptation is not None:
+            tensors, adaptation_meta = self.adaptation.state_dict()
+            training |= {_ADAPTATION + key: value for key, value in tensors.items()}
         manifest = {
             "driftd_version": __version__,
             "created_at": now,
@@ -113,12 +135,29 @@ class TrainingState:
             },
             "parameters": count_parameters(learner.model),
             "sparsity": sparsity(learner.model),
-            "domains": [],
+            "domains": self._domains(),
             "learner": learner.state_dict(),
             "optimizer": optimizer_meta,
+            "adaptation": adaptation_meta,
         }
         version = (self.snapshot_version or 0) + 1
-        return Snapshot(version, weights, optimizer_tensors, manifest)
+        return Snapshot(version, weights, training, manifest)
+
+    def _domains(self) -> list[dict[str, Any]]:
+        adaptation = self.adaptation
+        if adaptation is None:
+            return []
+        heads = adaptation.heads
+        return [
+            {
+                "name": name,
+                "active": name == adaptation.active,
+                "reference_loss": heads.entry(name).reference_loss
+                if heads is not None and name in heads
+                else None,
+            }
+            for name in adaptation.domains
+        ]
 
     def restore(self, snapshot: Snapshot) -> None:
         """Load a snapshot: model, optimizer, LR policy, window, counters and offsets."""
@@ -131,14 +170,48 @@ class TrainingState:
             unflatten_optimizer_state(dict(snapshot.training), manifest["optimizer"])
         )
         learner.load_state_dict(manifest["learner"])
+        saved = manifest.get("adaptation")
+        if self.adaptation is not None and saved is not None:
+            tensors = {
+                key[len(_ADAPTATION) :]: value
+                for key, value in snapshot.training.items()
+                if key.startswith(_ADAPTATION)
+            }
+            for signal in self.adaptation.load_state_dict(tensors, saved):
+                log.warning(
+                    "drift detector on %s changed since the snapshot: it starts afresh", signal,
+                    extra={"event": "detector_reset", "signal": signal},
+                )  # fmt: skip
         self.offsets = _offsets_from(manifest["offsets"])
         self.events_rejected = int(manifest["events_rejected"])
         self.watermark = manifest.get("watermark")
         self.snapshot_version = snapshot.version
 
+    def start_from(self, snapshot: Snapshot, *, weights: bool) -> list[str]:
+        """Start afresh from another deployment's snapshot.
+
+        Its architecture (structure transfer) and, if ``weights``, every matching tensor
+        (parameter transfer). Offsets, optimizer and adaptation state are not taken.
+
+        Returns:
+            The tensor names loaded.
+        """
+        self._build(transferred_config(snapshot.manifest))
+        assert self.learner is not None
+        if not weights:
+            return []
+        return transfer_weights(self.learner.model, snapshot.weights)
+
     def _build(self, config: dict[str, Any]) -> None:
-        self.model_config = config
-        self.learner = self._build_learner(config)
+        learner = self._build_learner(config)
+        # The model's own config: class growth updates it, and snapshots must describe that.
+        self.model_config = (
+            learner.model.config if isinstance(learner.model, SplitModel) else config
+        )
+        self.learner = learner
+        self.adaptation = (
+            None if self._build_adaptation is None else self._build_adaptation(learner)
+        )
 
 
 def _offsets_from(entries: Iterable[Mapping[str, Any]]) -> dict[TopicPartition, int]:

@@ -1,0 +1,168 @@
+"""A bounded, least-recently-used registry of domain heads over one shared trunk.
+
+The live model keeps one head module; switching domain copies a stored head's weights *into* it
+and swaps the optimizer state of its parameters, so parameter identity (and the optimizer's
+param groups) never change. An entry holds the head's tensors, the optimizer state of its
+parameters (e.g. Adam moments) and the prequential loss the head had when it was stored.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from driftd.learner import OnlineLearner
+
+
+@dataclass
+class HeadEntry:
+    """One stored head.
+
+    Attributes:
+        weights: The head's ``state_dict`` (parameters and buffers), detached copies.
+        moments: Optimizer state per head parameter name (tensors only).
+        reference_loss: Prequential loss of the head when stored (its domain's level).
+    """
+
+    weights: dict[str, torch.Tensor]
+    moments: dict[str, dict[str, torch.Tensor]]
+    reference_loss: float | None
+
+
+def head_of(learner: OnlineLearner) -> nn.Module:
+    """The live head module of a split model."""
+    head = learner.model.head
+    assert isinstance(head, nn.Module)
+    return head
+
+
+class HeadRegistry:
+    """At most ``max_heads`` named heads, least recently used evicted first.
+
+    Args:
+        max_heads: Bound on stored heads (the active domain's included).
+    """
+
+    def __init__(self, max_heads: int) -> None:
+        if max_heads < 1:
+            raise ValueError(f"max_heads must be >= 1, got {max_heads}")
+        self.max_heads = max_heads
+        self._entries: OrderedDict[str, HeadEntry] = OrderedDict()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        """Stored domains, least recently used first."""
+        return list(self._entries)
+
+    def entry(self, name: str) -> HeadEntry:
+        """The stored entry of ``name`` (KeyError if unknown)."""
+        return self._entries[name]
+
+    def store(
+        self, name: str, learner: OnlineLearner, *, reference_loss: float | None
+    ) -> list[str]:
+        """Save the live head as ``name``'s (most recently used); return the evicted names."""
+        head = head_of(learner)
+        weights = {key: value.detach().clone() for key, value in head.state_dict().items()}
+        state = learner.optimizer.state
+        moments = {
+            key: {k: v.detach().clone() for k, v in state[p].items() if isinstance(v, torch.Tensor)}
+            for key, p in head.named_parameters()
+            if p in state
+        }
+        return self.put(name, HeadEntry(weights, moments, reference_loss))
+
+    def put(self, name: str, entry: HeadEntry) -> list[str]:
+        """Insert or replace ``name`` as most recently used; return the evicted names."""
+        self._entries[name] = entry
+        self._entries.move_to_end(name)
+        evicted: list[str] = []
+        while len(self._entries) > self.max_heads:
+            evicted.append(self._entries.popitem(last=False)[0])
+        return evicted
+
+    def load(self, name: str, learner: OnlineLearner) -> None:
+        """Copy ``name``'s head into the live model and optimizer; mark it most recently used."""
+        entry = self._entries[name]
+        self._entries.move_to_end(name)
+        head = head_of(learner)
+        head.load_state_dict(entry.weights)  # in place: the parameters stay the same objects
+        state = learner.optimizer.state
+        for key, p in head.named_parameters():
+            saved = entry.moments.get(key)
+            if saved:
+                state[p] = {k: v.clone() for k, v in saved.items()}
+            else:
+                state.pop(p, None)
+
+    @torch.no_grad()
+    def scores(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Mean loss of every stored head on ``(x, y)`` over the live trunk (eval mode)."""
+        model: Any = learner.model
+        model.eval()
+        embedding = model.shared(x.to(learner.device))
+        y = y.to(learner.device)
+        head = head_of(learner)
+        return {
+            name: float(
+                learner.event_losses(functional_call(head, entry.weights, (embedding,)), y).mean()
+            )
+            for name, entry in self._entries.items()
+        }
+
+    @torch.no_grad()
+    def score_live(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Mean loss of the live model on ``(x, y)`` (eval mode), scored like :meth:`scores`."""
+        learner.model.eval()
+        outputs = learner.model(x.to(learner.device))
+        return float(learner.event_losses(outputs, y.to(learner.device)).mean())
+
+    def pad_rows(self, key: str, rows: torch.Tensor) -> None:
+        """Append output rows to weight/bias ``key`` of every entry (class growth).
+
+        The moments of the new rows start at zero.
+        """
+        for entry in self._entries.values():
+            old = entry.weights[key]
+            entry.weights[key] = torch.cat([old, rows.to(old.device, old.dtype)])
+            for name, value in entry.moments.get(key, {}).items():
+                if value.dim() and value.shape[0] == old.shape[0]:
+                    pad = value.new_zeros((len(rows), *value.shape[1:]))
+                    entry.moments[key][name] = torch.cat([value, pad])
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """Tensors keyed ``<i>.w.<key>`` / ``<i>.m.<key>.<name>`` and JSON entries in LRU order."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: list[dict[str, Any]] = []
+        for i, (name, entry) in enumerate(self._entries.items()):
+            for key, value in entry.weights.items():
+                tensors[f"{i}.w.{key}"] = value
+            for key, values in entry.moments.items():
+                for state_name, value in values.items():
+                    tensors[f"{i}.m.{key}.{state_name}"] = value
+            moments = {key: sorted(values) for key, values in entry.moments.items()}
+            meta.append({"name": name, "reference_loss": entry.reference_loss,
+                         "weights": list(entry.weights), "moments": moments})  # fmt: skip
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
+        """Restore :meth:`state_dict` output (order = recency)."""
+        self._entries.clear()
+        for i, item in enumerate(meta):
+            weights = {key: tensors[f"{i}.w.{key}"] for key in item["weights"]}
+            moments = {
+                key: {name: tensors[f"{i}.m.{key}.{name}"] for name in names}
+                for key, names in item["moments"].items()
+            }
+            self._entries[str(item["name"])] = HeadEntry(weights, moments, item["reference_loss"])

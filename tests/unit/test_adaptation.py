@@ -1,0 +1,241 @@
+"""Adaptation through the real loop: recurring domains, exact resume, routing, growth, transfer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import torch
+from prometheus_client import CollectorRegistry
+
+from driftd.adapters.file_snapshot_store import FileSnapshotStore
+from driftd.adapters.memory import InMemoryDeadLetterSink
+from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
+from driftd.adapters.memory_source import InMemoryRecordSource
+from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.adapters.recording_telemetry import RecordingTelemetry
+from driftd.app import Trainer, build_trainer
+from driftd.loop import StopWhen
+from driftd.ports import SnapshotStore
+from driftd.records import Record
+from driftd.settings import Settings, load_settings
+from driftd.streams import DriftingStream
+from tests.fakes import FakeClock
+
+CHANGE = 2_000  # concepts 0, 1, 2, 0: drifts at 2,000, 4,000 and 6,000
+
+
+def _records(n: int = 4 * CHANGE, **event: Any) -> list[Record]:
+    stream = DriftingStream(n_events=n, n_features=4, change_every=CHANGE, seed=7)
+    return [
+        Record("events", 0, index, orjson.dumps({**item, **event}))
+        for index, item in enumerate(stream.events())
+    ]
+
+
+def _settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    options: dict[str, Any] = {
+        "model": {"n_classes": 3, "seed": 5},
+        "learner": {"batch_size": 32},
+        "snapshots": {"dir": str(tmp_path), "every_steps": 10**6, "every_seconds": 10**6},
+        "metrics": {"enabled": False},
+    }
+    for name, values in sections.items():
+        options[name] = {**options.get(name, {}), **values}
+    return load_settings(**options)
+
+
+def _trainer(
+    settings: Settings, records: list[Record], store: SnapshotStore, telemetry: Any = None
+) -> Trainer:
+    snapshot = store.load_latest()
+    start = None
+    if snapshot is not None:
+        start = {
+            (e["topic"], e["partition"]): e["next_offset"] for e in snapshot.manifest["offsets"]
+        }
+    from driftd.records import TopicPartition
+
+    source = InMemoryRecordSource(
+        records,
+        start_offsets=None if start is None else {TopicPartition(*k): v for k, v in start.items()},
+    )
+    return build_trainer(
+        settings, source=source, store=store, clock=FakeClock(),
+        telemetry=telemetry or RecordingTelemetry(), dead_letters=InMemoryDeadLetterSink(),
+        serve_metrics=False,
+    )  # fmt: skip
+
+
+def test_a_recurring_concept_switches_back_to_its_head(tmp_path: Path) -> None:
+    telemetry = RecordingTelemetry()
+    store = InMemorySnapshotStore(keep=1)
+    _trainer(_settings(tmp_path), _records(), store, telemetry).run(StopWhen(max_events=8_000))
+    assert telemetry.domains == ["d0", "d1", "d2", "d0"], "0 -> 1 -> 2 -> back to head 0"
+    assert telemetry.drifts[("adwin", "loss")] == 3
+    assert telemetry.adaptations["new_head"] == 2
+    assert telemetry.adaptations["reuse_head"] == 1
+    assert telemetry.adaptations["lr_boost"] == telemetry.adaptations["replay"] == 3
+    assert telemetry.adaptations["trunk_freeze"] == telemetry.adaptations["trunk_unfreeze"] == 3
+    manifest = store.load_latest().manifest  # type: ignore[union-attr]
+    assert [d["name"] for d in manifest["domains"]] == ["d1", "d2", "d0"]
+    assert [d["active"] for d in manifest["domains"]] == [False, False, True]
+    assert telemetry.accuracy is not None
+    assert telemetry.accuracy > 0.8
+
+
+@pytest.mark.parametrize("stop_at", [2_048, 3_200])  # inside the head decision / after it
+def test_resume_with_adaptation_continues_bit_identically(tmp_path: Path, stop_at: int) -> None:
+    """Stop (snapshot) mid-adaptation, learn on and crash, then resume: the same final state
+    and the same adaptations as a run that never stopped."""
+    records, settings = _records(), _settings(tmp_path)
+    reference_telemetry = RecordingTelemetry()
+    reference = _trainer(settings, records, InMemorySnapshotStore(keep=1), reference_telemetry)
+    reference.run(StopWhen(max_events=8_000))
+
+    store = InMemorySnapshotStore(keep=5)
+    first_telemetry, resumed_telemetry = RecordingTelemetry(), RecordingTelemetry()
+    _trainer(settings, records, store, first_telemetry).run(StopWhen(max_events=stop_at))
+    saved = store.load_latest()
+    assert saved is not None
+    assert saved.manifest["adaptation"]["replay"]["size"] > 0
+    crashed = _trainer(settings, records, store)
+    crashed.loop.process(crashed.loop.source.poll(500, 0.0))  # learned, never saved
+    resumed = _trainer(settings, records, store, resumed_telemetry)
+    resumed.run(StopWhen(max_events=8_000 - stop_at))
+    expected = reference.loop.state.learner.model.state_dict()  # type: ignore[union-attr]
+    for key, value in resumed.loop.state.learner.model.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(value, expected[key]), key
+    combined = first_telemetry.adaptations + resumed_telemetry.adaptations
+    assert combined == reference_telemetry.adaptations
+    assert first_telemetry.drifts + resumed_telemetry.drifts == reference_telemetry.drifts
+    a, b = reference.loop.state.adaptation, resumed.loop.state.adaptation
+    assert a is not None
+    assert b is not None
+    assert a.heads is not None
+    assert b.heads is not None
+    assert a.heads.names == b.heads.names
+    for name in a.heads.names:
+        for key, value in a.heads.entry(name).weights.items():
+            assert torch.equal(value, b.heads.entry(name).weights[key]), (name, key)
+    assert a.monitor is not None
+    assert b.monitor is not None
+    assert json.dumps(a.monitor.state_dict()) == json.dumps(b.monitor.state_dict())
+
+
+def test_snapshot_holds_everything_as_json_and_tensors(tmp_path: Path) -> None:
+    store = FileSnapshotStore(tmp_path / "snap", keep=2)
+    trainer = _trainer(_settings(tmp_path), _records(), store)
+    trainer.run(StopWhen(max_events=3_500))
+    snapshot = store.load_latest()
+    assert snapshot is not None
+    manifest = snapshot.manifest
+    assert [d["name"] for d in manifest["domains"]] == ["d0", "d1"]
+    adaptation = manifest["adaptation"]
+    assert adaptation["active"] == "d1"
+    assert adaptation["monitor"]["concept"]["detector"] == "adwin"
+    assert {"adaptation.generator", "adaptation.replay.x", "adaptation.heads.0.w.0.weight"} <= set(
+        snapshot.training
+    )
+    assert set(snapshot.weights) == set(trainer.loop.state.learner.model.state_dict())  # type: ignore[union-attr]
+    restored = _trainer(_settings(tmp_path), _records(), store)
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = trainer.loop.state.learner.model(x)  # type: ignore[union-attr]
+        after = restored.loop.state.learner.model(x)  # type: ignore[union-attr]
+    assert torch.equal(before, after)
+
+
+def test_explicit_domains_route_to_their_heads(tmp_path: Path) -> None:
+    records = [
+        Record("events", 0, i, orjson.dumps({**json.loads(r.value), "domain": "ab"[i % 2]}))  # type: ignore[arg-type]
+        for i, r in enumerate(_records(640))
+    ]
+    telemetry, store = RecordingTelemetry(), InMemorySnapshotStore(keep=1)
+    trainer = _trainer(_settings(tmp_path), records, store, telemetry)
+    progress = trainer.run(StopWhen(max_events=640))
+    assert progress.steps == 40, "each mixed batch steps once per domain"
+    assert progress.events_learned == 640
+    assert telemetry.adaptations["new_head"] == 2
+    manifest = store.load_latest().manifest  # type: ignore[union-attr]
+    assert sorted(d["name"] for d in manifest["domains"]) == ["a", "b", "d0"]
+
+
+def test_unseen_labels_grow_the_output_layer_up_to_the_bound(tmp_path: Path) -> None:
+    records = _records(320)
+    for i in range(100, 320, 10):  # class 3 from event 100, class 4 from event 200
+        records[i] = records[i]._replace(value=orjson.dumps({"x": [0.1] * 4, "y": 3 + i // 200}))
+    records.append(Record("events", 0, 320, orjson.dumps({"x": [0.1] * 4, "y": 7})))
+    settings = _settings(tmp_path, adaptation={"grow_classes": True, "max_classes": 5})
+    telemetry, store = RecordingTelemetry(), InMemorySnapshotStore(keep=1)
+    progress = _trainer(settings, records, store, telemetry).run(StopWhen(max_events=321))
+    assert telemetry.adaptations["grow_classes"] == 2  # 3 -> 4, then 4 -> 5
+    assert progress.events_invalid == 1
+    assert telemetry.invalid["unknown_label"] == 1
+    snapshot = store.load_latest()
+    assert snapshot is not None
+    assert snapshot.manifest["model"]["n_outputs"] == 5
+    assert snapshot.weights["head.0.weight"].shape == (5, 64)
+    restored = _trainer(settings, records, store)
+    assert restored.loop.state.learner.model.n_outputs == 5  # type: ignore[union-attr]
+
+
+def test_warm_start_and_structure_transfer(tmp_path: Path) -> None:
+    source = FileSnapshotStore(tmp_path / "pretrained", keep=1)
+    pretrained = _trainer(_settings(tmp_path, model={"hidden": [16]}), _records(320), source)
+    pretrained.run(StopWhen(max_events=320))
+    trunk = pretrained.loop.state.learner.model.shared.state_dict()  # type: ignore[union-attr]
+    for option, same_weights in (("warm_start_dir", True), ("structure_from", False)):
+        settings = _settings(tmp_path, adaptation={option: str(tmp_path / "pretrained")})
+        fresh = _trainer(settings, _records(32), InMemorySnapshotStore(keep=1))
+        model = fresh.loop.state.learner.model  # type: ignore[union-attr]
+        assert model.config["hidden"] == [16], "the other deployment's architecture"
+        equal = all(torch.equal(v, trunk[k]) for k, v in model.shared.state_dict().items())
+        assert equal is same_weights, option
+
+
+def test_freeze_trunk_keeps_the_trunk_for_good(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, adaptation={"freeze_trunk": True}, model={"n_features": 4})
+    trainer = _trainer(settings, _records(640), InMemorySnapshotStore(keep=1))
+    model = trainer.loop.state.learner.model  # type: ignore[union-attr]
+    trunk = {k: v.clone() for k, v in model.shared.state_dict().items()}
+    head = {k: v.clone() for k, v in model.head.state_dict().items()}
+    trainer.run(StopWhen(max_events=640))
+    assert all(torch.equal(v, trunk[k]) for k, v in model.shared.state_dict().items())
+    assert not all(torch.equal(v, head[k]) for k, v in model.head.state_dict().items())
+
+
+def test_prometheus_exports_drifts_adaptations_and_the_active_domain() -> None:
+    registry = CollectorRegistry()
+    telemetry = PrometheusTelemetry(registry)
+    telemetry.drift_detected("adwin", "loss", "drift")
+    telemetry.drift_detected("ddm", "error", "warning")
+    telemetry.adapted("new_head")
+    telemetry.active_domain("d0")
+    telemetry.active_domain("d1")
+    value = registry.get_sample_value
+    assert value("driftd_drift_detected_total", {"detector": "adwin", "signal": "loss"}) == 1
+    assert value("driftd_drift_detected_total", {"detector": "ddm", "signal": "error"}) is None
+    assert value("driftd_drift_warnings_total", {"detector": "ddm", "signal": "error"}) == 1
+    assert value("driftd_adaptations_total", {"kind": "new_head"}) == 1
+    assert value("driftd_active_domain", {"domain": "d1"}) == 1
+    assert value("driftd_active_domain", {"domain": "d0"}) is None, "one series: the live one"
+
+
+def test_settings_validate_the_adaptation_section(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from driftd.settings import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="replay_size"):
+        _settings(tmp_path, adaptation={"replay_size": 64, "score_events": 128})
+    with pytest.raises(ConfigurationError, match="not both"):
+        _settings(tmp_path, adaptation={"warm_start_dir": "a", "structure_from": "b"})
+    monkeypatch.setenv("DRIFTD_DRIFT__DETECTOR", "hddm_w")
+    monkeypatch.setenv("DRIFTD_DRIFT__PARAMS", '{"lambda_val": 0.1}')
+    settings = load_settings()
+    assert settings.drift.concept_signal == "error"
+    assert settings.drift.params == {"lambda_val": 0.1}

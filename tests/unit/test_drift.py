@@ -1,0 +1,181 @@
+"""Drift monitor: exact detection indices on seeded streams, feeding policies, saved state."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from driftd.detectors import DETECTORS, detector_state, is_binary, load_detector_state
+from driftd.drift import DriftMonitor, SignalMonitor, make_monitor
+from driftd.settings import DriftSettings
+
+
+def _mean_shift(seed: int = 12345) -> list[float]:
+    """River's example: 1,000 values from {0, 1}, then 1,000 from {4..7}."""
+    rng = random.Random(seed)
+    return [float(v) for v in rng.choices([0, 1], k=1000) + rng.choices(range(4, 8), k=1000)]
+
+
+def _error_rise(seed: int = 42) -> list[float]:
+    """River's example: a 0/1 error at 50 %, then at 70 %."""
+    rng = random.Random(seed)
+    first = rng.choices([0, 1], k=1000)
+    return [float(v) for v in first + rng.choices([0, 1], k=1000, weights=[0.3, 0.7])]
+
+
+def _feed(monitor: SignalMonitor, values: list[float], batch: int = 100) -> list[tuple[str, int]]:
+    found = []
+    for start in range(0, len(values), batch):
+        for kind, position, _, _ in monitor.update_many(values[start : start + batch]):
+            found.append((kind, start + position))
+    return found
+
+
+def _monitor(detector: str, **options: object) -> SignalMonitor:
+    signal = "error" if is_binary(detector) else "loss"
+    return SignalMonitor(detector=detector, params=options.pop("params", {}), signal=signal,  # type: ignore[arg-type]
+                         batch_mean=False, **options)  # type: ignore[arg-type]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("detector", "values", "drifts"),
+    [
+        ("adwin", _mean_shift(), [1023]),  # river's documented indices, batched by 100
+        ("page_hinkley", _mean_shift(), [1006]),
+        ("ddm", _error_rise(), [1334]),
+        ("eddm", _error_rise(), [1278]),
+    ],
+)
+def test_detects_at_rivers_indices(detector: str, values: list[float], drifts: list[int]) -> None:
+    params = {"alpha": 0.8, "beta": 0.75} if detector == "eddm" else {}  # river's example
+    found = _feed(_monitor(detector, params=params), values)
+    assert [index for kind, index in found if kind == "drift"] == drifts
+
+
+def test_warnings_are_separate_and_reported_when_they_switch_on() -> None:
+    found = _feed(_monitor("ddm"), _error_rise())
+    warnings = [index for kind, index in found if kind == "warning"]
+    assert warnings[0] == 1084  # river's first warning
+    assert all(index < 1334 or index >= 1492 for index in warnings)
+    assert ("drift", 1334) in found
+
+
+def test_no_alarm_on_a_stationary_stream() -> None:
+    rng = random.Random(3)
+    values = [rng.gauss(0.5, 0.2) for _ in range(20_000)]
+    for detector in ("adwin", "page_hinkley"):
+        assert _feed(_monitor(detector), values) == [], detector
+
+
+def test_subsampling_feeds_one_event_in_k_across_batches() -> None:
+    values = _mean_shift()
+    every = _monitor("adwin", every=4)
+    found = _feed(every, values, batch=37)  # batches not aligned with the stride
+    direct = _feed(_monitor("adwin"), values[::4], batch=100)
+    assert [index for _, index in found] == [4 * index for _, index in direct]
+    assert every.seen == len(values)
+
+
+def test_batch_mean_feeds_one_value_per_batch() -> None:
+    monitor = SignalMonitor(detector="adwin", params={"clock": 1}, signal="loss", batch_mean=True)
+    values = _mean_shift()
+    found = _feed(monitor, values, batch=20)
+    means = [sum(values[i : i + 20]) / 20 for i in range(0, 2000, 20)]
+    direct = _feed(SignalMonitor(detector="adwin", params={"clock": 1}, signal="loss",
+                                 batch_mean=False), means, batch=1)  # fmt: skip
+    assert direct == [("drift", 58)]
+    assert found == [("drift", 58 * 20 + 19)], "reported at the last row of the 59th batch"
+
+
+def test_levels_before_and_after_describe_the_shift() -> None:
+    monitor = _monitor("adwin")
+    found = []
+    values = _mean_shift()
+    for start in range(0, len(values), 100):
+        found += monitor.update_many(values[start : start + 100])
+    (_, _, before, after) = found[0]
+    assert 0.5 < before < 1.0, "mostly the old level"
+    assert after > 4.0, "the latest values are the new level"
+
+
+@pytest.mark.parametrize("detector", sorted(DETECTORS))
+def test_state_round_trip_continues_bit_identically(detector: str) -> None:
+    values = _error_rise() if is_binary(detector) else _mean_shift()
+    values = values[: 600 if detector == "kswin" else 2000]
+    cut = len(values) // 3
+    original = _monitor(detector, params={"seed": 1} if detector == "kswin" else {})
+    _feed(original, values[:cut])
+    saved = json.loads(json.dumps(original.state_dict()))  # what a manifest stores
+    restored = _monitor(detector, params={"seed": 1} if detector == "kswin" else {})
+    assert restored.load_state_dict(saved)
+    assert _feed(original, values[cut:]) == _feed(restored, values[cut:])
+    assert detector_state(original.detector) == detector_state(restored.detector)
+
+
+def test_state_of_another_configuration_is_not_loaded() -> None:
+    monitor = _monitor("adwin")
+    _feed(monitor, _mean_shift()[:500])
+    other = _monitor("adwin", params={"delta": 0.1})
+    assert not other.load_state_dict(monitor.state_dict())
+    assert other.seen == 0
+
+
+def test_rust_backed_state_is_base64_not_pickle() -> None:
+    monitor = _monitor("adwin")
+    _feed(monitor, _mean_shift()[:300])
+    helper = monitor.state_dict()["state"]["_helper"]
+    assert set(helper) == {"__rust__"}
+    fresh = _monitor("adwin")
+    load_detector_state(fresh.detector, monitor.state_dict()["state"])
+    assert fresh.detector.width == monitor.detector.width == 300
+
+
+def test_drift_monitor_reports_rows_and_skips_improvements() -> None:
+    monitor = DriftMonitor(concept=_monitor("adwin"), covariate=[])
+    values = torch.tensor(_mean_shift())
+    reversed_values = torch.flip(values, [0])  # a fall in loss: an improvement, not a drift
+    labelled = torch.tensor([True, False] * 100)
+    rows, drifts = [], []
+    for series in (values, reversed_values):
+        for start in range(0, 2000, 100):
+            x = torch.zeros(200, 2)
+            found = monitor.update(
+                x=x, y=torch.zeros(200, dtype=torch.int64), labelled=labelled,
+                event_losses=series[start : start + 100], predictions=torch.zeros(200),
+            )  # fmt: skip
+            drifts += found
+            rows += [(start, d.row) for d in found]
+    assert [d.index for d in drifts] == [1023]
+    assert rows == [(1000, 46)], "the 24th labelled row of its batch is row 46"
+    assert monitor.improvements >= 1
+
+
+def test_error_signal_and_covariate_shift() -> None:
+    settings = DriftSettings(detector="ddm", params={"warm_start": 500}, covariate=True)
+    monitor = make_monitor(settings, task="classification")
+    assert monitor is not None
+    assert monitor.concept_signal == "error"
+    generator = torch.Generator().manual_seed(0)
+    found = []
+    for step in range(200):
+        shift = 3.0 if step >= 100 else 0.0
+        x = torch.randn(64, 5, generator=generator) + shift
+        y = torch.zeros(64, dtype=torch.int64)
+        predictions = (torch.rand(64, generator=generator) < (0.7 if step >= 100 else 0.1)).long()
+        found += [(step, d.signal, d.kind) for d in monitor.update(
+            x=x, y=y, labelled=torch.ones(64, dtype=torch.bool),
+            event_losses=torch.ones(64), predictions=predictions,
+        )]  # fmt: skip
+    signals = {signal for step, signal, kind in found if kind == "drift" and step >= 100}
+    assert {"error", "input_mean", "input_rms"} <= signals
+    assert not [f for f in found if f[0] < 100 and f[2] == "drift"], "no alarm before the shift"
+
+
+def test_settings_refuse_binary_detectors_on_loss() -> None:
+    with pytest.raises(ValueError, match="0/1 error"):
+        DriftSettings(detector="ddm", signal="loss")
+    with pytest.raises(ValueError, match="classification"):
+        make_monitor(DriftSettings(detector="eddm"), task="regression")

@@ -1,0 +1,172 @@
+"""Replay buffer bounds and order; head registry LRU bound and exact swaps; class growth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from driftd.decode import JsonDecoder
+from driftd.growth import grow_outputs
+from driftd.heads import HeadRegistry, head_of
+from driftd.learner import OnlineLearner, make_optimizer
+from driftd.lr import ConstantLR
+from driftd.models import build_model
+from driftd.records import Record
+from driftd.replay import ReplayBuffer
+
+
+def _events(start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = torch.arange(start, start + n)
+    return ids.float().unsqueeze(1).repeat(1, 3), ids
+
+
+@pytest.mark.parametrize("mode", ["sliding", "reservoir"])
+def test_replay_never_holds_more_than_its_capacity(mode: str) -> None:
+    buffer = ReplayBuffer(50, mode=mode, generator=torch.Generator().manual_seed(0))  # type: ignore[arg-type]
+    for start in range(0, 1000, 70):
+        buffer.extend(*_events(start, 70))
+        assert len(buffer) == min(50, start + 70)
+    x, y = buffer.since(0)
+    assert len(x) == 50
+    assert torch.equal(x[:, 0].long(), y)
+    assert y.unique().numel() == 50, "each kept event once"
+    assert buffer.arrivals == 1050
+
+
+def test_sliding_keeps_the_newest_in_arrival_order() -> None:
+    buffer = ReplayBuffer(8, mode="sliding", generator=torch.Generator())
+    buffer.extend(*_events(0, 5))
+    buffer.extend(*_events(5, 13))  # wraps around, more than the capacity
+    assert buffer.since(0)[1].tolist() == list(range(10, 18))
+    assert buffer.since(14)[1].tolist() == [14, 15, 16, 17]
+    assert buffer.since(11, 13)[1].tolist() == [11, 12]
+
+
+def test_reservoir_is_a_seeded_uniform_sample_since_the_last_clear() -> None:
+    def run() -> list[int]:
+        buffer = ReplayBuffer(100, mode="reservoir", generator=torch.Generator().manual_seed(3))
+        buffer.extend(*_events(0, 500))
+        buffer.clear()
+        for start in range(500, 10_500, 250):
+            buffer.extend(*_events(start, 250))
+        return buffer.since(0)[1].tolist()
+
+    kept = run()
+    assert kept == run(), "same seed, same sample"
+    assert min(kept) >= 500, "nothing from before the clear"
+    assert 3_000 < sum(kept) / len(kept) - 500 < 7_000, "spread over the stream, not the tail"
+
+
+@pytest.mark.parametrize("mode", ["sliding", "reservoir"])
+def test_replay_state_round_trip(mode: str) -> None:
+    generator = torch.Generator().manual_seed(1)
+    buffer = ReplayBuffer(40, mode=mode, generator=generator)  # type: ignore[arg-type]
+    buffer.extend(*_events(0, 90))
+    tensors, meta = buffer.state_dict()
+    copy = ReplayBuffer(40, mode=mode, generator=torch.Generator())  # type: ignore[arg-type]
+    copy.load_state_dict(tensors, meta)
+    copy._generator.set_state(generator.get_state())
+    buffer.extend(*_events(90, 33))
+    copy.extend(*_events(90, 33))
+    assert torch.equal(buffer.since(0)[1], copy.since(0)[1])
+
+
+def _learner(n_outputs: int = 3) -> OnlineLearner:
+    config = {
+        "kind": "mlp", "task": "classification", "n_features": 4, "n_outputs": n_outputs,
+        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [8],
+    }  # fmt: skip
+    model = build_model(config, torch.Generator().manual_seed(0))
+    optimizer = make_optimizer("adam", model, lr=0.01, momentum=0.0, weight_decay=0.0)
+    return OnlineLearner(
+        model=model, optimizer=optimizer, lr_policy=ConstantLR(base_lr=0.01, min_lr=1e-6, max_lr=1),
+        task="classification", loss="cross_entropy", metrics_window=100,
+    )  # fmt: skip
+
+
+def _learn(learner: OnlineLearner, seed: int, steps: int = 3, n_classes: int = 3) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(16, 4, generator=generator)
+        y = torch.randint(0, n_classes, (16,), generator=generator)
+        learner.learn_many(x, y, torch.ones(16, dtype=torch.bool))
+
+
+def test_registry_is_bounded_and_evicts_the_least_recently_used() -> None:
+    learner, registry = _learner(), HeadRegistry(3)
+    for name in "abc":
+        assert registry.store(name, learner, reference_loss=None) == []
+    registry.load("a", learner)  # a becomes most recent
+    assert registry.store("d", learner, reference_loss=None) == ["b"]
+    assert registry.names == ["c", "a", "d"]
+    assert registry.store("e", learner, reference_loss=None) == ["c"]
+    assert len(registry) == 3
+
+
+def test_switching_heads_restores_weights_and_moments_exactly() -> None:
+    learner, registry = _learner(), HeadRegistry(4)
+    _learn(learner, 1)
+    head = head_of(learner)
+    saved = {k: v.clone() for k, v in head.state_dict().items()}
+    moments = {k: learner.optimizer.state[p]["exp_avg"].clone() for k, p in head.named_parameters()}
+    registry.store("a", learner, reference_loss=0.5)
+    params_before = [id(p) for p in head.parameters()]
+    _learn(learner, 2)  # the live head moves on (as domain b)
+    registry.store("b", learner, reference_loss=None)
+    registry.load("a", learner)
+    assert [id(p) for p in head.parameters()] == params_before, "same parameter objects"
+    for key, value in head.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    for key, p in head.named_parameters():
+        assert torch.equal(learner.optimizer.state[p]["exp_avg"], moments[key]), key
+    _learn(learner, 3)
+    assert torch.equal(registry.entry("a").weights["0.weight"], saved["0.weight"]), "copy kept"
+
+
+def test_registry_state_round_trip() -> None:
+    learner, registry = _learner(), HeadRegistry(4)
+    _learn(learner, 1)
+    registry.store("x.y", learner, reference_loss=0.25)
+    registry.store("z", learner, reference_loss=None)
+    tensors, meta = registry.state_dict()
+    copy = HeadRegistry(4)
+    copy.load_state_dict(dict(tensors), meta)
+    assert copy.names == ["x.y", "z"]
+    assert copy.entry("x.y").reference_loss == 0.25
+    for key, value in registry.entry("x.y").moments.items():
+        for name, tensor in value.items():
+            assert torch.equal(copy.entry("x.y").moments[key][name], tensor)
+
+
+def test_growing_classes_keeps_learned_weights_and_moments_bit_identical() -> None:
+    learner, registry = _learner(), HeadRegistry(4)
+    _learn(learner, 1)
+    registry.store("other", learner, reference_loss=None)
+    layer = head_of(learner)[0]
+    weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
+    state = {k: v.clone() for k, v in learner.optimizer.state[layer.weight].items()}
+    rows = grow_outputs(learner, 5, torch.Generator().manual_seed(9))
+    for key, new_rows in rows.items():
+        registry.pad_rows(key, new_rows)
+    assert layer.weight.shape == (5, 8)
+    assert learner.model.config["n_outputs"] == 5
+    assert torch.equal(layer.weight[:3], weight)
+    assert torch.equal(layer.bias[:3], bias)
+    grown = learner.optimizer.state[layer.weight]
+    assert torch.equal(grown["step"], state["step"])
+    assert torch.equal(grown["exp_avg"][:3], state["exp_avg"])
+    assert torch.equal(grown["exp_avg"][3:], torch.zeros(2, 8))
+    assert registry.entry("other").weights["0.weight"].shape == (5, 8)
+    assert learner.param_group("head")["params"][0] is layer.weight  # type: ignore[index]
+    _learn(learner, 2, n_classes=5)  # learns the new classes: the optimizer owns the new rows
+    assert not torch.equal(layer.weight[3:], rows["0.weight"])
+
+
+def test_decoder_accepts_labels_up_to_the_growth_bound() -> None:
+    decoder = JsonDecoder(task="classification", n_features=2, n_classes=3, n_outputs=1,
+                          max_record_bytes=1000, label_limit=6)  # fmt: skip
+    batch = decoder.decode_many(
+        [Record("t", 0, i, b'{"x": [1.0, 2.0], "y": %d}' % y) for i, y in enumerate([1, 5, 6])]
+    )
+    assert batch.y.tolist() == [1, 5]
+    assert [r.reason for r in batch.rejections] == ["unknown_label"]
