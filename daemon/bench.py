@@ -6,12 +6,13 @@ Figures (medians over repetitions; ratios matter more than absolute times on sha
 (b) the same loop fed by an in-process source (the broker taken out);
 (c) the compute bound: forward + backward + step of the same model on pre-made tensors;
 (d) p50/p99 event-to-update latency with a producer in another process at a fixed rate;
-(e) peak RSS of this process;
+(e) peak RSS of a fresh daemon process over the same topic;
 (f) the raw consume rate of the same Kafka client on the same topic, no processing.
 """
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import resource
 import statistics
@@ -78,10 +79,20 @@ class _LatencyTap(PrometheusTelemetry):
         self.latencies.append(np.asarray(seconds, dtype=np.float64))
 
 
-def run_bench(*, events: int, batch_size: int, quick: bool) -> int:
-    """Run every measurement and print the report; returns the exit code."""
+def run_bench(*, events: int, batch_size: int, quick: bool, sections: list[str]) -> int:
+    """Run the chosen measurements and print the report; returns the exit code."""
     configure_logging("ERROR", json_lines=False)
     torch.set_num_threads(load_settings().learner.torch_threads)
+    if "throughput" in sections:
+        _throughput(events=events, batch_size=batch_size, quick=quick)
+    if "adaptation" in sections:
+        _adaptation(quick=quick)
+    if "serving" in sections:
+        _serving(quick=quick)
+    return 0
+
+
+def _throughput(*, events: int, batch_size: int, quick: bool) -> None:
     repeats = 1 if quick else 3
     events = min(events, 20_000) if quick else events
     payloads = _payloads(events)
@@ -117,7 +128,6 @@ def run_bench(*, events: int, batch_size: int, quick: bool) -> int:
         f"  ratios: a/f {end_to_end / raw:.2f}, a/c {end_to_end / compute:.3f}, "
         f"b/c {in_process / compute:.3f}, a/b {end_to_end / in_process:.2f}"
     )
-    return 0
 
 
 def _median(repeats: int, measure: Callable[[], float]) -> float:
@@ -286,3 +296,39 @@ def _rss_child(
     torch.set_num_threads(settings.learner.torch_threads)
     build_trainer(settings).run(StopWhen(max_events=events, max_seconds=300))
     results.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _adaptation(*, quick: bool) -> None:
+    """Events to recover after abrupt, recurring concept changes, per adaptation variant."""
+    from driftd.adaptation_bench import measure_monitor_cost, measure_recovery
+
+    n_events, change_every = (12_000, 2_000) if quick else (60_000, 10_000)
+    for batch_size in (32, 256):
+        result = measure_recovery(
+            n_events=n_events, change_every=change_every, batch_size=batch_size
+        )
+        print(
+            f"adaptation: DriftingStream, {n_events:,} events, change every {change_every:,}, "
+            f"batch {batch_size}; events to recover within 0.05 of the pre-change accuracy"
+        )
+        for name, variant in result["variants"].items():
+            print(
+                f"  {name:<24} accuracy {variant['accuracy']:.3f} | recover mean "
+                f"{_maybe(variant['recover_mean'])} | recurring "
+                f"{_maybe(variant['recurring_mean'])} | drifts {variant['drifts']} | "
+                f"{variant['events_per_s']:,.0f} events/s"
+            )
+    costs = measure_monitor_cost(n_events=50_000 if quick else 200_000)
+    print("  detector cost, us/event: " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()))
+    torch.set_num_threads(load_settings().learner.torch_threads)
+
+
+def _serving(*, quick: bool) -> None:
+    """Publish-to-first-prediction latency under load, and HotModel throughput."""
+    from driftd.serving_bench import measure_serving
+
+    print(f"serving: {json.dumps(measure_serving(publishes=20 if quick else 100), default=str)}")
+
+
+def _maybe(value: float | None) -> str:
+    return "never" if value is None else f"{value:,.0f}"

@@ -38,7 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from driftd.bench import run_bench
 
-            return run_bench(events=args.events, batch_size=args.batch_size, quick=args.quick)
+            return run_bench(
+                events=args.events,
+                batch_size=args.batch_size,
+                quick=args.quick,
+                sections=args.section or ["throughput", "adaptation", "serving"],
+            )
     except ConfigurationError as error:
         print(f"driftd: {error}", file=sys.stderr)
         return 2
@@ -67,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--events", type=int, default=200_000, help="events per measurement")
     bench.add_argument("--batch-size", type=int, default=256)
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    bench.add_argument(
+        "--section",
+        action="append",
+        choices=["throughput", "adaptation", "serving"],
+        help="run only this part (repeatable; default: all)",
+    )
     return parser
 
 
