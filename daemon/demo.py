@@ -123,8 +123,9 @@ class _ProgressLine:
         accuracy = f"{progress.accuracy:.3f}" if progress.accuracy is not None else "  -  "
         lr = f"{progress.lr:.1e}" if progress.lr is not None else "-"
         return (
-            f"  events {progress.events_consumed:>7,} | {rate:>7,.0f} ev/s | "
-            f"accuracy {accuracy} | lr {lr} | invalid {progress.events_invalid} | "
+            f"  events {progress.events_consumed:>7,} | {rate:>6,.0f} ev/s | "
+            f"accuracy {accuracy} | lr {lr} | drifts {progress.drifts} | "
+            f"head {progress.domain or '-'} | invalid {progress.events_invalid} | "
             f"snapshot v{progress.snapshot_version or 0}  "
         )
 
@@ -133,6 +134,7 @@ def _summary(progress: LoopProgress, snapshots: Path) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(progress.invalid_by_reason.items()))
     latest = (snapshots / "LATEST").read_text().strip() if (snapshots / "LATEST").exists() else "-"
     print(f"done: {progress.events_learned:,} events learned in {progress.steps:,} steps")
+    print(f"  drifts detected: {progress.drifts}, adaptations: {progress.adaptations}")
     print(f"  invalid records: {progress.events_invalid} ({reasons or 'none'}), dead-lettered")
     print(f"  newest snapshot: {snapshots / latest}/manifest.json")
     print("  next: `driftd run` against your own Kafka — see README.md, Configuration")
