@@ -75,8 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--section",
         action="append",
-        choices=["throughput", "adaptation", "serving"],
-        help="run only this part (repeatable; default: all)",
+        choices=["throughput", "adaptation", "serving", "quality"],
+        help="run only this part (repeatable; default: all but quality, which is slow)",
     )
     return parser
 
