@@ -89,6 +89,11 @@ def run_bench(*, events: int, batch_size: int, quick: bool, sections: list[str])
         _adaptation(quick=quick)
     if "serving" in sections:
         _serving(quick=quick)
+    if "quality" in sections:
+        from driftd.quality_bench import print_quality
+
+        print_quality(quick=quick)
+        torch.set_num_threads(load_settings().learner.torch_threads)
     return 0
 
 
@@ -295,7 +300,16 @@ def _rss_child(
     settings = _settings(base, bootstrap, topic, batch)
     torch.set_num_threads(settings.learner.torch_threads)
     build_trainer(settings).run(StopWhen(max_events=events, max_seconds=300))
-    results.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    results.put(_peak_rss_mib())
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM; unlike ru_maxrss, not inherited from the parent)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _adaptation(*, quick: bool) -> None:
