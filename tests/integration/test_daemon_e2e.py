@@ -7,105 +7,26 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.streams import DriftingStream
+from tests.integration.driftd_process import DriftdProcess, produce, scrape
 
 pytestmark = pytest.mark.integration
 
 BAD_RECORDS = [b"not json", b'{"x": [1, 2]}', b'{"x": "abc", "y": 1}', b"", b'{"y": 0}']
-
-
-@dataclass
-class Daemon:
-    """A running `driftd run` subprocess and what it has logged."""
-
-    process: subprocess.Popen[bytes]
-    logs: list[dict[str, object]] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    def wait_for_log(self, event: str, timeout: float = 30.0) -> dict[str, object]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in list(self.logs):
-                if entry.get("event") == event:
-                    return entry
-            assert self.process.poll() is None, f"driftd exited: {self.logs[-5:]}"
-            time.sleep(0.05)
-        raise AssertionError(f"no {event!r} log within {timeout} s: {self.logs[-5:]}")
-
-
-@pytest.fixture
-def start_daemon(
-    broker: EmbeddedBroker, tmp_path: Path
-) -> Iterator[Callable[[dict[str, str]], Daemon]]:
-    started: list[Daemon] = []
-
-    def start(env: dict[str, str]) -> Daemon:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTD_")}
-        full_env.update(
-            DRIFTD_KAFKA__BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-            DRIFTD_KAFKA__SESSION_TIMEOUT_MS="3000",
-            DRIFTD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
-            DRIFTD_METRICS__PORT="0",
-            DRIFTD_LOG__JSON="true",
-            DRIFTD_LEARNER__POLL_TIMEOUT_S="0.2",
-            **env,
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftd.cli", "run"],
-            cwd=tmp_path,
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        daemon = Daemon(process)
-        daemon.reader = threading.Thread(target=_collect_logs, args=(daemon,), daemon=True)
-        daemon.reader.start()
-        started.append(daemon)
-        return daemon
-
-    yield start
-    for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-        daemon.process.wait()
-        if daemon.reader is not None:
-            daemon.reader.join(timeout=5)
-        assert daemon.process.stderr is not None
-        daemon.process.stderr.close()
-
-
-def _collect_logs(daemon: Daemon) -> None:
-    assert daemon.process.stderr is not None
-    for line in daemon.process.stderr:
-        try:
-            daemon.logs.append(json.loads(line))
-        except ValueError:
-            daemon.logs.append({"raw": line.decode(errors="replace")})
-
-
-def _produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for index, payload in enumerate(payloads):
-        producer.produce(topic, value=payload, key=str(index).encode())
-    assert producer.flush(15) == 0
 
 
 def _good_events(n: int, seed: int) -> list[bytes]:
@@ -158,26 +79,10 @@ def _dead_letters(bootstrap: str, topic: str, expected: int) -> list[dict[str, b
     return found
 
 
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
-def _stop(daemon: Daemon, timeout: float = 30.0) -> int:
-    daemon.process.send_signal(signal.SIGTERM)
-    return daemon.process.wait(timeout=timeout)
-
-
 def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
     broker: EmbeddedBroker,
     unique_topic: Callable[..., str],
-    start_daemon: Callable[[dict[str, str]], Daemon],
+    start_driftd: Callable[..., DriftdProcess],
     tmp_path: Path,
 ) -> None:
     topic, dead = unique_topic(partitions=2), unique_topic(partitions=1, prefix="dlq")
@@ -194,13 +99,13 @@ def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
     payloads = _good_events(1500, seed=1)
     for index, bad in enumerate(BAD_RECORDS):
         payloads.insert(100 + 200 * index, bad)
-    _produce(broker.bootstrap_servers, topic, payloads)
+    produce(broker.bootstrap_servers, topic, payloads)
 
-    daemon = start_daemon(env)
-    port = int(daemon.wait_for_log("metrics_listening")["port"])  # type: ignore[call-overload]
+    daemon = start_driftd("run", env)
+    port = daemon.port
     manifest = _wait_for_learned(snapshots, 1500)
     assert manifest["events_rejected"] == len(BAD_RECORDS)
-    metrics = _scrape(port)
+    metrics = scrape(port)
     assert metrics["driftd_events_learned_total"] == 1500
     assert metrics["driftd_events_consumed_total"] == 1505
     assert metrics["driftd_events_invalid_total{reason=not_json}"] == 1
@@ -214,7 +119,7 @@ def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
         assert response.status == 200
 
-    assert _stop(daemon) == 0
+    assert daemon.stop() == 0
     stopped = _manifest(snapshots)
     assert stopped is not None
     assert stopped["events_learned"] == 1500
@@ -234,11 +139,11 @@ def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
     }
 
     # A second start resumes from the snapshot: only the new events are learned.
-    _produce(broker.bootstrap_servers, topic, _good_events(700, seed=2))
-    resumed = start_daemon(env)
+    produce(broker.bootstrap_servers, topic, _good_events(700, seed=2))
+    resumed = start_driftd("run", env)
     resumed.wait_for_log("resumed")
     _wait_for_learned(snapshots, 2200)
-    assert _stop(resumed) == 0
+    assert resumed.stop() == 0
     final = _manifest(snapshots)
     assert final is not None
     assert final["events_learned"] == 2200
@@ -248,7 +153,7 @@ def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
 def test_kill_9_then_restart_learns_each_event_exactly_once(
     broker: EmbeddedBroker,
     unique_topic: Callable[..., str],
-    start_daemon: Callable[[dict[str, str]], Daemon],
+    start_driftd: Callable[..., DriftdProcess],
     tmp_path: Path,
 ) -> None:
     topic, snapshots = unique_topic(partitions=3), tmp_path / "snapshots"
@@ -261,8 +166,8 @@ def test_kill_9_then_restart_learns_each_event_exactly_once(
         "DRIFTD_SNAPSHOTS__EVERY_STEPS": "7",
         "DRIFTD_SNAPSHOTS__EVERY_SECONDS": "1",
     }
-    _produce(broker.bootstrap_servers, topic, _good_events(3000, seed=3))
-    daemon = start_daemon(env)
+    produce(broker.bootstrap_servers, topic, _good_events(3000, seed=3))
+    daemon = start_driftd("run", env)
     deadline = time.monotonic() + 60
     while (_manifest(snapshots) or {}).get("events_learned", 0) < 600:  # type: ignore[operator]
         assert time.monotonic() < deadline, "no progress before the kill"
@@ -272,9 +177,9 @@ def test_kill_9_then_restart_learns_each_event_exactly_once(
     crashed_at = _manifest(snapshots)
     assert crashed_at is not None
 
-    restarted = start_daemon(env)
+    restarted = start_driftd("run", env)
     final = _wait_for_learned(snapshots, 3000)
-    assert _stop(restarted) == 0
+    assert restarted.stop() == 0
     assert final["events_learned"] == 3000
     assert not [p for p in snapshots.iterdir() if p.name.startswith(".tmp-")]
 

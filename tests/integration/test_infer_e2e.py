@@ -10,17 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
-import subprocess
-import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,86 +24,15 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
-from prometheus_client.parser import text_string_to_metric_families
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.streams import DriftingStream
+from tests.integration.driftd_process import DriftdProcess, scrape
 
 pytestmark = pytest.mark.integration
 
 WAVES, EVENTS_PER_WAVE = 4, 300
 BAD_RECORDS = [b"not json", b'{"x": [1, 2]}']
-
-
-@dataclass
-class Driftd:
-    """A running `driftd` subprocess and its JSON log lines."""
-
-    process: subprocess.Popen[bytes]
-    logs: list[dict[str, Any]] = field(default_factory=list)
-    reader: threading.Thread | None = None
-
-    def wait_for_log(self, event: str, timeout: float = 30.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for entry in list(self.logs):
-                if entry.get("event") == event:
-                    return entry
-            assert self.process.poll() is None, f"driftd exited: {self.logs[-5:]}"
-            time.sleep(0.05)
-        raise AssertionError(f"no {event!r} log within {timeout} s: {self.logs[-5:]}")
-
-    @property
-    def port(self) -> int:
-        return int(self.wait_for_log("metrics_listening")["port"])
-
-
-@pytest.fixture
-def start_driftd(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[Callable[..., Driftd]]:
-    started: list[Driftd] = []
-
-    def start(command: str, env: dict[str, str]) -> Driftd:
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DRIFTD_")}
-        full_env.update(
-            DRIFTD_KAFKA__BOOTSTRAP_SERVERS=broker.bootstrap_servers,
-            DRIFTD_KAFKA__SESSION_TIMEOUT_MS="3000",
-            DRIFTD_KAFKA__HEARTBEAT_INTERVAL_MS="1000",
-            DRIFTD_METRICS__PORT="0",
-            DRIFTD_LOG__JSON="true",
-            DRIFTD_LEARNER__POLL_TIMEOUT_S="0.2",
-            **env,
-        )
-        process = subprocess.Popen(
-            [sys.executable, "-m", "driftd.cli", command],
-            cwd=tmp_path,
-            env=full_env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        running = Driftd(process)
-        running.reader = threading.Thread(target=_collect_logs, args=(running,), daemon=True)
-        running.reader.start()
-        started.append(running)
-        return running
-
-    yield start
-    for running in started:
-        if running.process.poll() is None:
-            running.process.kill()
-        running.process.wait()
-        if running.reader is not None:
-            running.reader.join(timeout=5)
-        assert running.process.stderr is not None
-        running.process.stderr.close()
-
-
-def _collect_logs(running: Driftd) -> None:
-    assert running.process.stderr is not None
-    for line in running.process.stderr:
-        try:
-            running.logs.append(json.loads(line))
-        except ValueError:
-            running.logs.append({"raw": line.decode(errors="replace")})
 
 
 def _wave(wave: int) -> list[bytes]:
@@ -161,17 +85,6 @@ class Output:
                 self.messages.append({**orjson.loads(message.value()), "key": message.key()})
 
 
-def _scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples
-
-
 def _ready(port: int) -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
@@ -204,8 +117,8 @@ def _wait_for_learned(snapshots: Path, learned: int, timeout: float = 30.0) -> i
     return version
 
 
-def _all_serving(workers: list[Driftd], version: int) -> bool:
-    return all(_scrape(worker.port)["driftd_model_version"] >= version for worker in workers)
+def _all_serving(workers: list[DriftdProcess], version: int) -> bool:
+    return all(scrape(worker.port)["driftd_model_version"] >= version for worker in workers)
 
 
 def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
@@ -220,7 +133,7 @@ def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
 def test_two_workers_predict_each_event_once_with_versions_moving_forward(
     broker: EmbeddedBroker,
     unique_topic: Callable[..., str],
-    start_driftd: Callable[..., Driftd],
+    start_driftd: Callable[..., DriftdProcess],
     tmp_path: Path,
 ) -> None:
     bootstrap, snapshots = broker.bootstrap_servers, tmp_path / "snapshots"
@@ -259,7 +172,7 @@ def test_two_workers_predict_each_event_once_with_versions_moving_forward(
         version = _wait_for_learned(snapshots, learned)
         _wait(partial(_all_serving, workers, version), f"both workers serving version {version}")
 
-    metrics = [_scrape(worker.port) for worker in workers]
+    metrics = [scrape(worker.port) for worker in workers]
     total = WAVES * EVENTS_PER_WAVE
     assert sum(m["driftd_predictions_total"] for m in metrics) == total
     assert sum(m["driftd_events_consumed_total"] for m in metrics) == total + len(BAD_RECORDS)
@@ -278,8 +191,7 @@ def test_two_workers_predict_each_event_once_with_versions_moving_forward(
         worker.process.send_signal(signal.SIGTERM)
     assert [worker.process.wait(timeout=30) for worker in workers] == [0, 0]
     for worker in workers:
-        assert worker.reader is not None
-        worker.reader.join(timeout=5)
+        worker.close()  # waits for the log reader to drain
         assert any(entry.get("event") == "stopped" for entry in worker.logs)
         assert not [e for e in worker.logs if e.get("level") in ("error", "critical")], worker.logs
     output.read_until(total)
