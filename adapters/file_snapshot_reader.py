@@ -4,6 +4,11 @@
 FileSnapshotStore` (which extends it with atomic writes). An inference process uses the reader
 on its own: it may sit on a read-only mount, and it must never touch a live writer's temp
 entries or hold the writer's lock. See ``file_snapshot_store`` for the layout on disk.
+
+A version whose manifest says ``"published": false`` was kept durably by the trainer (it holds
+offsets) but refused by the quality gate: readers never serve it unless built with
+``include_unpublished`` (the trainer's own store is). Manifests without the field (older
+snapshots) count as published.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ class SnapshotError(Exception):
     Attributes:
         reason: A short, stable label (a metric label value): ``missing`` (a file or the
             version is absent or unreadable), ``corrupt`` (bad JSON, size or sha256 mismatch,
-            not safetensors) or ``unsupported`` (an unknown snapshot format).
+            not safetensors), ``unsupported`` (an unknown snapshot format) or
+            ``unpublished`` (the quality gate did not publish it).
     """
 
     def __init__(self, message: str, reason: str = "corrupt") -> None:
@@ -60,14 +66,19 @@ class FileSnapshotReader:
         directory: The snapshot directory; it need not exist yet.
         weights_only: Read only ``model.safetensors`` (all inference needs), never the training
             state; the loaded snapshots then have empty ``training``.
+        include_unpublished: Let :meth:`load` return versions the quality gate did not
+            publish (the trainer resumes from them); readers refuse them by default.
     """
 
-    def __init__(self, directory: Path, *, weights_only: bool = False) -> None:
+    def __init__(
+        self, directory: Path, *, weights_only: bool = False, include_unpublished: bool = False
+    ) -> None:
         self.directory = Path(directory)
         self.weights_only = weights_only
+        self.include_unpublished = include_unpublished
 
     def load_latest(self) -> Snapshot | None:
-        """Return the version LATEST names, else the newest older readable one, else ``None``.
+        """Return the version LATEST names, else the newest older published one, else ``None``.
 
         Every snapshot passed over is logged as a warning with the reason. If a writer moved
         LATEST on while this ran (retention may delete what was read), it tries again once.
@@ -79,12 +90,32 @@ class FileSnapshotReader:
                 return snapshot
         return None
 
+    def load_newest(self) -> Snapshot | None:
+        """Return the newest readable version, published or not (what training resumes from).
+
+        Versions that fail verification are passed over with a warning.
+        """
+        for version in reversed(self.versions()):
+            try:
+                return self._load(version, published_only=False)
+            except SnapshotError as error:
+                logger.warning("skipping unreadable snapshot: %s", error)
+        return None
+
     def load(self, version: int) -> Snapshot:
         """Load and verify one version: manifest, version, sha256 and size of every file read.
 
         Raises:
-            SnapshotError: The version is missing, incomplete or corrupt.
+            SnapshotError: The version is missing, incomplete, corrupt, or (unless
+                ``include_unpublished``) not published.
         """
+        return self._load(version, published_only=not self.include_unpublished)
+
+    def location(self, version: int) -> str:
+        """The directory of ``version``."""
+        return str(self.directory / version_name(version))
+
+    def _load(self, version: int, *, published_only: bool) -> Snapshot:
         path = self.directory / version_name(version)
         try:
             manifest = _read_manifest(path / MANIFEST_FILE)
@@ -94,6 +125,8 @@ class FileSnapshotReader:
                 )
             if manifest.get("version") != version:
                 raise SnapshotError(f"{path}: manifest names version {manifest.get('version')!r}")
+            if published_only and manifest.get("published") is False:
+                raise SnapshotError(f"{path}: not published by the quality gate", "unpublished")
             listed = manifest.get("files")
             if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
                 raise SnapshotError(f"{path}: manifest lists no {WEIGHTS_FILE}", "missing")
@@ -141,33 +174,63 @@ class FileSnapshotReader:
             )
         for version in sorted(set(candidates), reverse=True):
             try:
-                return self.load(version)
+                snapshot = self.load(version)
+                if snapshot.manifest.get("published") is False:  # a trainer-side store loads it
+                    raise SnapshotError(
+                        f"{version}: not published by the quality gate", "unpublished"
+                    )
+                return snapshot
             except SnapshotError as error:
-                logger.warning("skipping unreadable snapshot: %s", error)
+                if error.reason == "unpublished":
+                    logger.debug("skipping snapshot: %s", error)
+                else:
+                    logger.warning("skipping unreadable snapshot: %s", error)
         return None
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
     """Parse a manifest file; it must hold a JSON object."""
+    return parse_manifest(str(path), path.read_bytes())
+
+
+def parse_manifest(where: str, data: bytes) -> dict[str, Any]:
+    """Parse manifest bytes read from ``where``; they must hold a JSON object.
+
+    Raises:
+        SnapshotError: Not JSON, or not an object.
+    """
     try:
-        manifest = json.loads(path.read_bytes())
+        manifest = json.loads(data)
     except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
-        raise SnapshotError(f"{path}: not valid JSON: {error}") from error
+        raise SnapshotError(f"{where}: not valid JSON: {error}") from error
     if not isinstance(manifest, dict):
-        raise SnapshotError(f"{path}: not a JSON object")
+        raise SnapshotError(f"{where}: not a JSON object")
     return manifest
 
 
 def _read_verified(path: Path, entry: Any) -> dict[str, torch.Tensor]:
     """Read one tensor file, check it against its manifest entry, and deserialise it."""
+    check_entry(str(path), entry)
+    return verified_tensors(str(path), path.read_bytes(), entry)  # checked bytes are loaded
+
+
+def check_entry(where: str, entry: Any) -> None:
+    """Raise ``SnapshotError`` unless ``entry`` is a manifest file entry (sha256 + bytes)."""
     if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
-        raise SnapshotError(f"{path}: malformed manifest entry {entry!r}")
-    data = path.read_bytes()  # one read: the bytes checked are the bytes loaded
+        raise SnapshotError(f"{where}: malformed manifest entry {entry!r}")
+
+
+def verified_tensors(where: str, data: bytes, entry: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Check ``data`` (read from ``where``) against its manifest entry; deserialise it.
+
+    Raises:
+        SnapshotError: Size or sha256 mismatch, or not a safetensors file.
+    """
     if len(data) != entry.get("bytes"):
-        raise SnapshotError(f"{path}: {len(data)} bytes, manifest says {entry.get('bytes')}")
+        raise SnapshotError(f"{where}: {len(data)} bytes, manifest says {entry.get('bytes')}")
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise SnapshotError(f"{path}: sha256 mismatch")
+        raise SnapshotError(f"{where}: sha256 mismatch")
     try:
         return load_tensors(data)
     except safetensors.SafetensorError as error:
-        raise SnapshotError(f"{path}: not a safetensors file: {error}") from error
+        raise SnapshotError(f"{where}: not a safetensors file: {error}") from error

@@ -13,10 +13,15 @@ Commit order of :meth:`FileSnapshotStore.save`, each step durable before the nex
 2. fsync the temp dir;
 3. ``os.rename`` it to ``<version>/``: a version directory appears complete or not at all;
 4. fsync the snapshot directory;
-5. write ``LATEST`` via a temp file + fsync + ``os.replace`` + fsync of the directory: the
-   commit point. A crash before it leaves ``LATEST`` naming the previous version;
+5. only when the snapshot is published: write ``LATEST`` via a temp file + fsync +
+   ``os.replace`` + fsync of the directory: the publish point. A crash before it leaves
+   ``LATEST`` naming the previous version (the new one is durable; training resumes from it);
 6. retention: expired versions are renamed to ``.tmp-gc-*`` (so readers never see half a
-   version), then deleted.
+   version), then deleted. The published version is never deleted, whatever its age.
+
+A snapshot the quality gate refused is saved the same way minus step 5; its manifest says
+``"published": false``. The trainer resumes from the newest durable version
+(:meth:`~FileSnapshotReader.load_newest`); readers follow ``LATEST``.
 
 A new store removes the ``.tmp-*`` entries an interrupted save left. Writers hold an ``flock``
 on ``.lock`` while saving, so a store constructed by another process never removes the work of
@@ -110,21 +115,22 @@ class FileSnapshotStore(FileSnapshotReader):
 
     Args:
         directory: Where versions live; created if missing.
-        keep: How many complete versions to keep (at least 1); older ones are deleted.
+        keep: How many complete versions to keep (at least 1); older ones are deleted, except
+            the published one (LATEST), which is always kept.
         clock: Source of ``created_at`` when the manifest has none.
     """
 
     def __init__(self, directory: Path, *, keep: int, clock: Clock | None = None) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        super().__init__(directory)
+        super().__init__(directory, include_unpublished=True)
         self.keep = keep
         self._clock = clock or SystemClock()
         self.directory.mkdir(parents=True, exist_ok=True)
         self._remove_stale_temp_entries()
 
-    def save(self, snapshot: Snapshot) -> Snapshot:
-        """Write ``snapshot`` atomically, point LATEST at it, then apply retention.
+    def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot:
+        """Write ``snapshot`` atomically, point LATEST at it if ``publish``, apply retention.
 
         Raises:
             ValueError: The version is not newer than every stored one, or the manifest is not
@@ -140,6 +146,7 @@ class FileSnapshotStore(FileSnapshotReader):
         manifest.update(
             version=snapshot.version,
             format=FORMAT,
+            published=publish,
             files={
                 file_name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
                 for file_name, data in files.items()
@@ -155,13 +162,13 @@ class FileSnapshotStore(FileSnapshotReader):
                 raise ValueError(
                     f"snapshot version {snapshot.version} is not newer than stored {newest[0]}"
                 )
-            self._commit(name, files)
+            self._commit(name, files, publish=publish)
             self._apply_retention()
         # Return the manifest as a reader will see it (tuples become lists, ...).
         stored_manifest = json.loads(files[MANIFEST_FILE])
         return Snapshot(snapshot.version, snapshot.weights, snapshot.training, stored_manifest)
 
-    def _commit(self, name: str, files: Mapping[str, bytes]) -> None:
+    def _commit(self, name: str, files: Mapping[str, bytes], *, publish: bool) -> None:
         """Steps 1-5 of the commit order; on OSError undo everything, then re-raise."""
         temp = self.directory / f"{TEMP_PREFIX}{name}-{secrets.token_hex(4)}"
         final = self.directory / name
@@ -180,7 +187,8 @@ class FileSnapshotStore(FileSnapshotReader):
             os.rename(temp, final)
             renamed = True
             _fsync_dir(self.directory)
-            self._write_latest(name)
+            if publish:
+                self._write_latest(name)
         except OSError:
             try:
                 shutil.rmtree(temp, ignore_errors=True)

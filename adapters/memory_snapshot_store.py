@@ -36,7 +36,8 @@ class InMemorySnapshotStore:
     """A :class:`~driftd.ports.SnapshotStore` in process memory (lost on exit).
 
     Args:
-        keep: How many versions to keep (at least 1); older ones are dropped.
+        keep: How many versions to keep (at least 1); older ones are dropped, except the
+            published one.
         clock: Source of ``created_at`` when the manifest has none.
     """
 
@@ -48,8 +49,10 @@ class InMemorySnapshotStore:
         self._snapshots: dict[int, Snapshot] = {}
         self._latest: int | None = None
 
-    def save(self, snapshot: Snapshot) -> Snapshot:
-        """Store a copy of ``snapshot`` as the newest version, then apply retention.
+    def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot:
+        """Store a copy of ``snapshot`` as the newest version (published if ``publish``).
+
+        Retention then keeps the newest ``keep`` versions and, always, the published one.
 
         Raises:
             ValueError: The version is not newer than every stored one, or the manifest is not
@@ -63,7 +66,7 @@ class InMemorySnapshotStore:
             )
         manifest = {**snapshot.manifest}
         manifest.setdefault("created_at", self._clock.time())
-        manifest.update(version=snapshot.version, format=FORMAT, files={})
+        manifest.update(version=snapshot.version, format=FORMAT, published=publish, files={})
         stored_manifest = _copy_manifest(manifest)
         self._snapshots[snapshot.version] = Snapshot(
             snapshot.version,
@@ -71,16 +74,22 @@ class InMemorySnapshotStore:
             _copy_tensors(snapshot.training),
             stored_manifest,
         )
-        self._latest = snapshot.version
+        if publish:
+            self._latest = snapshot.version
         for version in sorted(self._snapshots)[: -self.keep]:
-            del self._snapshots[version]
+            if version != self._latest:
+                del self._snapshots[version]
         return Snapshot(
             snapshot.version, snapshot.weights, snapshot.training, _copy_manifest(stored_manifest)
         )
 
     def load_latest(self) -> Snapshot | None:
-        """Return a copy of the newest snapshot, or ``None`` if none was saved."""
+        """Return a copy of the published snapshot, or ``None`` if none was published."""
         return None if self._latest is None else self.load(self._latest)
+
+    def load_newest(self) -> Snapshot | None:
+        """Return a copy of the newest snapshot, published or not, or ``None``."""
+        return self.load(max(self._snapshots)) if self._snapshots else None
 
     def load(self, version: int) -> Snapshot:
         """Return a copy of one version.
@@ -104,5 +113,9 @@ class InMemorySnapshotStore:
         return sorted(self._snapshots)
 
     def latest_version(self) -> int | None:
-        """The newest stored version, or ``None``."""
+        """The published version, or ``None``."""
         return self._latest
+
+    def location(self, version: int) -> str:
+        """A name for ``version`` (nothing is on disk)."""
+        return f"memory://{version_name(version)}"

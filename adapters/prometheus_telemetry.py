@@ -118,6 +118,23 @@ class PrometheusTelemetry:
             buckets=SNAPSHOT_WRITE_BUCKETS,
             registry=r,
         )
+        self._published_version = Gauge(
+            "driftd_snapshot_published_version",
+            "Version LATEST names: the snapshot inference follows (0: none published yet).",
+            registry=r,
+        )
+        self._unpublished = Counter(
+            "driftd_snapshots_unpublished",
+            "Durable snapshots the quality gate kept but did not publish, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self._notification_failures = Counter(
+            "driftd_snapshot_notification_failures",
+            "Publish notifications that could not be sent, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self._lag = Gauge(
             "driftd_consumer_lag",
             "Records not yet read, per assigned partition.",
@@ -217,6 +234,18 @@ class PrometheusTelemetry:
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written; training goes on."""
         self._snapshot_failures.labels(reason).inc()
+
+    def snapshot_published(self, version: int) -> None:
+        """``LATEST`` now names ``version``."""
+        self._published_version.set(version)
+
+    def snapshot_unpublished(self, reason: str) -> None:
+        """Count a durable snapshot the gate did not publish."""
+        self._unpublished.labels(reason).inc()
+
+    def snapshot_notification_failed(self, reason: str) -> None:
+        """Count a publish notification that could not be sent."""
+        self._notification_failures.labels(reason).inc()
 
     def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
         """Set the lag of each reported partition and drop the series of the others.

@@ -40,6 +40,9 @@ class RecordingTelemetry:
         snapshot_version: Version of the latest durable snapshot.
         snapshot_seconds: Write time of each durable snapshot, in order.
         snapshot_failures: Failed snapshots, by reason.
+        published_version: Version LATEST names (the latest published report).
+        unpublished: Durable snapshots not published, by reason.
+        notification_failures: Publish notifications not sent, by reason.
         lag: Lag per partition, from the latest report only.
         drifts: Drift detections, by ``(detector, signal)``.
         warnings: Drift warnings, by ``(detector, signal)``.
@@ -62,6 +65,9 @@ class RecordingTelemetry:
     snapshot_version: int | None = None
     snapshot_seconds: list[float] = field(default_factory=list)
     snapshot_failures: Counter[str] = field(default_factory=Counter)
+    published_version: int | None = None
+    unpublished: Counter[str] = field(default_factory=Counter)
+    notification_failures: Counter[str] = field(default_factory=Counter)
     lag: dict[TopicPartition, int] = field(default_factory=dict)
     drifts: Counter[tuple[str, str]] = field(default_factory=Counter)
     warnings: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -117,6 +123,18 @@ class RecordingTelemetry:
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written."""
         self.snapshot_failures[reason] += 1
+
+    def snapshot_published(self, version: int) -> None:
+        """``LATEST`` now names ``version``."""
+        self.published_version = version
+
+    def snapshot_unpublished(self, reason: str) -> None:
+        """A durable snapshot was not published."""
+        self.unpublished[reason] += 1
+
+    def snapshot_notification_failed(self, reason: str) -> None:
+        """A publish notification could not be sent."""
+        self.notification_failures[reason] += 1
 
     def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
         """Replace the per-partition lag with the latest report."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
 from driftd.adapters.kafka_dead_letter import KafkaDeadLetterSink
+from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
@@ -27,7 +29,18 @@ from driftd.learner import OnlineLearner, StepReport, make_optimizer
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
 from driftd.lr import make_lr_policy
 from driftd.models import build_model, count_parameters, model_config_from_settings, sparsity
-from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, SystemClock, Telemetry
+from driftd.ports import (
+    Clock,
+    DeadLetterSink,
+    NullSnapshotNotifier,
+    RecordSource,
+    Snapshot,
+    SnapshotNotifier,
+    SnapshotStore,
+    SystemClock,
+    Telemetry,
+)
+from driftd.publish_gate import LabelWindow, PublishGate, PublishPolicy
 from driftd.records import TopicPartition
 from driftd.settings import Settings
 from driftd.training_state import TrainingState
@@ -121,15 +134,75 @@ def _label_limit(settings: Settings) -> int | None:
     return adaptation.max_classes if growing and settings.model.task == "classification" else None
 
 
-def restore_state(settings: Settings, store: SnapshotStore) -> TrainingState:
-    """The training state from the newest readable snapshot, or a fresh one."""
+def make_snapshot_store(settings: Settings, clock: Clock) -> SnapshotStore:
+    """The local-directory store, or the fsspec one for a URL ``snapshots.dir`` (s3://...)."""
+    snapshots = settings.snapshots
+    if snapshots.url is not None:
+        from driftd.adapters.fsspec_snapshot_store import FsspecSnapshotStore
+
+        return FsspecSnapshotStore(
+            snapshots.url,
+            keep=snapshots.keep,
+            storage_options=snapshots.storage_options,
+            clock=clock,
+        )
+    return FileSnapshotStore(Path(snapshots.dir), keep=snapshots.keep, clock=clock)
+
+
+def make_publish_gate(settings: Settings) -> PublishGate:
+    """The quality gate the settings describe (its reference is set by :func:`restore_state`)."""
+    snapshots = settings.snapshots
+    policy = PublishPolicy(
+        enabled=snapshots.gate_enabled,
+        margin=snapshots.gate_margin,
+        baseline=snapshots.gate_baseline,
+        baseline_margin=snapshots.gate_baseline_margin,
+    )
+    labels = LabelWindow(
+        settings.learner.metrics_window,
+        task=settings.model.task,
+        loss=_loss_name(settings),
+        huber_delta=settings.learner.huber_delta,
+    )
+    return PublishGate(policy, labels)
+
+
+def _restore_gate(gate: PublishGate, store: SnapshotStore, newest: Snapshot | None) -> None:
+    """Baseline window from the newest snapshot; reference from the published one."""
+    if newest is not None and isinstance(newest.manifest.get("publish_gate"), dict):
+        gate.load_state_dict(newest.manifest["publish_gate"])
+    published_version = store.latest_version()
+    if published_version is None:
+        return
+    if newest is not None and newest.version == published_version:
+        published: Snapshot | None = newest
+    else:
+        published = store.load_latest()
+    if published is None:
+        return
+    saved_gate = published.manifest.get("gate") or {}
+    loss = saved_gate.get("loss", (published.manifest.get("metrics") or {}).get("prequential_loss"))
+    gate.published(published.version, None if loss is None else float(loss))
+
+
+def restore_state(
+    settings: Settings, store: SnapshotStore, gate: PublishGate | None = None
+) -> TrainingState:
+    """The training state from the newest durable snapshot (published or not), or a fresh one.
+
+    Training resumes from the newest *durable* version, never just the published one: it holds
+    the newest offsets, which were committed. ``gate`` (if given) gets its baseline window and
+    its published reference back.
+    """
     state = TrainingState(
         config_for=lambda n: model_config_from_settings(settings.model, n),
         build_learner=learner_builder(settings),
         n_features=configured_n_features(settings),
         build_adaptation=lambda learner: make_adaptation(settings, learner),
     )
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
+    if gate is not None:
+        _restore_gate(gate, store, snapshot)
     if snapshot is None:
         log.info("no snapshot found: starting fresh", extra={"event": "start_fresh"})
         _transfer(settings, state)
@@ -180,6 +253,7 @@ class Trainer:
     dead_letters: DeadLetterSink
     store: SnapshotStore
     registry: CollectorRegistry
+    notifier: SnapshotNotifier = field(default_factory=NullSnapshotNotifier)
     server: MetricsServer | None = None
     closers: list[Callable[[], None]] = field(default_factory=list)
 
@@ -191,8 +265,9 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
-        """Close the source, sink and metrics server (idempotent)."""
-        for close in (self.source.close, self.dead_letters.close, *self.closers):
+        """Close the source, sinks, notifier and metrics server (idempotent)."""
+        closers = (self.source.close, self.dead_letters.close, self.notifier.close, *self.closers)
+        for close in closers:
             try:
                 close()
             except Exception as error:
@@ -211,19 +286,33 @@ def build_trainer(
     telemetry: Telemetry | None = None,
     store: SnapshotStore | None = None,
     dead_letters: DeadLetterSink | None = None,
+    notifier: SnapshotNotifier | None = None,
     serve_metrics: bool | None = None,
     on_step: Callable[[LoopProgress], None] | None = None,
     on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
 ) -> Trainer:
-    """Wire the daemon from settings: snapshot store, state, source, sinks, metrics, loop."""
+    """Wire the daemon: snapshot store, gate, state, source, sinks, notifier, metrics, loop."""
     clock = clock or SystemClock()
     torch.set_num_threads(settings.learner.torch_threads)
     registry = registry or CollectorRegistry()
-    store = store or FileSnapshotStore(settings.snapshots.dir, keep=settings.snapshots.keep)
-    state = restore_state(settings, store)
+    store = store or make_snapshot_store(settings, clock)
+    gate = make_publish_gate(settings)
+    state = restore_state(settings, store, gate)
     n_features = state.model_config["n_features"] if state.model_config else None
     decoder = make_decoder(settings, n_features)
     telemetry = telemetry or PrometheusTelemetry(registry, clock=clock)
+    if gate.reference is not None:
+        telemetry.snapshot_published(gate.reference.version)
+    if notifier is None:
+        notifier = (
+            KafkaSnapshotNotifier(
+                settings.kafka,
+                settings.snapshots.notify_topic,
+                on_failure=telemetry.snapshot_notification_failed,
+            )
+            if settings.snapshots.notify_topic
+            else NullSnapshotNotifier()
+        )
     if state.learner is not None:
         learner = state.learner
         telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
@@ -256,8 +345,10 @@ def build_trainer(
         invalid_log_every_s=settings.log.invalid_every_seconds,
         on_step=on_step,
         on_report=on_report,
+        gate=gate,
+        notifier=notifier,
     )
-    trainer = Trainer(loop, source, dead_letters, store, registry)
+    trainer = Trainer(loop, source, dead_letters, store, registry, notifier)
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
         trainer.server = _start_metrics_server(settings, registry, trainer, clock)
     return trainer

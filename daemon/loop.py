@@ -4,6 +4,11 @@ Commit order (what makes a crash lose and double nothing): the dead-letter sink 
 the snapshot holding the model *and* the next offsets is made durable, and only then are those
 offsets committed to the source. A restart resumes from the snapshot's offsets, so every event
 after them is learned exactly once into the restored state.
+
+Publishing is separate from durability: the quality gate (:mod:`driftd.publish_gate`) decides,
+before the save, whether the snapshot also becomes the published one (``LATEST``, what
+inference follows). Either way it is saved and its offsets committed; a published one is then
+announced to the notifier (best effort, never blocking the loop for long).
 """
 
 from __future__ import annotations
@@ -17,7 +22,16 @@ from threading import Event
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learner import OnlineLearner, StepReport
 from driftd.outcomes import StepOutcome, report_outcome
-from driftd.ports import Clock, DeadLetterSink, RecordSource, SnapshotStore, Telemetry
+from driftd.ports import (
+    Clock,
+    DeadLetterSink,
+    RecordSource,
+    SnapshotNotifier,
+    SnapshotStore,
+    Telemetry,
+)
+from driftd.publish_gate import PublishGate
+from driftd.publishing import SnapshotPublisher
 from driftd.records import Record, Rejection, TopicPartition
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
@@ -49,6 +63,7 @@ class LoopProgress:
     events_invalid: int = 0
     steps: int = 0
     snapshot_version: int | None = None
+    published_version: int | None = None
     accuracy: float | None = None
     loss: float | None = None
     lr: float | None = None
@@ -88,6 +103,8 @@ class TrainingLoop:
     Everything it touches is injected: the source, decoder, training state, stores and clock.
     ``on_step`` sees the progress after each step; ``on_report`` each step's
     :class:`~driftd.learner.StepReport` with the (per-domain part of the) batch it scored.
+    ``gate`` decides which snapshots are published (None: all of them); ``notifier`` hears of
+    each published one.
     """
 
     def __init__(
@@ -107,6 +124,8 @@ class TrainingLoop:
         invalid_log_every_s: float = 10.0,
         on_step: Callable[[LoopProgress], None] | None = None,
         on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
+        gate: PublishGate | None = None,
+        notifier: SnapshotNotifier | None = None,
     ) -> None:
         self.source = source
         self.decoder = decoder
@@ -119,7 +138,13 @@ class TrainingLoop:
         self.poll_timeout_s = poll_timeout_s
         self.snapshot_schedule = snapshot_schedule
         self.lag_schedule = lag_schedule
-        self.progress = LoopProgress(snapshot_version=state.snapshot_version)
+        self.publisher = SnapshotPublisher(
+            store=store, telemetry=telemetry, gate=gate, notifier=notifier
+        )
+        self.progress = LoopProgress(
+            snapshot_version=state.snapshot_version,
+            published_version=self.publisher.published_version,
+        )
         self.last_heartbeat = clock.monotonic()
         self._invalid_log = _RateLimitedLog(invalid_log_every_s, clock)
         self._on_step = on_step
@@ -173,8 +198,9 @@ class TrainingLoop:
             self.telemetry.snapshot_failed("dead_letter_flush")
             return False
         started = self.clock.monotonic()
+        snapshot, decision = self.publisher.decide(self.state.to_snapshot(self.clock.time()))
         try:
-            saved = self.store.save(self.state.to_snapshot(self.clock.time()))
+            saved = self.store.save(snapshot, publish=decision.published)
         except OSError as error:
             log.error("snapshot failed, training goes on: %s", error)
             self.telemetry.snapshot_failed(type(error).__name__)
@@ -187,11 +213,15 @@ class TrainingLoop:
         self.snapshot_schedule.fired(self.state.steps)
         self._dirty = False
         log.info(
-            "snapshot %d written at step %d", saved.version, self.state.steps,
+            "snapshot %d written at step %d (%s: %s)", saved.version, self.state.steps,
+            "published" if decision.published else "not published", decision.reason,
             extra={"event": "snapshot_written", "version": saved.version,
+                   "published": decision.published, "reason": decision.reason,
                    "offsets": _offsets_text(self.state.offsets)},
         )  # fmt: skip
         self._commit(self.state.offsets)
+        if self.publisher.saved(saved, decision):
+            self.progress.published_version = saved.version
         return True
 
     def _commit_without_model(self) -> bool:
@@ -241,7 +271,10 @@ class TrainingLoop:
             offsets = _offsets_text(self.state.offsets)
             report_outcome(outcome, batch.records, self.telemetry, step=self.state.steps,
                            offsets=offsets)  # fmt: skip
-            progress.drifts += sum(drift.kind == "drift" for drift in outcome.drifts)
+            drifts = sum(drift.kind == "drift" for drift in outcome.drifts)
+            if drifts:
+                self.publisher.drifted()
+            progress.drifts += drifts
             progress.adaptations += len(outcome.adaptations)
         adaptation = self.state.adaptation
         if adaptation is not None and adaptation.active != progress.domain:
@@ -252,6 +285,7 @@ class TrainingLoop:
         self, report: StepReport, batch: DecodedBatch, learner: OnlineLearner, seconds: float
     ) -> None:
         self.state.observe(batch)
+        self.publisher.observe(batch)
         telemetry = self.telemetry
         if report.skipped is not None:
             telemetry.step_skipped(report.skipped)

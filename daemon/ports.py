@@ -100,24 +100,98 @@ class Snapshot:
 
 
 class SnapshotStore(Protocol):
-    """Where snapshots are kept: save atomically, load the newest readable one."""
+    """Where snapshots are kept: save atomically, load the newest readable one.
 
-    def save(self, snapshot: Snapshot) -> Snapshot:
-        """Make ``snapshot`` durable and newest; return it with store-added manifest fields.
+    Two "newest" exist once the quality gate refuses some snapshots: the *published* one
+    (``LATEST``: what inference follows, :meth:`load_latest`) and the newest *durable* one
+    (what training resumes from, since it holds the newest offsets, :meth:`load_newest`).
+    Retention never deletes the published version.
+    """
 
-        When this returns, a crash cannot lose the snapshot and readers never see it half
-        written. Raises ``OSError`` (or a subclass) when it could not be saved; the previous
-        snapshots are then intact.
+    def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot:
+        """Make ``snapshot`` durable (and, if ``publish``, the published one); return it.
+
+        The returned manifest holds the store-added fields, ``published`` among them. When this
+        returns, a crash cannot lose the snapshot and readers never see it half written.
+        Raises ``OSError`` (or a subclass) when it could not be saved; the previous snapshots
+        and the published pointer are then intact.
         """
         ...
 
     def load_latest(self) -> Snapshot | None:
-        """Return the newest complete, verified snapshot, or ``None`` if there is none."""
+        """Return the published snapshot (else the newest older published one), or ``None``."""
+        ...
+
+    def load_newest(self) -> Snapshot | None:
+        """Return the newest complete, verified snapshot, published or not, or ``None``."""
         ...
 
     def versions(self) -> list[int]:
         """Versions of the complete snapshots present, oldest first."""
         ...
+
+    def latest_version(self) -> int | None:
+        """The published version (not verified), or ``None``."""
+        ...
+
+    def location(self, version: int) -> str:
+        """Where ``version`` lives, for people and notifications (a path or URL)."""
+        ...
+
+
+@dataclass(frozen=True)
+class SnapshotPublished:
+    """A snapshot became the published one (the notification payload).
+
+    Attributes:
+        version: The snapshot version.
+        path: Where it lives (the store's :meth:`SnapshotStore.location`).
+        created_at: Epoch seconds when it was taken.
+        metrics: The manifest's ``metrics`` (recent prequential loss, accuracy, ...).
+        watermark: Newest event timestamp it learned from (None: unknown).
+    """
+
+    version: int
+    path: str
+    created_at: float
+    metrics: Mapping[str, Any]
+    watermark: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object sent to the notification topic."""
+        return {
+            "version": self.version,
+            "path": self.path,
+            "created_at": self.created_at,
+            "metrics": dict(self.metrics),
+            "watermark": self.watermark,
+        }
+
+
+class SnapshotNotifier(Protocol):
+    """Tells interested parties that a snapshot was published (e.g. on a Kafka topic).
+
+    Best effort: implementations never raise from :meth:`published` and never block training
+    for long; failures are logged and counted.
+    """
+
+    def published(self, event: SnapshotPublished) -> None:
+        """Announce ``event`` (may be sent asynchronously)."""
+        ...
+
+    def close(self) -> None:
+        """Send what is pending (bounded wait) and release resources; safe to call twice."""
+        ...
+
+
+class NullSnapshotNotifier:
+    """The default notifier: nobody is told."""
+
+    def published(self, event: SnapshotPublished) -> None:
+        """Do nothing."""
+
+    def close(self) -> None:
+        """Do nothing."""
 
 
 class Telemetry(Protocol):
@@ -161,6 +235,18 @@ class Telemetry(Protocol):
 
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written; training goes on."""
+        ...
+
+    def snapshot_published(self, version: int) -> None:
+        """``LATEST`` now names ``version`` (it passed the quality gate)."""
+        ...
+
+    def snapshot_unpublished(self, reason: str) -> None:
+        """A durable snapshot was kept but not published, for ``reason``."""
+        ...
+
+    def snapshot_notification_failed(self, reason: str) -> None:
+        """A publish notification could not be sent; training goes on."""
         ...
 
     def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:

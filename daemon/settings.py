@@ -6,6 +6,7 @@ nests), a ``.env`` file, a TOML file (``--config`` or ``DRIFTD_CONFIG``), then t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -298,12 +299,57 @@ class PruningSettings(Section):
 
 
 class SnapshotSettings(Section):
-    """Versioned snapshots: where, how often, how many."""
+    """Versioned snapshots: where, how often, how many, which are published, who is told.
 
-    dir: Path = Path("./driftd-snapshots")
+    Every snapshot is durable (it holds the offsets); the quality gate decides which are
+    *published* (``LATEST`` moves, inference follows). See ``driftd.publish_gate``.
+    """
+
+    dir: Path | str = Field(
+        Path("./driftd-snapshots"),
+        description="A local directory, or an object-store URL (s3://bucket/prefix: driftd[s3]).",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for a URL dir (JSON): key, secret, client_kwargs, ...",
+    )
     every_steps: int = Field(200, ge=1)
     every_seconds: float = Field(30.0, gt=0.0)
-    keep: int = Field(5, ge=1)
+    keep: int = Field(5, ge=1, description="Newest versions kept, plus the published one.")
+    gate_enabled: bool = Field(True, description="False publishes every snapshot.")
+    gate_margin: float = Field(
+        0.05, ge=0.0, description="Publish if the recent loss <= published loss * (1 + margin)."
+    )
+    gate_baseline: bool = Field(
+        True, description="Also require beating the no-change baseline (recent prior/mean)."
+    )
+    gate_baseline_margin: float = Field(
+        0.0, ge=0.0, description="Relative slack over the no-change baseline's loss."
+    )
+    notify_topic: str = Field(
+        "", description="Kafka topic told of each published snapshot (empty: none)."
+    )
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _path_unless_url(cls, value: Any) -> Any:
+        """Keep ``scheme://...`` as a URL string; anything else is a local path."""
+        if isinstance(value, str) and "://" not in value:
+            return Path(value)
+        return value
+
+    @field_validator("storage_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        """Accept a JSON object in a string (environment variables)."""
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def url(self) -> str | None:
+        """The object-store URL of ``dir``, or None when it is a local directory."""
+        return self.dir if isinstance(self.dir, str) else None
 
 
 class MetricsSettings(Section):
@@ -407,9 +453,30 @@ def _config_path(init_settings: PydanticBaseSettingsSource) -> Path | None:
     return Path(path) if path else None
 
 
+_SECRET_WORDS = ("secret", "password", "token", "key", "credential")
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
-    """The effective configuration as JSON-ready data, secrets masked."""
-    return settings.model_dump(mode="json", by_alias=False)
+    """The effective configuration as JSON-ready data, secrets masked.
+
+    ``SecretStr`` fields mask themselves; free-form ``snapshots.storage_options`` may carry
+    object-store credentials, so values under secret-looking keys are masked too.
+    """
+    data = settings.model_dump(mode="json", by_alias=False)
+    options = data["snapshots"].get("storage_options") or {}
+    data["snapshots"]["storage_options"] = _mask_secrets(options)
+    return data
+
+
+def _mask_secrets(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: "**********"
+            if any(word in str(key).lower() for word in _SECRET_WORDS)
+            else _mask_secrets(item)
+            for key, item in value.items()
+        }
+    return value
 
 
 class ConfigurationError(ValueError):

@@ -80,3 +80,33 @@ def kafka_settings(broker: EmbeddedBroker) -> Callable[..., KafkaSettings]:
         return KafkaSettings(**options)
 
     return make
+
+
+S3_BUCKET = "driftd-test"
+
+
+@pytest.fixture(scope="session")
+def s3_options() -> Iterator[dict[str, Any]]:
+    """A moto S3 server on a free loopback port, and the fsspec options that reach it."""
+    if os.environ.get("CI") != "true":  # on CI the [test] extra installs them: never skip
+        pytest.importorskip("s3fs")
+        pytest.importorskip("moto.server")
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
+        s3.create_bucket(Bucket=S3_BUCKET)
+        yield {
+            "key": "test",
+            "secret": "test",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+            "skip_instance_cache": True,
+        }
+    finally:
+        server.stop()

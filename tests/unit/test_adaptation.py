@@ -51,7 +51,7 @@ def _settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
 def _trainer(
     settings: Settings, records: list[Record], store: SnapshotStore, telemetry: Any = None
 ) -> Trainer:
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     start = None
     if snapshot is not None:
         start = {
@@ -80,7 +80,7 @@ def test_a_recurring_concept_switches_back_to_its_head(tmp_path: Path) -> None:
     assert telemetry.adaptations["reuse_head"] == 1
     assert telemetry.adaptations["lr_boost"] == telemetry.adaptations["replay"] == 3
     assert telemetry.adaptations["trunk_freeze"] == telemetry.adaptations["trunk_unfreeze"] == 3
-    manifest = store.load_latest().manifest  # type: ignore[union-attr]
+    manifest = store.load_newest().manifest  # type: ignore[union-attr]
     assert [d["name"] for d in manifest["domains"]] == ["d1", "d2", "d0"]
     assert [d["active"] for d in manifest["domains"]] == [False, False, True]
     assert telemetry.accuracy is not None
@@ -99,7 +99,7 @@ def test_resume_with_adaptation_continues_bit_identically(tmp_path: Path, stop_a
     store = InMemorySnapshotStore(keep=5)
     first_telemetry, resumed_telemetry = RecordingTelemetry(), RecordingTelemetry()
     _trainer(settings, records, store, first_telemetry).run(StopWhen(max_events=stop_at))
-    saved = store.load_latest()
+    saved = store.load_newest()
     assert saved is not None
     assert saved.manifest["adaptation"]["replay"]["size"] > 0
     crashed = _trainer(settings, records, store)
@@ -130,7 +130,7 @@ def test_snapshot_holds_everything_as_json_and_tensors(tmp_path: Path) -> None:
     store = FileSnapshotStore(tmp_path / "snap", keep=2)
     trainer = _trainer(_settings(tmp_path), _records(), store)
     trainer.run(StopWhen(max_events=3_500))
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     assert snapshot is not None
     manifest = snapshot.manifest
     assert [d["name"] for d in manifest["domains"]] == ["d0", "d1"]
@@ -160,7 +160,7 @@ def test_explicit_domains_route_to_their_heads(tmp_path: Path) -> None:
     assert progress.steps == 40, "each mixed batch steps once per domain"
     assert progress.events_learned == 640
     assert telemetry.adaptations["new_head"] == 2
-    manifest = store.load_latest().manifest  # type: ignore[union-attr]
+    manifest = store.load_newest().manifest  # type: ignore[union-attr]
     assert sorted(d["name"] for d in manifest["domains"]) == ["a", "b", "d0"]
 
 
@@ -175,7 +175,7 @@ def test_unseen_labels_grow_the_output_layer_up_to_the_bound(tmp_path: Path) -> 
     assert telemetry.adaptations["grow_classes"] == 2  # 3 -> 4, then 4 -> 5
     assert progress.events_invalid == 1
     assert telemetry.invalid["unknown_label"] == 1
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     assert snapshot is not None
     assert snapshot.manifest["model"]["n_outputs"] == 5
     assert snapshot.weights["head.0.weight"].shape == (5, 64)
@@ -185,7 +185,10 @@ def test_unseen_labels_grow_the_output_layer_up_to_the_bound(tmp_path: Path) -> 
 
 def test_warm_start_and_structure_transfer(tmp_path: Path) -> None:
     source = FileSnapshotStore(tmp_path / "pretrained", keep=1)
-    pretrained = _trainer(_settings(tmp_path, model={"hidden": [16]}), _records(320), source)
+    pretrained_settings = _settings(
+        tmp_path, model={"hidden": [16]}, snapshots={"gate_enabled": False}
+    )  # transfer reads the *published* snapshot: publish it whatever its quality
+    pretrained = _trainer(pretrained_settings, _records(320), source)
     pretrained.run(StopWhen(max_events=320))
     trunk = pretrained.loop.state.learner.model.shared.state_dict()  # type: ignore[union-attr]
     for option, same_weights in (("warm_start_dir", True), ("structure_from", False)):

@@ -56,3 +56,18 @@ def test_invalid_settings_exit_2_naming_the_field(
 def test_missing_config_file_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", "--config", "nowhere.toml"]) == 2
     assert "nowhere.toml" in capsys.readouterr().err
+
+
+def test_config_masks_object_store_credentials(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(
+        "DRIFTD_SNAPSHOTS__STORAGE_OPTIONS",
+        '{"key": "AKIA123", "secret": "s3cr3t", "client_kwargs": {"endpoint_url": "http://x"}}',
+    )
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "AKIA123" not in out
+    assert "s3cr3t" not in out
+    options = json.loads(out)["snapshots"]["storage_options"]
+    assert options["client_kwargs"] == {"endpoint_url": "http://x"}

@@ -54,7 +54,7 @@ def _trainer(
     dead_letters: InMemoryDeadLetterSink | None = None,
     telemetry: RecordingTelemetry | None = None,
 ) -> tuple[Trainer, InMemoryRecordSource]:
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     start = _offsets(snapshot) if snapshot else None
     source = InMemoryRecordSource(records, start_offsets=start)
     trainer = build_trainer(
@@ -95,7 +95,7 @@ def test_learns_every_good_event_and_dead_letters_every_bad_one(tmp_path: Path) 
     assert progress.events_invalid == 6 == telemetry.invalid["not_json"]
     assert [r.record.offset for r in dead_letters.rejections] == [50, 101, 152, 203, 254, 305]
     assert {r.reason for r in dead_letters.rejections} == {"not_json"}
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     assert snapshot is not None
     assert snapshot.manifest["events_learned"] == 640
     assert snapshot.manifest["events_rejected"] == 6
@@ -105,7 +105,7 @@ def test_learns_every_good_event_and_dead_letters_every_bad_one(tmp_path: Path) 
 
 def test_commits_only_after_the_snapshot_is_durable(tmp_path: Path) -> None:
     class FailingStore(InMemorySnapshotStore):
-        def save(self, snapshot: Snapshot) -> Snapshot:
+        def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot:
             raise OSError(28, "No space left on device")
 
     telemetry = RecordingTelemetry()
@@ -138,7 +138,7 @@ def test_snapshots_every_n_steps(tmp_path: Path) -> None:
     trainer, _ = _trainer(_settings(tmp_path, every_steps=4), _records(32 * 10), store)
     trainer.run(StopWhen(max_events=320))
     assert store.versions() == [1, 2, 3]  # after steps 4 and 8, then the final one at step 10
-    final = store.load_latest()
+    final = store.load_newest()
     assert final is not None
     assert final.manifest["step"] == 10
 
@@ -162,7 +162,7 @@ def test_resume_learns_each_event_exactly_once(tmp_path: Path, crash_after: int)
     resumed, _ = _trainer(settings, records, store)
     assert resumed.loop.state.offsets == {TP0: 80, TP1: 80}
     resumed.run(StopWhen(max_events=320))
-    final = store.load_latest()
+    final = store.load_newest()
     assert final is not None
     assert final.manifest["events_learned"] == 480
     for key, value in _weights(resumed).items():
@@ -177,6 +177,6 @@ def test_feature_count_is_inferred_from_the_first_valid_event(tmp_path: Path) ->
     store = InMemorySnapshotStore(keep=2)
     trainer, _ = _trainer(_settings(tmp_path), records, store)
     trainer.run(StopWhen(max_events=41))
-    snapshot = store.load_latest()
+    snapshot = store.load_newest()
     assert snapshot is not None
     assert snapshot.manifest["model"]["n_features"] == 7

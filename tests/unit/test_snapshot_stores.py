@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,8 +19,10 @@ from safetensors.torch import load as load_tensors
 
 from driftd.adapters import file_snapshot_store
 from driftd.adapters.file_snapshot_store import FileSnapshotStore, SnapshotError
+from driftd.adapters.fsspec_snapshot_store import FsspecSnapshotStore
 from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.ports import Snapshot
+from tests.conftest import S3_BUCKET
 
 CREATED_AT = 1_700_000_000.5
 
@@ -33,21 +36,30 @@ class FakeClock:
 
 
 class Store(Protocol):
-    def save(self, snapshot: Snapshot) -> Snapshot: ...
+    def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot: ...
     def load_latest(self) -> Snapshot | None: ...
     def load(self, version: int) -> Snapshot: ...
     def versions(self) -> list[int]: ...
     def latest_version(self) -> int | None: ...
+    def load_newest(self) -> Snapshot | None: ...
+    def location(self, version: int) -> str: ...
 
 
 StoreFactory = Callable[[int], Store]
 
 
-@pytest.fixture(params=["file", "memory"])
+@pytest.fixture(params=["file", "memory", "s3"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    prefix = f"s3://{S3_BUCKET}/{uuid.uuid4().hex}/snapshots"  # a fresh prefix per test
+    options = request.getfixturevalue("s3_options") if request.param == "s3" else {}
+
     def make(keep: int) -> Store:
         if request.param == "file":
             return FileSnapshotStore(tmp_path / "snapshots", keep=keep, clock=FakeClock())
+        if request.param == "s3":
+            return FsspecSnapshotStore(
+                prefix, keep=keep, storage_options=options, clock=FakeClock()
+            )
         return InMemorySnapshotStore(keep, clock=FakeClock())
 
     return make
@@ -489,3 +501,87 @@ def test_after_falling_back_past_a_manifestless_version_its_number_can_be_saved_
     assert reloaded is not None
     assert reloaded.version == 2
     assert_tensors_equal(dict(reloaded.weights), sample_weights(2))
+
+
+# --- contract: published (LATEST) vs newest durable ------------------------------------------
+
+
+def test_an_unpublished_save_is_durable_but_latest_stays(make_store: StoreFactory) -> None:
+    store = make_store(5)
+    store.save(snapshot(1))
+    saved = store.save(snapshot(2), publish=False)
+    assert saved.manifest["published"] is False
+    assert store.versions() == [1, 2]
+    assert store.latest_version() == 1
+    latest = store.load_latest()
+    assert latest is not None
+    assert latest.version == 1
+    assert latest.manifest["published"] is True
+    newest = store.load_newest()
+    assert newest is not None
+    assert newest.version == 2
+    assert newest.manifest["published"] is False
+    assert_tensors_equal(dict(newest.weights), sample_weights(2))
+    assert_tensors_equal(dict(newest.training), sample_training())
+
+
+def test_nothing_published_yet_means_no_latest_but_a_newest(make_store: StoreFactory) -> None:
+    store = make_store(3)
+    store.save(snapshot(1), publish=False)
+    assert store.load_latest() is None
+    assert store.latest_version() is None
+    newest = store.load_newest()
+    assert newest is not None
+    assert newest.version == 1
+
+
+def test_retention_never_deletes_the_published_version(make_store: StoreFactory) -> None:
+    store = make_store(2)
+    store.save(snapshot(1))
+    for version in range(2, 7):
+        store.save(snapshot(version), publish=False)
+    assert store.versions() == [1, 5, 6], "the newest two plus the published one"
+    latest = store.load_latest()
+    assert latest is not None
+    assert latest.version == 1
+    store.save(snapshot(7))  # publishing a newer one lets the old published one expire
+    assert store.versions() == [6, 7]
+    assert store.latest_version() == 7
+
+
+def test_location_names_the_version(make_store: StoreFactory) -> None:
+    store = make_store(2)
+    store.save(snapshot(3))
+    assert store.location(3).endswith("0000000003")
+
+
+def test_a_reader_never_serves_an_unpublished_version(directory: Path) -> None:
+    from driftd.adapters.file_snapshot_reader import FileSnapshotReader
+
+    store = file_store(directory)
+    store.save(snapshot(1), publish=False)
+    reader = FileSnapshotReader(directory, weights_only=True)
+    assert reader.load_latest() is None
+    with pytest.raises(SnapshotError, match="not published") as refused:
+        reader.load(1)
+    assert refused.value.reason == "unpublished"
+    store.save(snapshot(2))
+    store.save(snapshot(3), publish=False)
+    (directory / "LATEST").unlink()  # even falling back without LATEST skips unpublished ones
+    loaded = reader.load_latest()
+    assert loaded is not None
+    assert loaded.version == 2
+    assert FileSnapshotReader(directory, include_unpublished=True).load(3).version == 3
+
+
+def test_the_unpublished_commit_order_skips_latest(
+    directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = file_store(directory)
+    store.save(snapshot(1))
+    replaced: list[str] = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (replaced.append(str(b)), replace(a, b)))
+    store.save(snapshot(2), publish=False)
+    assert replaced == []
+    assert (directory / "LATEST").read_text() == "0000000001\n"
