@@ -339,9 +339,30 @@ def _adaptation(*, quick: bool) -> None:
 
 def _serving(*, quick: bool) -> None:
     """Publish-to-first-prediction latency under load, and HotModel throughput."""
-    from driftd.serving_bench import measure_serving
+    from driftd.serving_bench import measure_inference_worker, measure_serving
 
-    print(f"serving: {json.dumps(measure_serving(publishes=20 if quick else 100), default=str)}")
+    reloads = measure_serving(publishes=20 if quick else 100)
+    print(
+        f"serving: publish -> first prediction with it p50 "
+        f"{reloads['publish_to_prediction_p50_s'] * 1000:.0f} ms, p99 "
+        f"{reloads['publish_to_prediction_p99_s'] * 1000:.0f} ms over {reloads['reloads']} "
+        f"reloads (poll {reloads['poll_interval_s']} s); predictions under reload "
+        f"{reloads['predictions_under_reload']:,}, failed {reloads['failed_predictions']}, "
+        f"blocked >10x median {reloads['blocked_predictions']}"
+    )
+    print(
+        f"  HotModel.predict: {reloads['rows_per_s']:,.0f} rows/s at batch "
+        f"{reloads['predict_batch']}, {reloads['calls_per_s_batch_1']:,.0f} calls/s at batch 1"
+    )
+    events = 20_000 if quick else 100_000
+    alone = measure_inference_worker(events=events)
+    with EmbeddedBroker() as broker:
+        served = measure_inference_worker(events=events, broker=broker)
+    print(
+        f"  one driftd infer worker: {served['events_per_s']:,.0f} events/s from the broker, "
+        f"{alone['events_per_s']:,.0f} events/s in-process"
+    )
+    print(f"  raw: {json.dumps({'reloads': reloads, 'worker': served}, default=str)}")
 
 
 def _maybe(value: float | None) -> str:
