@@ -20,6 +20,7 @@ from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
 from driftd.adapters.kafka_dead_letter import KafkaDeadLetterSink
+from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
@@ -277,6 +278,15 @@ class Trainer:
             self.server = None
 
 
+def kafka_source(settings: Settings, start_offsets: dict[TopicPartition, int]) -> RecordSource:
+    """The Kafka source: in this process, or in a child on another core (see the setting)."""
+    if settings.kafka.consumer_process:
+        return KafkaProcessSource(
+            settings.kafka, start_offsets, max_records=settings.learner.batch_size
+        )
+    return KafkaRecordSource(settings.kafka, start_offsets=start_offsets)
+
+
 def build_trainer(
     settings: Settings,
     *,
@@ -317,7 +327,7 @@ def build_trainer(
         learner = state.learner
         telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
         telemetry.learning_rate(learner.lr_policy.lr)
-    source = source or KafkaRecordSource(settings.kafka, start_offsets=dict(state.offsets))
+    source = source or kafka_source(settings, dict(state.offsets))
     if dead_letters is None:
         dead_letters = (
             KafkaDeadLetterSink(settings.kafka)

@@ -2,7 +2,8 @@
 
 Figures (medians over repetitions; ratios matter more than absolute times on shared machines):
 
-(a) end to end from the real broker (decode, predict, learn, snapshot, commit);
+(a) end to end from the real broker (decode, predict, learn, snapshot, commit), with the
+    consumer in its child process (the default) and, (a'), in the loop's own process;
 (b) the same loop fed by an in-process source (the broker taken out);
 (c) the compute bound: forward + backward + step of the same model on pre-made tensors;
 (d) p50/p99 event-to-update latency with a producer in another process at a fixed rate;
@@ -112,12 +113,17 @@ def _throughput(*, events: int, batch_size: int, quick: bool) -> None:
         in_process = _median(repeats, lambda: _in_process(base, payloads, batch_size))
         raw = _median(repeats, lambda: _raw_consume(broker, topic, events, batch_size))
         end_to_end = _median(repeats, lambda: _end_to_end(base, broker, topic, events, batch_size))
+        inline = _median(
+            repeats,
+            lambda: _end_to_end(base, broker, topic, events, batch_size, consumer_process=False),
+        )
         p50, p99, paced_rate = _latency(base, broker, batch_size, rate=min(20_000, events // 2))
         peak_rss_mib = _daemon_peak_rss_mib(
             base, broker.bootstrap_servers, topic, events, batch_size
         )
     rows = [
         ("(a) end to end, real broker", end_to_end, "events/s"),
+        ("(a') same, consumer in-process", inline, "events/s"),
         ("(b) in-process source", in_process, "events/s"),
         ("(c) compute bound", compute, "events/s"),
         ("(f) raw consume, same client", raw, "records/s"),
@@ -203,8 +209,17 @@ def _in_process(base: Path, payloads: list[bytes], batch_size: int) -> float:
     return timer.rate
 
 
-def _end_to_end(base: Path, broker: EmbeddedBroker, topic: str, events: int, batch: int) -> float:
+def _end_to_end(
+    base: Path,
+    broker: EmbeddedBroker,
+    topic: str,
+    events: int,
+    batch: int,
+    *,
+    consumer_process: bool = True,
+) -> float:
     settings = _settings(base, broker.bootstrap_servers, topic, batch)
+    settings.kafka.consumer_process = consumer_process
     timer = _Timer()
     trainer = build_trainer(settings, on_step=timer.on_step)
     trainer.run(StopWhen(max_events=events, max_seconds=300))

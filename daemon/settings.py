@@ -57,6 +57,9 @@ class KafkaSettings(Section):
     max_poll_interval_ms: int = Field(300_000, ge=1_000)
     fetch_max_bytes: int = Field(52_428_800, ge=1_024)
     fetch_max_wait_ms: int = Field(100, ge=0, le=60_000, description="Broker wait for data.")
+    consumer_process: bool = Field(
+        True, description="Consume in a child process, on a second core, while the loop learns."
+    )
     max_record_bytes: int = Field(1_048_576, ge=16, description="Larger records are rejected.")
     request_timeout_ms: int = Field(30_000, ge=1_000)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

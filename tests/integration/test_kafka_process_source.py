@@ -1,0 +1,84 @@
+"""KafkaProcessSource: the consumer in a child process, against the real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from driftd.adapters.kafka_process_source import KafkaProcessSource
+from driftd.adapters.kafka_source import KafkaRecordSource
+from driftd.records import Record, TopicPartition
+from driftd.settings import KafkaSettings
+from tests.integration.test_kafka_adapters import by_partition, produce
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def opened() -> Iterator[list[KafkaProcessSource | KafkaRecordSource]]:
+    sources: list[KafkaProcessSource | KafkaRecordSource] = []
+    yield sources
+    for source in sources:
+        source.close()
+
+
+def _read(source: KafkaProcessSource | KafkaRecordSource, count: int, size: int) -> list[Record]:
+    records: list[Record] = []
+    deadline = time.monotonic() + 30
+    while len(records) < count and time.monotonic() < deadline:
+        batch = source.poll(size, 0.2)
+        assert len(batch) <= size
+        records += batch
+    assert len(records) == count
+    return records
+
+
+def test_reads_in_order_honours_start_offsets_commits_and_closes(
+    unique_topic: Callable[..., str],
+    kafka_settings: Callable[..., KafkaSettings],
+    opened: list[KafkaProcessSource | KafkaRecordSource],
+) -> None:
+    topic = unique_topic(partitions=2)
+    settings = kafka_settings([topic])
+    sent = produce(settings, topic, partitions=2, per_partition=300)
+    p0, p1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    source = KafkaProcessSource(settings, {p1: 100}, max_records=64)
+    opened.append(source)
+
+    records = _read(source, 300 + 200, size=50)
+    grouped = by_partition(records)
+    assert [r.offset for r in grouped[0]] == list(range(300))
+    assert [r.offset for r in grouped[1]] == list(range(100, 300))
+    assert [(r.key, r.value) for r in grouped[0]] == sent[0]
+    assert source.poll(50, 0.5) == []
+    assert source.ready
+    assert source.lag() == {p0: 0, p1: 0}
+
+    source.commit({p0: 250, p1: 280})
+    source.close()
+    assert not source._process.is_alive()
+    with pytest.raises(RuntimeError, match="closed"):
+        source.poll(1, 0.0)
+
+    resumed = KafkaRecordSource(settings)  # an ordinary member resumes at the commit
+    opened.append(resumed)
+    grouped = by_partition(_read(resumed, 50 + 20, size=500))
+    assert [r.offset for r in grouped[0]] == list(range(250, 300))
+    assert [r.offset for r in grouped[1]] == list(range(280, 300))
+
+
+def test_a_dead_consumer_process_is_an_error_not_a_silent_stall(
+    unique_topic: Callable[..., str],
+    kafka_settings: Callable[..., KafkaSettings],
+    opened: list[KafkaProcessSource | KafkaRecordSource],
+) -> None:
+    topic = unique_topic(partitions=1)
+    source = KafkaProcessSource(kafka_settings([topic]), max_records=10)
+    opened.append(source)
+    source._process.kill()
+    source._process.join()
+    with pytest.raises(RuntimeError, match="consumer process exited"):
+        source.poll(10, 0.1)
+    assert not source.ready
