@@ -7,13 +7,14 @@ On a concept drift (the loss or error went *up*; a detected improvement is only 
    moments reset; the trunk is frozen or slowed for a few steps, then resumes at a low LR that
    ramps back to 1 (``freeze_trunk`` keeps it frozen for good: feature transfer);
 3. once ``score_events`` labelled events arrived after the drift, every stored head is scored on
-   them over the live trunk. A head *fits* when its loss is at most ``fit_ratio`` x its
-   reference + ``fit_margin`` (the reference: its loss on the replayed events just before the
-   drift that stored it, measured the same way) and below the live head's prequential loss on
-   those events. The best fitting head is a recurring domain and is switched in
-   (``reuse_head``); with none, the live head becomes a new domain (``new_head``, kept as
-   adapted so far or re-initialised: ``new_head=fresh``). Then a few extra steps on the
-   post-drift events of the replay buffer (``replay``).
+   them over the trunk it was stored with (the live trunk kept learning since). A head *fits*
+   when its loss is at most ``fit_ratio`` x its reference + ``fit_margin`` (the reference: its
+   loss on the replayed events just before the drift that stored it, measured the same way;
+   the events of the drift's own batch after the drift count as post-drift) and below the live
+   head's prequential loss on those events. The best fitting head is a recurring domain and is
+   switched in with its trunk (``reuse_head``); with none, the live head becomes a new domain
+   (``new_head``, kept as adapted so far or re-initialised: ``new_head=fresh``). Then a few
+   extra steps on the post-drift events of the replay buffer (``replay``).
 
 Events carrying a ``domain`` route to that domain's head (created on first sight); drift then
 only boosts, the domain being known. Labels beyond the output layer grow it (``grow_classes``).
@@ -136,6 +137,12 @@ class Adaptation:
                 position = drift.row if bool(labelled.all()) else int(labelled[: drift.row].sum())
                 explicit = batch.domains[drift.row] is not None
                 self._on_drift(arrivals + position, explicit, outcome)
+                if self._pending is not None and self._pending["marker"] == arrivals + position:
+                    # the drift batch's own post-drift events: scored by _decide, so counted
+                    # in the live head's prequential loss too (a large batch may decide now)
+                    after = report.event_losses[position:]
+                    self._pending["loss_sum"] += float(after.sum())
+                    self._pending["count"] += len(after)
         pending = self._pending
         if (
             pending is not None
@@ -188,7 +195,7 @@ class Adaptation:
         shown = ", ".join(f"{name} {score:.3f}" for name, score in scores.items())
         detail = f"on {len(x)} events: live {live:.3f}, stored {shown}"
         if best is not None:
-            heads.load(best, learner)
+            heads.load(best, learner, trunk=True)
             self.active, self._boosting = best, False
             outcome.adaptations.append(Adapted("reuse_head", best, detail))
         else:

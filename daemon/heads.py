@@ -3,13 +3,15 @@
 The live model keeps one head module; switching domain copies a stored head's weights *into* it
 and swaps the optimizer state of its parameters, so parameter identity (and the optimizer's
 param groups) never change. An entry holds the head's tensors, the optimizer state of its
-parameters (e.g. Adam moments) and the prequential loss the head had when it was stored.
+parameters (e.g. Adam moments), the prequential loss the head had when it was stored and a
+snapshot of the trunk it was trained over: the trunk keeps learning on other domains, so an old
+head is scored over (and, when reused after a detected recurrence, restored with) its own trunk.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -27,11 +29,13 @@ class HeadEntry:
         weights: The head's ``state_dict`` (parameters and buffers), detached copies.
         moments: Optimizer state per head parameter name (tensors only).
         reference_loss: Prequential loss of the head when stored (its domain's level).
+        trunk: The trunk's ``state_dict`` when stored (empty: score over the live trunk).
     """
 
     weights: dict[str, torch.Tensor]
     moments: dict[str, dict[str, torch.Tensor]]
     reference_loss: float | None
+    trunk: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def head_of(learner: OnlineLearner) -> nn.Module:
@@ -81,7 +85,9 @@ class HeadRegistry:
             for key, p in head.named_parameters()
             if p in state
         }
-        return self.put(name, HeadEntry(weights, moments, reference_loss))
+        model: Any = learner.model
+        trunk = {key: value.detach().clone() for key, value in model.shared.state_dict().items()}
+        return self.put(name, HeadEntry(weights, moments, reference_loss, trunk))
 
     def put(self, name: str, entry: HeadEntry) -> list[str]:
         """Insert or replace ``name`` as most recently used; return the evicted names."""
@@ -92,12 +98,19 @@ class HeadRegistry:
             evicted.append(self._entries.popitem(last=False)[0])
         return evicted
 
-    def load(self, name: str, learner: OnlineLearner) -> None:
-        """Copy ``name``'s head into the live model and optimizer; mark it most recently used."""
+    def load(self, name: str, learner: OnlineLearner, *, trunk: bool = False) -> None:
+        """Copy ``name``'s head into the live model and optimizer; mark it most recently used.
+
+        ``trunk``: also restore the trunk it was stored with (a recurrence found by scoring,
+        which judged the head over that trunk); the trunk's optimizer state is kept.
+        """
         entry = self._entries[name]
         self._entries.move_to_end(name)
         head = head_of(learner)
         head.load_state_dict(entry.weights)  # in place: the parameters stay the same objects
+        if trunk and entry.trunk:
+            model: Any = learner.model
+            model.shared.load_state_dict(entry.trunk)
         state = learner.optimizer.state
         for key, p in head.named_parameters():
             saved = entry.moments.get(key)
@@ -108,18 +121,22 @@ class HeadRegistry:
 
     @torch.no_grad()
     def scores(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """Mean loss of every stored head on ``(x, y)`` over the live trunk (eval mode)."""
+        """Mean loss of every stored head on ``(x, y)`` over its stored trunk (eval mode).
+
+        Scored like its ``reference_loss`` was (the live model when stored); an entry without a
+        trunk snapshot is scored over the live trunk.
+        """
         model: Any = learner.model
         model.eval()
-        embedding = model.shared(x.to(learner.device))
-        y = y.to(learner.device)
+        x, y = x.to(learner.device), y.to(learner.device)
+        live = model.shared(x)
         head = head_of(learner)
-        return {
-            name: float(
-                learner.event_losses(functional_call(head, entry.weights, (embedding,)), y).mean()
-            )
-            for name, entry in self._entries.items()
-        }
+        scores = {}
+        for name, entry in self._entries.items():
+            embedding = functional_call(model.shared, entry.trunk, (x,)) if entry.trunk else live
+            outputs = functional_call(head, entry.weights, (embedding,))
+            scores[name] = float(learner.event_losses(outputs, y).mean())
+        return scores
 
     @torch.no_grad()
     def score_live(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -151,9 +168,12 @@ class HeadRegistry:
             for key, values in entry.moments.items():
                 for state_name, value in values.items():
                     tensors[f"{i}.m.{key}.{state_name}"] = value
+            for key, value in entry.trunk.items():
+                tensors[f"{i}.t.{key}"] = value
             moments = {key: sorted(values) for key, values in entry.moments.items()}
             meta.append({"name": name, "reference_loss": entry.reference_loss,
-                         "weights": list(entry.weights), "moments": moments})  # fmt: skip
+                         "weights": list(entry.weights), "moments": moments,
+                         "trunk": list(entry.trunk)})  # fmt: skip
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
@@ -165,4 +185,7 @@ class HeadRegistry:
                 key: {name: tensors[f"{i}.m.{key}.{name}"] for name in names}
                 for key, names in item["moments"].items()
             }
-            self._entries[str(item["name"])] = HeadEntry(weights, moments, item["reference_loss"])
+            trunk = {key: tensors[f"{i}.t.{key}"] for key in item.get("trunk", [])}
+            self._entries[str(item["name"])] = HeadEntry(
+                weights, moments, item["reference_loss"], trunk
+            )

@@ -170,3 +170,16 @@ def test_decoder_accepts_labels_up_to_the_growth_bound() -> None:
     )
     assert batch.y.tolist() == [1, 5]
     assert [r.reason for r in batch.rejections] == ["unknown_label"]
+
+
+def test_a_head_is_scored_over_the_trunk_it_was_stored_with() -> None:
+    learner, registry = _learner(), HeadRegistry(4)
+    _learn(learner, 1)
+    generator = torch.Generator().manual_seed(9)
+    x, y = torch.randn(32, 4, generator=generator), torch.randint(0, 3, (32,), generator=generator)
+    when_stored = registry.score_live(learner, x, y)
+    registry.store("a", learner, reference_loss=when_stored)
+    _learn(learner, 2, steps=20)  # the trunk moves on with another domain
+    assert registry.scores(learner, x, y)["a"] == pytest.approx(when_stored, rel=1e-6)
+    registry.load("a", learner, trunk=True)  # a recurrence found by scoring restores both
+    assert registry.score_live(learner, x, y) == pytest.approx(when_stored, rel=1e-6)
