@@ -64,6 +64,7 @@ class KafkaProcessSource:
         self._pending: deque[list[Record]] = deque()
         self._lock = threading.Lock()  # one control request at a time (loop and /readyz)
         self._call_timeout_s = call_timeout_s
+        self._requests = 0  # numbers requests, so a late answer is never taken for a new one
         self._closed = False
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -104,7 +105,7 @@ class KafkaProcessSource:
         self._closed = True
         try:
             with self._lock:
-                self._control.send((_STOP, None))
+                self._control.send((0, _STOP, None))
         except (OSError, ValueError):
             pass
         self._process.join(timeout=15)
@@ -122,14 +123,20 @@ class KafkaProcessSource:
         deadline = time.monotonic() + (timeout_s or self._call_timeout_s)
         with self._lock:
             self._check_alive()
-            self._control.send((verb, argument))
-            while not self._control.poll(0.005):
+            self._requests += 1
+            request = self._requests
+            self._control.send((request, verb, argument))
+            while True:
+                if self._control.poll(0.005):
+                    answered, ok, result = self._control.recv()
+                    if answered == request:
+                        break
+                    continue  # the late answer to a request that timed out earlier
                 if self._data.poll(0):  # keep the child's sends flowing while we wait
                     self._pending.append(self._receive())
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the consumer process did not answer {verb!r}")
                 self._check_alive()
-            ok, result = self._control.recv()
         if not ok:
             raise RuntimeError(f"{verb} failed in the consumer process: {result}")
         return result
@@ -173,7 +180,7 @@ def _consume(
 def _answer(source: Any, control: Connection) -> bool:
     """Handle every waiting control request; False when asked to stop."""
     while control.poll(0):
-        verb, argument = control.recv()
+        request, verb, argument = control.recv()
         if verb == _STOP:
             return False
         try:
@@ -184,7 +191,7 @@ def _answer(source: Any, control: Connection) -> bool:
                 result = [(tp.topic, tp.partition, lag) for tp, lag in source.lag().items()]
             else:
                 result = source.ready
-            control.send((True, result))
+            control.send((request, True, result))
         except Exception as error:
-            control.send((False, f"{type(error).__name__}: {error}"))
+            control.send((request, False, f"{type(error).__name__}: {error}"))
     return True

@@ -269,7 +269,9 @@ def _latency(
     producer = context.Process(
         target=_paced_producer, args=(broker.bootstrap_servers, topic, rate, seconds, ready)
     )
-    trainer.loop.source.poll(1, 5.0)  # join the group before the clock starts
+    deadline = time.monotonic() + 30
+    while not trainer.loop.source.ready and time.monotonic() < deadline:
+        trainer.loop.source.poll(1, 0.2)  # join the group before the clock starts (topic empty)
     producer.start()
     ready.wait(timeout=120)  # a spawned process imports torch first: don't count that as idle
     trainer.run(StopWhen(max_seconds=seconds + 5.0, idle_seconds=2.0))
