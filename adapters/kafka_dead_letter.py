@@ -7,11 +7,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, RecordListTooLargeError
+from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from driftd.records import Rejection
 from driftd.settings import KafkaSettings
 
+from .acknowledged_delivery import AcknowledgedDelivery
 from .kafka_clients import build_producer
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,14 @@ class KafkaDeadLetterSink:
         if not settings.dead_letter_topic:
             raise ValueError("kafka.dead_letter_topic is empty: use DiscardingDeadLetterSink")
         self._topic = settings.dead_letter_topic
-        self._producer_factory = producer_factory or (lambda: build_producer(settings))
-        self._producer: Any = None
-        self._in_flight: list[tuple[_Unacknowledged, Any]] = []
-        self._failed: list[_Unacknowledged] = []
-        self._last_error = ""
+        self._delivery: AcknowledgedDelivery[_Unacknowledged] = AcknowledgedDelivery(
+            producer_factory or (lambda: build_producer(settings)),
+            self._produce,
+            error=DeadLetterError,
+            what="rejections",
+            topic=self._topic,
+            requeue=_drop_value_if_too_large,
+        )
         self._closed = False
 
     @property
@@ -87,7 +91,7 @@ class KafkaDeadLetterSink:
     @property
     def pending(self) -> int:
         """Rejections not yet acknowledged (in flight, or failed and awaiting a retry)."""
-        return len(self._in_flight) + len(self._failed)
+        return self._delivery.pending
 
     def send(self, rejection: Rejection) -> None:
         """Queue one rejection; once a delivery has failed, queue without trying (flush retries).
@@ -97,10 +101,7 @@ class KafkaDeadLetterSink:
         """
         if self._closed:
             raise RuntimeError("KafkaDeadLetterSink is closed")
-        item = _Unacknowledged(rejection)
-        # Once a send has failed, the producer is in trouble: leave everything to the next flush.
-        if self._failed or not self._try_send(item):
-            self._failed.append(item)
+        self._delivery.send(_Unacknowledged(rejection))
 
     def flush(self, timeout_s: float) -> None:
         """Block until every queued rejection is acknowledged by the broker.
@@ -109,32 +110,7 @@ class KafkaDeadLetterSink:
             DeadLetterError: If any is not acknowledged within ``timeout_s``; those stay
                 pending and are sent again by the next call.
         """
-        retries, self._failed = self._failed, []
-        for index, item in enumerate(retries):
-            if not self._try_send(item):
-                self._failed.extend(retries[index:])
-                break
-        if self._producer is not None and self._in_flight:
-            try:
-                self._producer.flush(timeout=timeout_s)
-            except Exception as error:  # KafkaTimeoutError: some are still unacknowledged
-                self._last_error = repr(error)
-        in_flight, self._in_flight = self._in_flight, []
-        for item, future in in_flight:
-            if future.succeeded():
-                continue
-            exception = future.exception if future.failed() else None
-            if exception is not None:
-                self._last_error = repr(exception)
-            too_large = isinstance(exception, _TOO_LARGE)
-            self._failed.append(_Unacknowledged(item.rejection, item.drop_value or too_large))
-        if self._failed:
-            # An idempotent producer can stay broken after a broker restart: build a new one.
-            self._discard_producer()
-            raise DeadLetterError(
-                f"{len(self._failed)} rejections not acknowledged by topic {self._topic!r}: "
-                f"{self._last_error}"
-            )
+        self._delivery.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending, then close the producer; safe to call twice.
@@ -145,31 +121,20 @@ class KafkaDeadLetterSink:
         """
         if self._closed:
             return
-        try:
-            if self.pending:
-                self.flush(timeout_s)
-        finally:
-            self._closed = True
-            self._discard_producer(timeout_s)
+        self._closed = True
+        self._delivery.close(timeout_s)
 
-    def _try_send(self, item: _Unacknowledged) -> bool:
-        """Hand ``item`` to the producer; False if that failed (it is not in flight then)."""
+    def _produce(self, producer: Any, item: _Unacknowledged) -> tuple[_Unacknowledged, Any]:
+        """Send ``item``; a value too large to send is dropped (key and headers still go)."""
         try:
-            future = self._produce(item)
-        except _TOO_LARGE as error:
+            return item, self._send_record(producer, item)
+        except _TOO_LARGE:
             if item.drop_value:  # even key and headers are too large: nothing more to drop
-                self._last_error = repr(error)
-                return False
-            return self._try_send(_Unacknowledged(item.rejection, drop_value=True))
-        except Exception as error:  # no broker to bootstrap from, metadata unavailable, ...
-            self._last_error = repr(error)
-            return False
-        self._in_flight.append((item, future))
-        return True
+                raise
+            dropped = _Unacknowledged(item.rejection, drop_value=True)
+            return dropped, self._send_record(producer, dropped)
 
-    def _produce(self, item: _Unacknowledged) -> Any:
-        if self._producer is None:
-            self._producer = self._producer_factory()
+    def _send_record(self, producer: Any, item: _Unacknowledged) -> Any:
         record = item.rejection.record
         headers = dead_letter_headers(item.rejection)
         value = record.value
@@ -182,31 +147,12 @@ class KafkaDeadLetterSink:
             value = None
         if value is None and record.key is None:
             value = b""  # kafka-python refuses a record with neither key nor value
-        return self._producer.send(self._topic, value=value, key=record.key, headers=headers)
-
-    def _discard_producer(self, timeout_s: float = 0.0) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                close_producer(producer, timeout_s)
-            except Exception:
-                log.warning("closing the dead-letter producer failed", exc_info=True)
+        return producer.send(self._topic, value=value, key=record.key, headers=headers)
 
 
-def close_producer(producer: Any, timeout_s: float) -> None:
-    """Close a ``KafkaProducer``, abandoning what is still unsent after ``timeout_s``.
-
-    kafka-python 3.0.x's ``close(timeout)`` raises its flush's ``KafkaTimeoutError`` when records
-    are pending and then never stops the sender thread, leaking it and its sockets; this stops
-    the sender itself (failing the pending futures) and completes the close.
-    """
-    try:
-        producer.close(timeout=timeout_s)
-        return
-    except KafkaTimeoutError:
-        pass
-    sender = getattr(producer, "_sender", None)
-    if sender is not None:
-        sender.force_close()
-        sender.join(5.0)
-    producer.close(timeout=0)
+def _drop_value_if_too_large(
+    item: _Unacknowledged, exception: BaseException | None
+) -> _Unacknowledged:
+    """The retry of a failed delivery: without its value if the broker found it too large."""
+    too_large = isinstance(exception, _TOO_LARGE)
+    return _Unacknowledged(item.rejection, item.drop_value or too_large)

@@ -8,8 +8,8 @@ from typing import Any
 
 from driftd.settings import KafkaSettings
 
+from .acknowledged_delivery import AcknowledgedDelivery
 from .kafka_clients import build_producer
-from .kafka_dead_letter import close_producer
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +46,13 @@ class KafkaPredictionSink:
         if not topic:
             raise ValueError("the output topic must be named")
         self._topic = topic
-        self._producer_factory = producer_factory or (
-            lambda: build_producer(settings, linger_ms=linger_ms)
+        self._delivery: AcknowledgedDelivery[_Message] = AcknowledgedDelivery(
+            producer_factory or (lambda: build_producer(settings, linger_ms=linger_ms)),
+            self._produce,
+            error=PredictionDeliveryError,
+            what="predictions",
+            topic=topic,
         )
-        self._producer: Any = None
-        self._in_flight: list[tuple[_Message, Any]] = []
-        self._failed: list[_Message] = []
-        self._last_error = ""
         self._closed = False
 
     @property
@@ -63,7 +63,7 @@ class KafkaPredictionSink:
     @property
     def pending(self) -> int:
         """Messages not yet acknowledged (in flight, or failed and awaiting a retry)."""
-        return len(self._in_flight) + len(self._failed)
+        return self._delivery.pending
 
     def send(self, key: bytes | None, value: bytes) -> None:
         """Queue one message; once a delivery has failed, queue without trying (flush retries).
@@ -73,9 +73,7 @@ class KafkaPredictionSink:
         """
         if self._closed:
             raise RuntimeError("KafkaPredictionSink is closed")
-        message = (key, value)
-        if self._failed or not self._try_send(message):
-            self._failed.append(message)
+        self._delivery.send((key, value))
 
     def flush(self, timeout_s: float) -> None:
         """Block until every queued message is acknowledged.
@@ -84,29 +82,7 @@ class KafkaPredictionSink:
             PredictionDeliveryError: If any is not acknowledged within ``timeout_s``; those stay
                 pending and are sent again by the next call.
         """
-        retries, self._failed = self._failed, []
-        for index, message in enumerate(retries):
-            if not self._try_send(message):
-                self._failed.extend(retries[index:])
-                break
-        if self._producer is not None and self._in_flight:
-            try:
-                self._producer.flush(timeout=timeout_s)
-            except Exception as error:  # KafkaTimeoutError: some are still unacknowledged
-                self._last_error = repr(error)
-        in_flight, self._in_flight = self._in_flight, []
-        for message, future in in_flight:
-            if future.succeeded():
-                continue
-            if future.failed():
-                self._last_error = repr(future.exception)
-            self._failed.append(message)
-        if self._failed:
-            self._discard_producer()
-            raise PredictionDeliveryError(
-                f"{len(self._failed)} predictions not acknowledged by topic {self._topic!r}: "
-                f"{self._last_error}"
-            )
+        self._delivery.flush(timeout_s)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending, then close the producer; safe to call twice.
@@ -117,30 +93,9 @@ class KafkaPredictionSink:
         """
         if self._closed:
             return
-        try:
-            if self.pending:
-                self.flush(timeout_s)
-        finally:
-            self._closed = True
-            self._discard_producer(timeout_s)
+        self._closed = True
+        self._delivery.close(timeout_s)
 
-    def _try_send(self, message: _Message) -> bool:
-        """Hand ``message`` to the producer; False if that failed (it is not in flight then)."""
-        try:
-            if self._producer is None:
-                self._producer = self._producer_factory()
-            key, value = message
-            future = self._producer.send(self._topic, value=value, key=key)
-        except Exception as error:  # no broker to bootstrap from, metadata unavailable, ...
-            self._last_error = repr(error)
-            return False
-        self._in_flight.append((message, future))
-        return True
-
-    def _discard_producer(self, timeout_s: float = 0.0) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                close_producer(producer, timeout_s)
-            except Exception:
-                log.warning("closing the prediction producer failed", exc_info=True)
+    def _produce(self, producer: Any, message: _Message) -> tuple[_Message, Any]:
+        key, value = message
+        return message, producer.send(self._topic, value=value, key=key)
