@@ -45,6 +45,9 @@ SNAPSHOT_WRITE_BUCKETS = (
 )
 
 
+PRUNE_OUTCOMES = ("kept", "recovered", "rolled_back", "interrupted")
+
+
 class PrometheusTelemetry:
     """Implements ``driftd.ports.Telemetry`` with prometheus-client metrics on ``registry``.
 
@@ -179,7 +182,14 @@ class PrometheusTelemetry:
         )
         self._domain: str | None = None
         self._prune_total = Counter(
-            "driftd_prune", "Pruning rounds, by outcome.", ["outcome"], registry=r
+            "driftd_prune", "Pruning events, by outcome.", ["outcome"], registry=r
+        )
+        for outcome in PRUNE_OUTCOMES:  # four fixed series: a rate() works from the start
+            self._prune_total.labels(outcome)
+        self._flops = Gauge(
+            "driftd_model_flops_per_event",
+            "Dense-equivalent FLOPs of one event through the live model.",
+            registry=r,
         )
         Info("driftd_build", "driftd build information.", registry=r).info({"version": __version__})
 
@@ -268,6 +278,14 @@ class PrometheusTelemetry:
     def adapted(self, kind: str) -> None:
         """Count one adaptation of ``kind``."""
         self._adaptations_total.labels(kind).inc()
+
+    def pruned(self, outcome: str) -> None:
+        """A pruning event ended with ``outcome``."""
+        self._prune_total.labels(outcome).inc()
+
+    def model_flops(self, flops_per_event: int) -> None:
+        """Dense-equivalent FLOPs per event of the live model."""
+        self._flops.set(flops_per_event)
 
     def active_domain(self, name: str) -> None:
         """Expose ``name`` as the live domain; the previous domain's series is removed."""

@@ -49,6 +49,8 @@ class RecordingTelemetry:
         adaptations: Adaptations, by kind.
         domain: The latest active domain.
         domains: Every active-domain report, in order.
+        prunes: Pruning events by outcome.
+        flops_per_event: The latest dense-equivalent FLOPs per event.
     """
 
     consumed: int = 0
@@ -74,6 +76,8 @@ class RecordingTelemetry:
     adaptations: Counter[str] = field(default_factory=Counter)
     domain: str | None = None
     domains: list[str] = field(default_factory=list)
+    prunes: Counter[str] = field(default_factory=Counter)
+    flops_per_event: int | None = None
     _latencies: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def events_consumed(self, n: int) -> None:
@@ -114,6 +118,14 @@ class RecordingTelemetry:
         """The model's parameter count and fraction of zero weights."""
         self.parameters = parameters
         self.sparsity = sparsity
+
+    def pruned(self, outcome: str) -> None:
+        """A pruning event ended with ``outcome``."""
+        self.prunes[outcome] += 1
+
+    def model_flops(self, flops_per_event: int) -> None:
+        """Dense-equivalent FLOPs per event of the live model."""
+        self.flops_per_event = flops_per_event
 
     def snapshot_written(self, version: int, seconds: float) -> None:
         """A snapshot became durable."""

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from prometheus_client import CollectorRegistry
 
-from driftd.adaptation import make_adaptation
+from driftd.adaptation import Adaptation, make_adaptation
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
@@ -41,6 +41,8 @@ from driftd.ports import (
     SystemClock,
     Telemetry,
 )
+from driftd.pruned_heads import StoredHeadsFollower
+from driftd.pruning_stage import PruningStage, make_pruning_stage, report_model_size
 from driftd.publish_gate import LabelWindow, PublishGate, PublishPolicy
 from driftd.records import TopicPartition
 from driftd.settings import Settings
@@ -186,20 +188,40 @@ def _restore_gate(gate: PublishGate, store: SnapshotStore, newest: Snapshot | No
     gate.published(published.version, None if loss is None else float(loss))
 
 
+def pruning_builder(
+    settings: Settings, clock: Clock
+) -> Callable[[OnlineLearner, Adaptation | None], PruningStage | None]:
+    """A function building the pruning stage of a new learner (stored heads follow its shape)."""
+
+    def build(learner: OnlineLearner, adaptation: Adaptation | None) -> PruningStage | None:
+        heads = adaptation.heads if adaptation is not None else None
+        follower = StoredHeadsFollower(heads) if heads is not None else None
+        return make_pruning_stage(
+            settings.pruning, learner, task=settings.model.task, seed=settings.model.seed,
+            clock=clock, on_reshape=follower, on_settle=follower.settle if follower else None,
+        )  # fmt: skip
+
+    return build
+
+
 def restore_state(
-    settings: Settings, store: SnapshotStore, gate: PublishGate | None = None
+    settings: Settings,
+    store: SnapshotStore,
+    gate: PublishGate | None = None,
+    clock: Clock | None = None,
 ) -> TrainingState:
     """The training state from the newest durable snapshot (published or not), or a fresh one.
 
     Training resumes from the newest *durable* version, never just the published one: it holds
     the newest offsets, which were committed. ``gate`` (if given) gets its baseline window and
-    its published reference back.
+    its published reference back. ``clock`` drives the pruning trigger (system clock if None).
     """
     state = TrainingState(
         config_for=lambda n: model_config_from_settings(settings.model, n),
         build_learner=learner_builder(settings),
         n_features=configured_n_features(settings),
         build_adaptation=lambda learner: make_adaptation(settings, learner),
+        build_pruning=pruning_builder(settings, clock or SystemClock()),
     )
     snapshot = store.load_newest()
     if gate is not None:
@@ -307,7 +329,7 @@ def build_trainer(
     registry = registry or CollectorRegistry()
     store = store or make_snapshot_store(settings, clock)
     gate = make_publish_gate(settings)
-    state = restore_state(settings, store, gate)
+    state = restore_state(settings, store, gate, clock)
     n_features = state.model_config["n_features"] if state.model_config else None
     decoder = make_decoder(settings, n_features)
     telemetry = telemetry or PrometheusTelemetry(registry, clock=clock)
@@ -327,6 +349,8 @@ def build_trainer(
         learner = state.learner
         telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
         telemetry.learning_rate(learner.lr_policy.lr)
+        if state.pruning is not None:
+            report_model_size(state.pruning, telemetry)
     source = source or kafka_source(settings, dict(state.offsets))
     if dead_letters is None:
         dead_letters = (

@@ -8,6 +8,7 @@ labelled events. It knows nothing of where the batch came from.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -67,7 +68,11 @@ def make_optimizer(
 
 
 class OnlineLearner:
-    """Predicts, scores and learns one mini-batch at a time."""
+    """Predicts, scores and learns one mini-batch at a time.
+
+    ``after_step_hooks`` run after every optimizer step, the scored ones and :meth:`fit_many`'s
+    alike (pruning keeps its masked weights at zero there).
+    """
 
     def __init__(
         self,
@@ -95,6 +100,7 @@ class OnlineLearner:
         self.events_learned = 0
         self.steps_skipped = 0
         self.extra_steps = 0
+        self.after_step_hooks: list[Callable[[], None]] = []
         self._stochastic = not train_matches_eval(model)
         self._apply_lr(lr_policy.lr)
 
@@ -147,7 +153,7 @@ class OnlineLearner:
         loss.backward()  # type: ignore[no-untyped-call]
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-        self.optimizer.step()
+        self._optimizer_step()
         self.steps += 1
         self.events_learned += n_labelled
         self._apply_lr(self.lr_policy.step(report_loss))
@@ -173,9 +179,15 @@ class OnlineLearner:
         loss.backward()  # type: ignore[no-untyped-call]
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
-        self.optimizer.step()
+        self._optimizer_step()
         self.extra_steps += 1
         return value
+
+    def _optimizer_step(self) -> None:
+        """The optimizer step, then the hooks that must follow every one (e.g. pruning masks)."""
+        self.optimizer.step()
+        for hook in self.after_step_hooks:
+            hook()
 
     def param_group(self, name: str) -> dict[str, Any] | None:
         """The optimizer parameter group ``name`` (``shared`` or ``head``), if any."""

@@ -1,4 +1,4 @@
-"""The training loop: poll → decode → dead-letter → learn (→ drift → adapt) → snapshot → commit.
+"""The training loop: poll → decode → dead-letter → learn → adapt → prune → snapshot → commit.
 
 Commit order (what makes a crash lose and double nothing): the dead-letter sink is flushed, then
 the snapshot holding the model *and* the next offsets is made durable, and only then are those
@@ -30,6 +30,7 @@ from driftd.ports import (
     SnapshotStore,
     Telemetry,
 )
+from driftd.pruning_stage import report_interrupted, report_pruning
 from driftd.publish_gate import PublishGate
 from driftd.publishing import SnapshotPublisher
 from driftd.records import Record, Rejection, TopicPartition
@@ -170,11 +171,18 @@ class TrainingLoop:
                 last_record = self.clock.monotonic()
                 self.process(records)
             self._maybe_report_lag()
-            if self._dirty and self.snapshot_schedule.due(self.state.steps):
+            if self._snapshot_due():
                 self.snapshot_and_commit()
         if self._dirty:
             self.snapshot_and_commit()
         return self.progress
+
+    def _snapshot_due(self) -> bool:
+        # Not while a pruned model is being verified: a restart could not resume the verdict.
+        pruning = self.state.pruning
+        if pruning is not None and pruning.busy:
+            return False
+        return self._dirty and self.snapshot_schedule.due(self.state.steps)
 
     def process(self, records: Sequence[Record]) -> None:
         """Decode, dead-letter and learn one polled batch; advance the in-memory offsets."""
@@ -209,7 +217,8 @@ class TrainingLoop:
         self.state.snapshot_version = saved.version
         self.progress.snapshot_version = saved.version
         self.telemetry.snapshot_written(saved.version, self.clock.monotonic() - started)
-        self.telemetry.model_shape(saved.manifest["parameters"], saved.manifest["sparsity"])
+        manifest = saved.manifest
+        self.telemetry.model_shape(manifest["parameters"], manifest["sparsity"])
         self.snapshot_schedule.fired(self.state.steps)
         self._dirty = False
         log.info(
@@ -217,7 +226,11 @@ class TrainingLoop:
             "published" if decision.published else "not published", decision.reason,
             extra={"event": "snapshot_written", "version": saved.version,
                    "published": decision.published, "reason": decision.reason,
-                   "offsets": _offsets_text(self.state.offsets)},
+                   "offsets": _offsets_text(self.state.offsets), "step": self.state.steps,
+                   "accuracy": manifest["metrics"]["prequential_accuracy"],
+                   "loss": manifest["metrics"]["prequential_loss"],
+                   "lr": manifest["metrics"]["learning_rate"],
+                   "parameters": manifest["parameters"], "sparsity": manifest["sparsity"]},
         )  # fmt: skip
         self._commit(self.state.offsets)
         if self.publisher.saved(saved, decision):
@@ -246,7 +259,7 @@ class TrainingLoop:
         learner = self.state.learner_for(batch)
         adaptation = self.state.adaptation
         if adaptation is None:
-            self._step(learner, batch)
+            self._prune(batch, self._step(learner, batch))
             return
         parts, grown = adaptation.plan(batch)  # class growth, then one part per domain
         self._adapted(grown, batch)
@@ -254,6 +267,15 @@ class TrainingLoop:
             self._adapted(adaptation.activate(domain), part)
             report = self._step(learner, part)
             self._adapted(adaptation.observe(report, part), part)
+            self._prune(part, report)
+
+    def _prune(self, batch: DecodedBatch, report: StepReport) -> None:
+        """Judge a pruned model on the batch, or start the next pruning event when due."""
+        pruning = self.state.pruning
+        if pruning is None:
+            return
+        outcome = pruning.after_batch(batch.x, batch.y, batch.labelled, report)
+        report_pruning(outcome, pruning, self.telemetry, step=self.state.steps)
 
     def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> StepReport:
         started = self.clock.monotonic()
@@ -267,6 +289,9 @@ class TrainingLoop:
     def _adapted(self, outcome: StepOutcome, batch: DecodedBatch) -> None:
         """Report drifts and adaptations; expose the active domain when it changed."""
         progress = self.progress
+        pruning = self.state.pruning
+        if outcome.adaptations and pruning is not None and pruning.interrupt():
+            report_interrupted(pruning, self.telemetry, step=self.state.steps)
         if outcome.drifts or outcome.adaptations:
             offsets = _offsets_text(self.state.offsets)
             report_outcome(outcome, batch.records, self.telemetry, step=self.state.steps,

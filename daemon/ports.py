@@ -264,3 +264,11 @@ class Telemetry(Protocol):
     def active_domain(self, name: str) -> None:
         """The domain whose head is now live."""
         ...
+
+    def pruned(self, outcome: str) -> None:
+        """A pruning event ended: ``kept``, ``recovered``, ``rolled_back`` or ``interrupted``."""
+        ...
+
+    def model_flops(self, flops_per_event: int) -> None:
+        """Dense-equivalent FLOPs of one event through the live model."""
+        ...

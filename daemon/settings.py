@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -19,6 +19,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from driftd.pruning_settings import PruningSettings
+from driftd.settings_section import Section
 
 
 def _split_list(value: Any) -> Any:
@@ -35,12 +38,6 @@ def _split_list(value: Any) -> Any:
 
 StrList = Annotated[list[str], NoDecode]
 IntList = Annotated[list[int], NoDecode]
-
-
-class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
 class KafkaSettings(Section):
@@ -270,6 +267,21 @@ class AdaptationSettings(Section):
         1.5, ge=1.0, description="A stored head fits if its loss <= ratio x its reference..."
     )
     fit_margin: float = Field(0.1, ge=0.0, description="... + this margin (see the docs).")
+    early_reuse: bool = Field(
+        True, description="Switch to a stored head as soon as it is clearly better (paired test)."
+    )
+    early_min_events: int = Field(
+        16, ge=2, description="Post-drift labelled events before the early test may switch."
+    )
+    reuse_confidence: float = Field(
+        2.33, gt=0.0, description="Early test: standard errors the loss gain must exceed."
+    )
+    on_covariate_drift: Literal["ignore", "lr_boost", "score_heads"] = Field(
+        "ignore", description="What an input (label-free) drift does: see the docs."
+    )
+    input_fit_distance: float = Field(
+        0.5, gt=0.0, description="score_heads without labels: max input distance of a fit."
+    )
     replay: Literal["sliding", "reservoir"] = "sliding"
     replay_size: int = Field(1_024, ge=8, le=1_000_000, description="Events kept for replay.")
     replay_steps: int = Field(20, ge=0, description="Extra steps after a head switch.")
@@ -290,15 +302,6 @@ class AdaptationSettings(Section):
         if self.warm_start_dir is not None and self.structure_from is not None:
             raise ValueError("set adaptation.warm_start_dir or adaptation.structure_from, not both")
         return self
-
-
-class PruningSettings(Section):
-    """Periodic pruning."""
-
-    enabled: bool = False
-    target_sparsity: float = Field(0.5, ge=0.0, lt=1.0)
-    structured: bool = False
-    every_steps: int = Field(5_000, ge=1)
 
 
 class SnapshotSettings(Section):

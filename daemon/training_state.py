@@ -5,10 +5,12 @@ learner (model, optimizer, LR policy, prequential window) and the adaptation (dr
 domain heads, replay buffer, policy), together with the next offset of every partition: saved
 together, restored together, so a restart replays exactly what came after.
 
-Layout: ``weights`` hold the live model only (shared trunk + active head: all inference needs);
+Layout: ``weights`` hold the live model only (shared trunk + active head: all inference needs;
+after structured pruning, the shrunk layers, described by the manifest's ``model`` config);
 ``training`` holds the optimizer tensors and, under ``adaptation.``, the stored heads, replay
-rows and generator state; the manifest holds ``domains`` (one entry per known domain) and
-``adaptation`` (policy, detector and registry state as JSON; never pickle).
+rows and generator state, and under ``pruning.`` the masks, Taylor scores and recent window;
+the manifest holds ``domains`` (one entry per known domain), ``adaptation`` (policy, detector
+and registry state as JSON; never pickle) and ``pruning`` (schedule, controller, sizes).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from driftd.decode import DecodedBatch
 from driftd.learner import OnlineLearner
 from driftd.models import SplitModel, count_parameters, sparsity
 from driftd.ports import Snapshot
+from driftd.pruning_stage import PruningStage
 from driftd.records import Record, TopicPartition
 from driftd.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
 from driftd.transfer import transfer_weights, transferred_config
@@ -31,9 +34,11 @@ from driftd.transfer import transfer_weights, transferred_config
 ModelConfigFor = Callable[[int], dict[str, Any]]
 LearnerFromConfig = Callable[[dict[str, Any]], OnlineLearner]
 AdaptationFor = Callable[[OnlineLearner], Adaptation | None]
+PruningFor = Callable[[OnlineLearner, Adaptation | None], PruningStage | None]
 
 log = logging.getLogger("driftd.training_state")
 _ADAPTATION = "adaptation."
+_PRUNING = "pruning."
 
 
 class TrainingState:
@@ -45,6 +50,7 @@ class TrainingState:
         n_features: Known feature count; None waits for the first valid event.
         build_adaptation: The drift monitor and adaptation policy for a new learner (None:
             neither).
+        build_pruning: The pruning stage for a new learner and its adaptation (None: none).
     """
 
     def __init__(
@@ -54,12 +60,15 @@ class TrainingState:
         build_learner: LearnerFromConfig,
         n_features: int | None,
         build_adaptation: AdaptationFor | None = None,
+        build_pruning: PruningFor | None = None,
     ) -> None:
         self._config_for = config_for
         self._build_learner = build_learner
         self._build_adaptation = build_adaptation
+        self._build_pruning = build_pruning
         self.learner: OnlineLearner | None = None
         self.adaptation: Adaptation | None = None
+        self.pruning: PruningStage | None = None
         self.model_config: dict[str, Any] | None = None
         self.offsets: dict[TopicPartition, int] = {}
         self.events_rejected = 0
@@ -110,12 +119,17 @@ class TrainingState:
         learner = self.learner
         if learner is None or self.model_config is None:
             raise RuntimeError("no model yet: nothing to snapshot")
+        self._follow_model()
         training, optimizer_meta = flatten_optimizer_state(learner.optimizer.state_dict())
         weights = {key: value.detach() for key, value in learner.model.state_dict().items()}
         adaptation_meta: dict[str, Any] | None = None
         if self.adaptation is not None:
             tensors, adaptation_meta = self.adaptation.state_dict()
             training |= {_ADAPTATION + key: value for key, value in tensors.items()}
+        pruning_meta: dict[str, Any] | None = None
+        if self.pruning is not None:
+            tensors, pruning_meta = self.pruning.state_dict()
+            training |= {_PRUNING + key: value for key, value in tensors.items()}
         manifest = {
             "driftd_version": __version__,
             "created_at": now,
@@ -139,6 +153,7 @@ class TrainingState:
             "learner": learner.state_dict(),
             "optimizer": optimizer_meta,
             "adaptation": adaptation_meta,
+            "pruning": pruning_meta,
         }
         version = (self.snapshot_version or 0) + 1
         return Snapshot(version, weights, training, manifest)
@@ -172,16 +187,15 @@ class TrainingState:
         learner.load_state_dict(manifest["learner"])
         saved = manifest.get("adaptation")
         if self.adaptation is not None and saved is not None:
-            tensors = {
-                key[len(_ADAPTATION) :]: value
-                for key, value in snapshot.training.items()
-                if key.startswith(_ADAPTATION)
-            }
+            tensors = _part(snapshot.training, _ADAPTATION)
             for signal in self.adaptation.load_state_dict(tensors, saved):
                 log.warning(
                     "drift detector on %s changed since the snapshot: it starts afresh", signal,
                     extra={"event": "detector_reset", "signal": signal},
                 )  # fmt: skip
+        saved_pruning = manifest.get("pruning")
+        if self.pruning is not None and saved_pruning is not None:
+            self.pruning.load_state_dict(_part(snapshot.training, _PRUNING), saved_pruning)
         self.offsets = _offsets_from(manifest["offsets"])
         self.events_rejected = int(manifest["events_rejected"])
         self.watermark = manifest.get("watermark")
@@ -212,6 +226,20 @@ class TrainingState:
         self.adaptation = (
             None if self._build_adaptation is None else self._build_adaptation(learner)
         )
+        self.pruning = (
+            None if self._build_pruning is None else self._build_pruning(learner, self.adaptation)
+        )
+
+    def _follow_model(self) -> None:
+        """Describe the live model: class growth and structured pruning change it."""
+        assert self.learner is not None
+        config = getattr(self.learner.model, "config", None)
+        if isinstance(config, dict):
+            self.model_config = dict(config)
+
+
+def _part(tensors: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 
 def _offsets_from(entries: Iterable[Mapping[str, Any]]) -> dict[TopicPartition, int]:

@@ -17,7 +17,8 @@ The loop tells it what happens; it says what to do next. No threads, no model, o
   reach); nothing is pruned any more.
 
 Outcomes for ``driftd_prune_total{outcome}``: ``kept`` (first try), ``recovered`` (kept after
-recovering), ``rolled_back``.
+recovering), ``rolled_back``, and ``interrupted`` (kept unjudged: a restart or a domain change
+cut the verification short).
 """
 
 from __future__ import annotations
@@ -170,6 +171,22 @@ class PruningController:
         self.attempt += 1
         self._verify = [0.0, 0, 0.0, 0]
 
+    def interrupted(self) -> None:
+        """The event under verification ends unjudged (a restart, or the domain changed).
+
+        The pruned model stays, so the schedule moves on as if it had been kept (otherwise the
+        next event would target the sparsity the model already has and never advance); the
+        outcome is counted as ``interrupted``.
+        """
+        if not self.busy:
+            return
+        self.counts["interrupted"] = self.counts.get("interrupted", 0) + 1
+        self.event += 1
+        self._baseline.clear()
+        self._baseline_n = 0
+        self.phase = "done" if self.event >= self.n_events else "idle"
+        self.attempt = 0
+
     def observe_loss(
         self, loss_sum: float, n_events: int, reference_loss_sum: float | None = None
     ) -> Verdict:
@@ -252,8 +269,7 @@ class PruningController:
         """Restore :meth:`state_dict` output.
 
         A pruning event that was being verified cannot resume (the unpruned model it would
-        roll back to is not part of a snapshot): it counts as ``interrupted`` and the saved,
-        pruned model stays, unjudged; the controller is idle again.
+        roll back to is not part of a snapshot): it ends as :meth:`interrupted`.
         """
         self.phase = state["phase"]
         self.event = int(state["event"])
@@ -266,7 +282,5 @@ class PruningController:
         self._baseline_n = sum(n for _, n in self._baseline)
         total, n, reference_total, reference_n = state["verify"]
         self._verify = [float(total), int(n), float(reference_total), int(reference_n)]
-        if self.busy:
-            self.counts["interrupted"] = self.counts.get("interrupted", 0) + 1
-            self.phase, self.attempt = "idle", 0
+        self.interrupted()
         self.trigger.fired(self.last_fired_step)

@@ -20,6 +20,7 @@ back, and fine-tunes again; rolling back restores the unpruned model and optimiz
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,12 +61,21 @@ class Pruner:
         policy: Criterion, scope, schedule, recovery and fine-tuning settings.
         controller: When to prune and the keep/recover/rollback decision.
         generator: Random source (shuffling, random recovery).
+        on_reshape: Told whenever a structured event changes the live model's shapes: the
+            shrink from the unpruned model of the event, or None when it is back (rollback).
+            Whoever keeps tensors shaped like the model (stored domain heads) follows it.
     """
 
     def __init__(
-        self, policy: PruningPolicy, controller: PruningController, *, generator: torch.Generator
+        self,
+        policy: PruningPolicy,
+        controller: PruningController,
+        *,
+        generator: torch.Generator,
+        on_reshape: Callable[[ShrinkResult | None], None] | None = None,
     ) -> None:
         self.policy = policy
+        self.on_reshape = on_reshape
         self.controller = controller
         self.generator = generator
         self.masks = MaskSet()
@@ -150,6 +160,25 @@ class Pruner:
                 self.taylor.reset()
         return verdict
 
+    @property
+    def busy(self) -> bool:
+        """Whether a pruned model is being verified (or recovered)."""
+        return self._pending is not None and self.controller.busy
+
+    def interrupt(self) -> bool:
+        """End the event under verification unjudged, keeping the pruned model.
+
+        For when the comparison lost its meaning (the domain changed under it). True if an
+        event was interrupted.
+        """
+        if self._pending is None:
+            return False
+        self._pending = None
+        self.controller.interrupted()
+        if self.taylor is not None:
+            self.taylor.reset()
+        return True
+
     @torch.no_grad()
     def reference_loss_sum(self, x: Tensor, y: Tensor, target: Trainable) -> float | None:
         """While verifying: the unpruned model's summed loss on the batch (else None)."""
@@ -184,6 +213,8 @@ class Pruner:
         rebind_optimizer(target.optimizer, unpruned, result.model, result.slices)
         target.model = result.model
         self.shrink = result
+        if self.on_reshape is not None:
+            self.on_reshape(result)
 
     def _recover(self, target: Trainable, pending: _Pending) -> None:
         if self.policy.structured:
@@ -213,6 +244,8 @@ class Pruner:
             rebind_optimizer(target.optimizer, target.model, pending.model, {})
             target.model = pending.model
             self.shrink = None
+            if self.on_reshape is not None:
+                self.on_reshape(None)
         else:
             target.model.load_state_dict(pending.model.state_dict())
         target.optimizer.load_state_dict(pending.optimizer)
