@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
 TRAINING_FILE = "training.safetensors"
+INT8_FILE = "model.int8.safetensors"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
 VERSION_NAME = re.compile(r"\d{10}")
@@ -66,15 +68,23 @@ class FileSnapshotReader:
         directory: The snapshot directory; it need not exist yet.
         weights_only: Read only ``model.safetensors`` (all inference needs), never the training
             state; the loaded snapshots then have empty ``training``.
+        int8: Also read the int8 copy ``model.int8.safetensors`` where a snapshot has one
+            (always read when not ``weights_only``).
         include_unpublished: Let :meth:`load` return versions the quality gate did not
             publish (the trainer resumes from them); readers refuse them by default.
     """
 
     def __init__(
-        self, directory: Path, *, weights_only: bool = False, include_unpublished: bool = False
+        self,
+        directory: Path,
+        *,
+        weights_only: bool = False,
+        include_unpublished: bool = False,
+        int8: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.weights_only = weights_only
+        self.int8 = int8
         self.include_unpublished = include_unpublished
 
     def load_latest(self) -> Snapshot | None:
@@ -130,11 +140,13 @@ class FileSnapshotReader:
             listed = manifest.get("files")
             if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
                 raise SnapshotError(f"{path}: manifest lists no {WEIGHTS_FILE}", "missing")
-            wanted = [WEIGHTS_FILE] if self.weights_only else list(listed)
+            wanted = list(listed)
+            if self.weights_only:
+                wanted = [WEIGHTS_FILE] + ([INT8_FILE] if self.int8 and INT8_FILE in listed else [])
             loaded = {name: _read_verified(path / name, listed[name]) for name in wanted}
         except OSError as error:
             raise SnapshotError(f"{path}: cannot read: {error}", "missing") from error
-        return Snapshot(version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest)
+        return snapshot_of(version, loaded, manifest)
 
     def versions(self) -> list[int]:
         """Versions renamed into place with a manifest, oldest first (not verified)."""
@@ -186,6 +198,16 @@ class FileSnapshotReader:
                 else:
                     logger.warning("skipping unreadable snapshot: %s", error)
         return None
+
+
+def snapshot_of(
+    version: int, loaded: Mapping[str, Mapping[str, torch.Tensor]], manifest: dict[str, Any]
+) -> Snapshot:
+    """A snapshot from its verified files (by file name) and manifest."""
+    return Snapshot(
+        version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest,
+        loaded.get(INT8_FILE, {}),
+    )  # fmt: skip
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

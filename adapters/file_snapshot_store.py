@@ -48,6 +48,7 @@ from safetensors.torch import save as save_tensors
 
 from driftd.adapters.file_snapshot_reader import (
     FORMAT,
+    INT8_FILE,
     LATEST_FILE,
     MANIFEST_FILE,
     TRAINING_FILE,
@@ -91,6 +92,16 @@ def tensors_to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
         seen_storage.add(pointer)
         prepared[key] = value
     return save_tensors(prepared)
+
+
+def snapshot_files(snapshot: Snapshot) -> dict[str, bytes]:
+    """The tensor files of a snapshot, serialised (the manifest, listing them, comes on top)."""
+    files = {WEIGHTS_FILE: tensors_to_bytes(snapshot.weights)}
+    if snapshot.training:
+        files[TRAINING_FILE] = tensors_to_bytes(snapshot.training)
+    if snapshot.serving:
+        files[INT8_FILE] = tensors_to_bytes(snapshot.serving)
+    return files
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -138,9 +149,7 @@ class FileSnapshotStore(FileSnapshotReader):
             OSError: The snapshot could not be written; stored snapshots and LATEST are intact.
         """
         name = version_name(snapshot.version)
-        files = {WEIGHTS_FILE: tensors_to_bytes(snapshot.weights)}
-        if snapshot.training:
-            files[TRAINING_FILE] = tensors_to_bytes(snapshot.training)
+        files = snapshot_files(snapshot)
         manifest = {**snapshot.manifest}
         manifest.setdefault("created_at", self._clock.time())
         manifest.update(
@@ -166,7 +175,9 @@ class FileSnapshotStore(FileSnapshotReader):
             self._apply_retention()
         # Return the manifest as a reader will see it (tuples become lists, ...).
         stored_manifest = json.loads(files[MANIFEST_FILE])
-        return Snapshot(snapshot.version, snapshot.weights, snapshot.training, stored_manifest)
+        return Snapshot(
+            snapshot.version, snapshot.weights, snapshot.training, stored_manifest, snapshot.serving
+        )
 
     def _commit(self, name: str, files: Mapping[str, bytes], *, publish: bool) -> None:
         """Steps 1-5 of the commit order; on OSError undo everything, then re-raise."""

@@ -36,16 +36,16 @@ from driftd.adapters.file_snapshot_reader import (
     FORMAT,
     LATEST_FILE,
     MANIFEST_FILE,
-    TRAINING_FILE,
     VERSION_NAME,
     WEIGHTS_FILE,
     SnapshotError,
     check_entry,
     parse_manifest,
+    snapshot_of,
     verified_tensors,
     version_name,
 )
-from driftd.adapters.file_snapshot_store import tensors_to_bytes
+from driftd.adapters.file_snapshot_store import snapshot_files
 from driftd.ports import Clock, Snapshot, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -96,9 +96,7 @@ class FsspecSnapshotStore:
             OSError: The snapshot could not be written; stored snapshots and LATEST are intact.
         """
         name = version_name(snapshot.version)
-        files = {WEIGHTS_FILE: tensors_to_bytes(snapshot.weights)}
-        if snapshot.training:
-            files[TRAINING_FILE] = tensors_to_bytes(snapshot.training)
+        files = snapshot_files(snapshot)
         manifest = {**snapshot.manifest}
         manifest.setdefault("created_at", self._clock.time())
         manifest.update(
@@ -122,8 +120,9 @@ class FsspecSnapshotStore:
         self._commit(name, files, manifest_bytes, publish=publish)
         self._apply_retention()
         return Snapshot(
-            snapshot.version, snapshot.weights, snapshot.training, json.loads(manifest_bytes)
-        )
+            snapshot.version, snapshot.weights, snapshot.training, json.loads(manifest_bytes),
+            snapshot.serving,
+        )  # fmt: skip
 
     def _commit(
         self, name: str, files: Mapping[str, bytes], manifest: bytes, *, publish: bool
@@ -210,7 +209,7 @@ class FsspecSnapshotStore:
                 loaded[file_name] = verified_tensors(f"{where}/{file_name}", data, entry)
         except OSError as error:  # FileNotFoundError among them
             raise SnapshotError(f"{where}: cannot read: {error}", "missing") from error
-        return Snapshot(version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest)
+        return snapshot_of(version, loaded, manifest)
 
     def load_latest(self) -> Snapshot | None:
         """The version LATEST names, else the newest older published readable one, else None."""

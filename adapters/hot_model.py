@@ -55,6 +55,8 @@ class HotModel:
             :meth:`refresh`).
         on_swapped: Called (on the thread that swapped) each time a model starts serving.
         on_refused: Called each time a snapshot is refused.
+        int8: Serve each snapshot's int8 copy (``model.int8.safetensors``, written with
+            ``pruning.int8_export``) where it has one; the float model otherwise.
 
     Raises:
         SnapshotError: ``pin_version`` was given and that version cannot be served.
@@ -72,10 +74,12 @@ class HotModel:
         start: bool = True,
         on_swapped: Callable[[ModelSwapped], None] | None = None,
         on_refused: Callable[[ReloadRefused], None] | None = None,
+        int8: bool = False,
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s}")
-        self._reader = FileSnapshotReader(Path(snapshot_dir), weights_only=True)
+        self._reader = FileSnapshotReader(Path(snapshot_dir), weights_only=True, int8=int8)
+        self._int8 = int8
         self._poll_interval_s = poll_interval_s
         self._device = torch.device(device)
         self._n_features = n_features
@@ -284,8 +288,9 @@ class HotModel:
         serving = self._served or self._previous
         contract = serving.contract if serving else ServingContract(n_features=self._n_features)
         return load_served_model(
-            self._reader, version, contract=contract, device=self._device, clock=self._clock
-        )
+            self._reader, version, contract=contract, device=self._device, clock=self._clock,
+            int8=self._int8,
+        )  # fmt: skip
 
     def _swap(self, candidate: ServedModel, cause: str) -> None:
         """Make ``candidate`` the serving model: one reference assignment (lock held)."""

@@ -73,6 +73,7 @@ class InMemorySnapshotStore:
             _copy_tensors(snapshot.weights),
             _copy_tensors(snapshot.training),
             stored_manifest,
+            _copy_tensors(snapshot.serving),
         )
         if publish:
             self._latest = snapshot.version
@@ -80,8 +81,9 @@ class InMemorySnapshotStore:
             if version != self._latest:
                 del self._snapshots[version]
         return Snapshot(
-            snapshot.version, snapshot.weights, snapshot.training, _copy_manifest(stored_manifest)
-        )
+            snapshot.version, snapshot.weights, snapshot.training,
+            _copy_manifest(stored_manifest), snapshot.serving,
+        )  # fmt: skip
 
     def load_latest(self) -> Snapshot | None:
         """Return a copy of the published snapshot, or ``None`` if none was published."""
@@ -106,6 +108,7 @@ class InMemorySnapshotStore:
             _copy_tensors(stored.weights),
             _copy_tensors(stored.training),
             _copy_manifest(stored.manifest),
+            _copy_tensors(stored.serving),
         )
 
     def versions(self) -> list[int]:

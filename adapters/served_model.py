@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader, SnapshotError
-from driftd.models import ModelConfigError, SplitModel, build_model
+from driftd.models import ModelConfigError, build_model
 from driftd.ports import Clock
+from driftd.pruning.quantize import load_int8
 from driftd.serving import Predictions
 
 _MAX_DETAIL = 2000
@@ -54,7 +55,7 @@ class ServingContract:
 class ServedModel:
     """A loaded model and what its manifest says; immutable, shared by concurrent predicts."""
 
-    model: SplitModel
+    model: torch.nn.Module  # a SplitModel, or its int8 copy
     version: int
     manifest: Mapping[str, Any]
     contract: ServingContract
@@ -98,8 +99,11 @@ def load_served_model(
     contract: ServingContract,
     device: torch.device,
     clock: Clock,
+    int8: bool = False,
 ) -> ServedModel:
     """Read and verify ``version``, check it against ``contract``, and build it for serving.
+
+    ``int8``: serve the snapshot's int8 copy where it has one (the float model otherwise).
 
     Raises:
         SnapshotRefusedError: The snapshot is missing, corrupt, unsupported, incompatible, or
@@ -116,8 +120,11 @@ def load_served_model(
     offered = _contract_of(version, config)
     contract.check(version, offered)
     try:
-        model = build_model(dict(config), torch.Generator())
-        model.load_state_dict(fold_pruning_masks(snapshot.weights), strict=True)
+        float_model = build_model(dict(config), torch.Generator())
+        float_model.load_state_dict(fold_pruning_masks(snapshot.weights), strict=True)
+        model = (
+            load_int8(float_model, snapshot.serving) if int8 and snapshot.serving else float_model
+        )
     except (ModelConfigError, RuntimeError, ValueError, TypeError, KeyError) as error:
         raise SnapshotRefusedError(
             "bad_model", f"snapshot {version}: cannot build its model: {error}"

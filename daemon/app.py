@@ -26,6 +26,7 @@ from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.int8_export import Int8Exporter
 from driftd.learner import OnlineLearner, StepReport, make_optimizer
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
 from driftd.lr import make_lr_policy
@@ -222,6 +223,11 @@ def restore_state(
         n_features=configured_n_features(settings),
         build_adaptation=lambda learner: make_adaptation(settings, learner),
         build_pruning=pruning_builder(settings, clock or SystemClock()),
+        int8=(
+            Int8Exporter(window_events=settings.pruning.replay_events, task=settings.model.task)
+            if settings.pruning.int8_export
+            else None
+        ),
     )
     snapshot = store.load_newest()
     if gate is not None:

@@ -175,6 +175,7 @@ def build_inference_worker(
         clock=clock,
         on_swapped=telemetry.model_swapped,
         on_refused=telemetry.reload_refused,
+        int8=settings.infer.int8,
     )
     worker = InferenceWorker(
         settings=settings,

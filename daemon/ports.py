@@ -91,12 +91,14 @@ class Snapshot:
         weights: The model's tensors (all an inference process needs), by state_dict key.
         training: Tensors needed only to resume training (optimizer moments, ...).
         manifest: JSON-serialisable description: architecture, offsets, counters, metrics.
+        serving: An optional int8 copy of the model for CPU inference (empty: none).
     """
 
     version: int
     weights: Mapping[str, torch.Tensor]
     training: Mapping[str, torch.Tensor] = field(default_factory=dict)
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    serving: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
 class SnapshotStore(Protocol):

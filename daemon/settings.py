@@ -373,6 +373,9 @@ class InferSettings(Section):
     input_topics: StrList = Field(default_factory=lambda: ["driftd-events"], min_length=1)
     output_topic: str = Field("driftd-predictions", min_length=1)
     group_id: str = Field("driftd-infer", min_length=1)
+    int8: bool = Field(
+        False, description="Serve the int8 copy where snapshots have one (pruning.int8_export)."
+    )
 
     _lists = field_validator("input_topics", mode="before")(_split_list)
 

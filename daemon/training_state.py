@@ -23,6 +23,7 @@ from typing import Any
 from driftd import __version__
 from driftd.adaptation import Adaptation
 from driftd.decode import DecodedBatch
+from driftd.int8_export import Int8Exporter
 from driftd.learner import OnlineLearner
 from driftd.models import SplitModel, count_parameters, sparsity
 from driftd.ports import Snapshot
@@ -51,6 +52,7 @@ class TrainingState:
         build_adaptation: The drift monitor and adaptation policy for a new learner (None:
             neither).
         build_pruning: The pruning stage for a new learner and its adaptation (None: none).
+        int8: Writes an int8 copy of the model with each snapshot (None: none).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class TrainingState:
         n_features: int | None,
         build_adaptation: AdaptationFor | None = None,
         build_pruning: PruningFor | None = None,
+        int8: Int8Exporter | None = None,
     ) -> None:
         self._config_for = config_for
         self._build_learner = build_learner
@@ -69,6 +72,7 @@ class TrainingState:
         self.learner: OnlineLearner | None = None
         self.adaptation: Adaptation | None = None
         self.pruning: PruningStage | None = None
+        self.int8 = int8
         self.model_config: dict[str, Any] | None = None
         self.offsets: dict[TopicPartition, int] = {}
         self.events_rejected = 0
@@ -109,6 +113,8 @@ class TrainingState:
 
     def observe(self, batch: DecodedBatch) -> None:
         """Track the newest event timestamp learned (the snapshot's watermark)."""
+        if self.int8 is not None:
+            self.int8.observe(batch)
         if len(batch):
             newest = float(batch.timestamps.max(initial=-math.inf))
             if math.isfinite(newest) and (self.watermark is None or newest > self.watermark):
@@ -130,6 +136,10 @@ class TrainingState:
         if self.pruning is not None:
             tensors, pruning_meta = self.pruning.state_dict()
             training |= {_PRUNING + key: value for key, value in tensors.items()}
+        serving: dict[str, Any] = {}
+        int8_meta: dict[str, Any] | None = None
+        if self.int8 is not None:
+            serving, int8_meta = self.int8.export(learner.model)
         manifest = {
             "driftd_version": __version__,
             "created_at": now,
@@ -154,9 +164,10 @@ class TrainingState:
             "optimizer": optimizer_meta,
             "adaptation": adaptation_meta,
             "pruning": pruning_meta,
+            "int8": int8_meta,
         }
         version = (self.snapshot_version or 0) + 1
-        return Snapshot(version, weights, training, manifest)
+        return Snapshot(version, weights, training, manifest, serving)
 
     def _domains(self) -> list[dict[str, Any]]:
         adaptation = self.adaptation

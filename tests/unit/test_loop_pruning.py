@@ -5,10 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import torch
 
+from driftd.adapters.file_snapshot_reader import FileSnapshotReader, version_name
+from driftd.adapters.hot_model import HotModel
 from driftd.adapters.memory import InMemoryDeadLetterSink
 from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
@@ -16,7 +19,7 @@ from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
 from driftd.loop import StopWhen
 from driftd.models import build_model
-from driftd.records import Record, TopicPartition
+from driftd.records import Record
 from driftd.settings import Settings, load_settings
 from driftd.streams import DriftingStream
 from driftd.training_state import snapshot_offsets
@@ -95,14 +98,16 @@ def test_unstructured_pruning_reaches_the_target_and_masks_stay_zero(tmp_path: P
     assert telemetry.prunes["kept"] + telemetry.prunes["recovered"] == 3
     # 50% of the trunk's weights masked, and still zero after hundreds of Adam steps since.
     assert _masked_zero_fraction(trainer) == pytest.approx(0.5, abs=0.01)
-    assert telemetry.sparsity is not None and telemetry.sparsity > 0.3
+    assert telemetry.sparsity is not None
+    assert telemetry.sparsity > 0.3
     assert telemetry.flops_per_event is not None
     final = store.load_newest()
     assert final is not None
     assert final.manifest["pruning"]["summary"]["weight_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert final.manifest["pruning"]["pruner"]["controller"]["event"] == 3
     window = trainer.loop.state.learner.window  # type: ignore[union-attr]
-    assert window.accuracy is not None and window.accuracy > 0.9
+    assert window.accuracy is not None
+    assert window.accuracy > 0.9
 
 
 def test_structured_pruning_shrinks_the_model_and_the_snapshot_rebuilds_it(tmp_path: Path) -> None:
@@ -139,7 +144,8 @@ def test_a_restart_continues_pruning_exactly(tmp_path: Path, structured: bool) -
     first = _trainer(settings, records, store)
     first.run(StopWhen(max_events=1_600))  # graceful: final snapshot
     stage = first.loop.state.pruning
-    assert stage is not None and stage.pruner.controller.event >= 1
+    assert stage is not None
+    assert stage.pruner.controller.event >= 1
     resumed = _trainer(settings, records, store)
     resumed.run(StopWhen(max_events=2_400))
     got = _weights(resumed)
@@ -176,7 +182,8 @@ def test_structured_pruning_with_domain_heads_keeps_stored_heads_usable(tmp_path
     trainer.run(StopWhen(max_events=9_000))
 
     state = trainer.loop.state
-    assert state.adaptation is not None and state.adaptation.heads is not None
+    assert state.adaptation is not None
+    assert state.adaptation.heads is not None
     assert sum(telemetry.prunes.values()) >= 1
     assert telemetry.adaptations["new_head"] >= 1
     learner = state.learner
@@ -189,3 +196,37 @@ def test_structured_pruning_with_domain_heads_keeps_stored_heads_usable(tmp_path
         live_trunk = learner.model.shared.state_dict()
         for key, value in entry.trunk.items():
             assert value.shape == live_trunk[key].shape, (name, key)
+
+
+def test_int8_copy_is_written_measured_and_served(tmp_path: Path) -> None:
+    """``pruning.int8_export``: model.int8.safetensors beside each snapshot, its accuracy
+    cost in the manifest, and ``HotModel(int8=True)`` serving it."""
+    settings = _settings(tmp_path, structured=True, int8_export=True)
+    records = _records(3_000)
+    trainer = build_trainer(
+        settings, source=InMemoryRecordSource(records), clock=FakeClock(),
+        telemetry=RecordingTelemetry(), dead_letters=InMemoryDeadLetterSink(), serve_metrics=False,
+    )  # fmt: skip
+    trainer.run(StopWhen(max_events=3_000))
+
+    reader = FileSnapshotReader(tmp_path, include_unpublished=True)
+    newest = reader.load(reader.versions()[-1])
+    figures = newest.manifest["int8"]
+    assert figures["events"] == settings.pruning.replay_events
+    assert abs(figures["accuracy_delta"]) <= 0.01
+    assert figures["agreement"] >= 0.98
+    assert "0.weight_int8" in {key.split("shared.", 1)[-1] for key in newest.serving}
+    assert (tmp_path / version_name(newest.version) / "model.int8.safetensors").is_file()
+
+    x = torch.tensor([orjson.loads(r.value)["x"] for r in records[-500:]], dtype=torch.float32)
+    with (
+        HotModel(tmp_path, int8=True, start=False) as int8,
+        HotModel(tmp_path, start=False) as dense,
+    ):
+        assert int8.version == dense.version == newest.version
+        quantized, exact = int8.predict(x.numpy()), dense.predict(x.numpy())
+    assert quantized.probabilities is not None
+    assert exact.probabilities is not None
+    assert not np.array_equal(quantized.probabilities, exact.probabilities)  # really the int8 one
+    assert np.abs(quantized.probabilities - exact.probabilities).max() < 0.05
+    assert (quantized.classes == exact.classes).mean() >= 0.98
