@@ -90,6 +90,10 @@ def run_bench(*, events: int, batch_size: int, quick: bool, sections: list[str])
         _adaptation(quick=quick)
     if "serving" in sections:
         _serving(quick=quick)
+    if "pruning" in sections:
+        from driftd.pruning.bench_report import print_pruning
+
+        print_pruning(quick=quick)
     if "quality" in sections:
         from driftd.quality_bench import print_quality
 
