@@ -79,6 +79,7 @@ def demo_settings(bootstrap: str, snapshots: Path) -> Settings:
         learner={"batch_size": 64, "lr": 0.005},
         snapshots={"dir": str(snapshots), "every_steps": 100, "every_seconds": 5.0},
         metrics={"port": 0, "lag_every_seconds": 1.0},
+        pruning={"enabled": True, "structured": True, "every_steps": 40, "n_events": 3},
     )
 
 
@@ -125,8 +126,8 @@ class _ProgressLine:
         return (
             f"  events {progress.events_consumed:>7,} | {rate:>6,.0f} ev/s | "
             f"accuracy {accuracy} | lr {lr} | drifts {progress.drifts} | "
-            f"head {progress.domain or '-'} | invalid {progress.events_invalid} | "
-            f"snapshot v{progress.snapshot_version or 0}  "
+            f"head {progress.domain or '-'} | params {progress.parameters or '-'} | "
+            f"invalid {progress.events_invalid} | snapshot v{progress.snapshot_version or 0}  "
         )
 
 
@@ -135,6 +136,9 @@ def _summary(progress: LoopProgress, snapshots: Path) -> None:
     latest = (snapshots / "LATEST").read_text().strip() if (snapshots / "LATEST").exists() else "-"
     print(f"done: {progress.events_learned:,} events learned in {progress.steps:,} steps")
     print(f"  drifts detected: {progress.drifts}, adaptations: {progress.adaptations}")
+    prunes = ", ".join(f"{k} {v}" for k, v in sorted(progress.prunes.items())) or "none yet"
+    print(f"  pruning (structured, 50% of the trunk's units): {prunes}; "
+          f"parameters now {progress.parameters or '-'}")  # fmt: skip
     print(f"  invalid records: {progress.events_invalid} ({reasons or 'none'}), dead-lettered")
     print(f"  newest snapshot: {snapshots / latest}/manifest.json")
     print("  next: `driftd run` against your own Kafka — see README.md, Configuration")

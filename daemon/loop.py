@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from threading import Event
 
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learner import OnlineLearner, StepReport
+from driftd.loop_progress import LoopProgress, StopWhen
 from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
@@ -37,41 +37,9 @@ from driftd.records import Record, Rejection, TopicPartition
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 
+__all__ = ["LoopProgress", "StopWhen", "TrainingLoop"]
+
 log = logging.getLogger("driftd.loop")
-
-
-@dataclass(frozen=True)
-class StopWhen:
-    """When :meth:`TrainingLoop.run` returns by itself (None: never on that bound).
-
-    Attributes:
-        max_events: After this many records were consumed.
-        max_seconds: After this long.
-        idle_seconds: After this long without a record (for replays, demos and benchmarks).
-    """
-
-    max_events: int | None = None
-    max_seconds: float | None = None
-    idle_seconds: float | None = None
-
-
-@dataclass
-class LoopProgress:
-    """Counters since the loop started (the snapshot holds the cumulative ones)."""
-
-    events_consumed: int = 0
-    events_learned: int = 0
-    events_invalid: int = 0
-    steps: int = 0
-    snapshot_version: int | None = None
-    published_version: int | None = None
-    accuracy: float | None = None
-    loss: float | None = None
-    lr: float | None = None
-    drifts: int = 0
-    adaptations: int = 0
-    domain: str | None = None
-    invalid_by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class _RateLimitedLog:
@@ -276,6 +244,12 @@ class TrainingLoop:
             return
         outcome = pruning.after_batch(batch.x, batch.y, batch.labelled, report)
         report_pruning(outcome, pruning, self.telemetry, step=self.state.steps)
+        verdict = outcome.verdict
+        if verdict is not None and verdict.outcome is not None:
+            prunes = self.progress.prunes
+            prunes[verdict.outcome] = prunes.get(verdict.outcome, 0) + 1
+        if outcome.pruned is not None or verdict is not None:
+            self.progress.parameters = sum(p.numel() for p in pruning.learner.model.parameters())
 
     def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> StepReport:
         started = self.clock.monotonic()
@@ -292,6 +266,7 @@ class TrainingLoop:
         pruning = self.state.pruning
         if outcome.adaptations and pruning is not None and pruning.interrupt():
             report_interrupted(pruning, self.telemetry, step=self.state.steps)
+            progress.prunes["interrupted"] = progress.prunes.get("interrupted", 0) + 1
         if outcome.drifts or outcome.adaptations:
             offsets = _offsets_text(self.state.offsets)
             report_outcome(outcome, batch.records, self.telemetry, step=self.state.steps,
