@@ -1,4 +1,4 @@
-"""The ``driftd`` command line: run, infer, demo, config, bench."""
+"""The ``driftd`` command line: run, infer, demo, config, bench, report."""
 
 from __future__ import annotations
 
@@ -35,6 +35,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from driftd.demo import run_demo
 
             return run_demo(events=args.events, directory=args.dir, seconds=args.seconds)
+        if args.command == "report":
+            return _report(args)
         if args.command == "bench":
             from driftd.bench import run_bench
 
@@ -68,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--events", type=int, default=30_000, help="events in the stream")
     demo.add_argument("--dir", default="./driftd-demo", help="where snapshots go")
     demo.add_argument("--seconds", type=float, default=60.0, help="upper bound on run time")
+    report = commands.add_parser(
+        "report", help="write an HTML timeline of a run from its JSON log and/or snapshots"
+    )
+    report.add_argument(
+        "--log", help="the run's JSON-lines log (DRIFTD_LOG__JSON=true); - reads stdin"
+    )
+    report.add_argument("--snapshots", help="a local snapshot directory: its manifests add points")
+    report.add_argument("--out", default="driftd-report.html", help="the HTML file to write")
     bench = commands.add_parser("bench", help="measure throughput, latency and memory")
     bench.add_argument("--events", type=int, default=200_000, help="events per measurement")
     bench.add_argument("--batch-size", type=int, default=256)
@@ -75,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--section",
         action="append",
-        choices=["throughput", "adaptation", "serving", "quality"],
-        help="run only this part (repeatable; default: all but quality, which is slow)",
+        choices=["throughput", "adaptation", "serving", "quality", "pruning"],
+        help="run only this part (repeatable; default: all but quality and pruning, the slow ones)",
     )
     return parser
 
@@ -94,6 +104,32 @@ def _run(settings: Settings) -> int:
         progress.events_consumed, progress.events_learned, progress.events_invalid,
         progress.snapshot_version, extra={"event": "stopped"},
     )  # fmt: skip
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from driftd.report import write_report
+
+    if args.log is None and args.snapshots is None:
+        print("driftd report: give --log, --snapshots or both", file=sys.stderr)
+        return 2
+    try:
+        timeline = write_report(
+            log=Path(args.log) if args.log else None,
+            snapshots=Path(args.snapshots) if args.snapshots else None,
+            out=Path(args.out),
+        )
+    except OSError as error:
+        print(f"driftd report: {error}", file=sys.stderr)
+        return 1
+    summary = timeline.summary
+    print(
+        f"driftd report: {args.out}: {timeline.log_lines} log lines "
+        f"({timeline.malformed_lines} not JSON), {summary.drifts} drifts, "
+        f"{sum(summary.adaptations.values())} adaptations, {summary.snapshots} snapshots"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ daemon against it with a live progress line, and stops by itself.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 import threading
@@ -19,7 +20,7 @@ import orjson
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_clients import build_producer
 from driftd.app import build_trainer
-from driftd.logs import configure_logging
+from driftd.logs import add_json_log_file, configure_logging
 from driftd.loop import LoopProgress, StopWhen
 from driftd.settings import Settings, load_settings
 from driftd.streams import DriftingStream
@@ -36,6 +37,23 @@ def run_demo(*, events: int, directory: str, seconds: float) -> int:
     snapshots = root / "snapshots"
     if snapshots.exists():
         shutil.rmtree(snapshots)  # a new broker has new offsets: old snapshots do not apply
+    root.mkdir(parents=True, exist_ok=True)
+    log_file = add_json_log_file(root / "driftd.jsonl")  # for `driftd report`
+    try:
+        progress = _run(events, snapshots, seconds)
+    finally:
+        logging.getLogger("driftd").removeHandler(log_file)
+        log_file.close()
+    _summary(progress, snapshots)
+    print(
+        f"  timeline: driftd report --log {root / 'driftd.jsonl'} --snapshots {snapshots} "
+        f"--out {root / 'report.html'}"
+    )
+    return 0
+
+
+def _run(events: int, snapshots: Path, seconds: float) -> LoopProgress:
+    """Broker, producer and daemon for one demo run; returns the loop's progress."""
     stream = DriftingStream(n_events=events, change_every=max(1, events // 3))
     print(
         f"driftd demo: {events:,} events replayed over ~{seconds / 4:.0f} s, "
@@ -60,8 +78,7 @@ def run_demo(*, events: int, directory: str, seconds: float) -> int:
         finally:
             producer.join()
         progress_line.finish(progress)
-    _summary(progress, snapshots)
-    return 0
+    return progress
 
 
 def demo_settings(bootstrap: str, snapshots: Path) -> Settings:

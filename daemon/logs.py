@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is structured.
@@ -39,9 +40,24 @@ def configure_logging(level: str, *, json_lines: bool) -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     logging.getLogger("driftd").setLevel(level)
+
+
+def add_json_log_file(path: Path, level: str = "INFO") -> logging.Handler:
+    """Also write driftd's logs from ``level`` up to ``path`` as JSON lines (``driftd report``).
+
+    The console keeps its own level. Returns the handler (remove and close it when done).
+    """
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(JsonLinesFormatter())
+    handler.setLevel(level)
+    driftd = logging.getLogger("driftd")
+    driftd.addHandler(handler)
+    driftd.setLevel(min(driftd.getEffectiveLevel(), handler.level))
+    return handler
     # kafka-python is chatty at INFO about every (re)connection.
     logging.getLogger("kafka").setLevel(logging.WARNING)
