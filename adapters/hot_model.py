@@ -278,6 +278,9 @@ class HotModel:
         except SnapshotRefusedError as refused:
             if refused.reason == "missing" and self._reader.latest_version() != version:
                 return False  # retention removed it under us: LATEST moved on, try that next
+            if refused.reason == "unpublished":  # held back by the quality gate: not a fault
+                self._refused_versions.add(version)
+                return False
             self._refuse(version, refused, remember=True)
             return False
         self._swap(candidate, "latest")

@@ -27,6 +27,7 @@ def test_unpublished_versions_are_never_served(tmp_path: Path) -> None:
     save(store, 1, publish=False)
     with HotModel(directory, start=False) as hot:
         assert hot.refresh() is False, "nothing published yet: nothing to serve"
+        assert hot.refused == 0, "held back by the quality gate is not a refused reload"
         save(store, 2, publish=True)
         save(store, 3, publish=False)
         assert hot.refresh() is True
