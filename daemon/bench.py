@@ -34,7 +34,8 @@ from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_clients import build_producer
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
-from driftd.app import build_trainer, learner_builder
+from driftd.app import build_trainer
+from driftd.core_wiring import learner_builder
 from driftd.logs import configure_logging
 from driftd.loop import LoopProgress, StopWhen
 from driftd.models import model_config_from_settings

@@ -2,8 +2,11 @@
 
 Two kinds of signal. *Concept* signals need labels: the per-event prequential loss (for ADWIN,
 Page-Hinkley, KSWIN) or the 0/1 error (for DDM, EDDM, HDDM_A, HDDM_W; ADWIN may watch it too).
-*Covariate* signals need none: ADWIN on per-batch summaries of the inputs (mean feature value and
-root mean square), one value per batch, checked every update (``clock=1``).
+*Covariate* signals need none: ADWIN on summaries of the inputs (mean feature value and root mean
+square), one value per batch checked every update (``clock=1``), or with
+``covariate_batch_mean=false`` one value per event (river's default ``clock=32``). ADWIN's bound
+carries a term in ``1/n`` independent of the noise, so a clear shift still needs about 20 values
+to show: 20 batches per batch, a few dozen events per event.
 
 Cost: river updates are Python calls, so a concept detector fed every event costs its update
 time per event (ADWIN ~0.2 µs, Page-Hinkley/DDM ~0.5 µs, HDDM ~2-3 µs, KSWIN ~200 µs: a scipy
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 
@@ -55,6 +58,10 @@ class DriftDetected:
         row: Row of the batch that value came from (for its record's offset).
         before: Mean signal level since the previous drift on this signal.
         after: Mean of the latest values fed (up to 32), the new level.
+        span: Offered values, up to and including this one, the detector attributes to the new
+            level (ADWIN: the window it kept after the cut, times ``every``); None when the
+            detector gives no such estimate. Where the change began, roughly: ADWIN cuts at
+            bucket bounds, so the span may reach a bucket's worth of values before the change.
     """
 
     detector: str
@@ -64,6 +71,17 @@ class DriftDetected:
     row: int
     before: float
     after: float
+    span: int | None = None
+
+
+class Fired(NamedTuple):
+    """A detection within one :meth:`SignalMonitor.update_many` call."""
+
+    kind: Kind
+    position: int  # in the values given
+    before: float
+    after: float
+    span: int | None  # see DriftDetected.span
 
 
 class SignalMonitor:
@@ -95,8 +113,8 @@ class SignalMonitor:
         self._tail: list[float] = []
         self._warning = False
 
-    def update_many(self, values: Sequence[float]) -> list[tuple[Kind, int, float, float]]:
-        """Feed a batch of values; return ``(kind, position in values, before, after)``."""
+    def update_many(self, values: Sequence[float]) -> list[Fired]:
+        """Feed a batch of values; return what fired, where in ``values``."""
         n = len(values)
         if n == 0:
             return []
@@ -109,26 +127,33 @@ class SignalMonitor:
             fed = [values[i] for i in positions]
             self._phase = positions[-1] + self.every - n if positions else self._phase - n
         found = self._feed(fed)
-        results = [(kind, positions[j], before, after) for kind, j, before, after in found]
         self.seen += n
-        return results
+        return [fired._replace(position=positions[fired.position]) for fired in found]
 
-    def _feed(self, fed: list[float]) -> list[tuple[Kind, int, float, float]]:
+    def _feed(self, fed: list[float]) -> list[Fired]:
+        """Feed values one by one; positions in the result are indices into ``fed``."""
         detector, found, start = self.detector, [], 0
         update, binary = detector.update, self._binary
         for j, value in enumerate(fed):  # the tight loop: one river update per fed value
             update(value)
             if detector.drift_detected:
-                found.append(("drift", j, *self._levels(fed, start, j)))
+                found.append(Fired("drift", j, *self._levels(fed, start, j), self._span()))
                 self._ref_sum, self._ref_n, start, self._warning = 0.0, 0, j + 1, False
             elif binary and detector.warning_detected != self._warning:
                 self._warning = not self._warning
                 if self._warning:
-                    found.append(("warning", j, *self._levels(fed, start, j)))
+                    found.append(Fired("warning", j, *self._levels(fed, start, j), None))
         self._ref_sum += sum(fed[start:])
         self._ref_n += len(fed) - start
         self._tail = (self._tail + fed)[-_TAIL:]
-        return found  # type: ignore[return-value]
+        return found
+
+    def _span(self) -> int | None:
+        """Offered values the detector attributes to the new level, right after a drift."""
+        width = getattr(self.detector, "width", None)
+        if width is None or self.batch_mean:
+            return None
+        return int(width) * self.every
 
     def _levels(self, fed: list[float], start: int, j: int) -> tuple[float, float]:
         count = self._ref_n + j + 1 - start
@@ -205,30 +230,32 @@ class DriftMonitor:
             else:
                 wrong = predictions != y if all_labelled else predictions[labelled] != y[labelled]
                 values = wrong.to(torch.float64).tolist()
-            for kind, position, before, after in self.concept.update_many(values):
-                if after <= before:
+            for fired in self.concept.update_many(values):
+                if fired.after <= fired.before:
                     self.improvements += 1
                     continue
                 if rows is None:
                     rows = (
                         list(range(len(x))) if all_labelled else labelled.nonzero()[:, 0].tolist()
                     )
-                index = self.concept.seen - len(values) + position
-                found.append(self._event(self.concept, kind, index, rows[position], before, after))
+                index = self.concept.seen - len(values) + fired.position
+                found.append(self._event(self.concept, fired, index, rows[fired.position]))
         if self.covariate and len(x):
-            stats = (float(x.mean()), float(x.square().mean().sqrt()))
-            for monitor, value in zip(self.covariate, stats, strict=True):
-                for kind, _, before, after in monitor.update_many([value]):
-                    found.append(
-                        self._event(monitor, kind, monitor.seen - 1, len(x) - 1, before, after)
-                    )
+            flat = x.reshape(len(x), -1)
+            for monitor in self.covariate:
+                values = _input_values(flat, monitor)
+                for fired in monitor.update_many(values):
+                    index = monitor.seen - len(values) + fired.position
+                    row = len(x) - 1 if monitor.batch_mean else fired.position
+                    found.append(self._event(monitor, fired, index, row))
         return found
 
     @staticmethod
-    def _event(
-        monitor: SignalMonitor, kind: Kind, index: int, row: int, before: float, after: float
-    ) -> DriftDetected:
-        return DriftDetected(monitor.name, monitor.signal, kind, index, row, before, after)
+    def _event(monitor: SignalMonitor, fired: Fired, index: int, row: int) -> DriftDetected:
+        return DriftDetected(
+            monitor.name, monitor.signal, fired.kind, index, row, fired.before, fired.after,
+            fired.span,
+        )  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-ready state of every signal monitor."""
@@ -256,6 +283,16 @@ class DriftMonitor:
         return fresh
 
 
+def _input_values(flat: torch.Tensor, monitor: SignalMonitor) -> list[float]:
+    """The covariate signal of ``monitor``: the batch's value, or each event's (rows)."""
+    if monitor.batch_mean:  # one value: over the whole batch
+        whole = flat.mean() if monitor.signal == "input_mean" else flat.square().mean().sqrt()
+        return [float(whole)]
+    per_event = flat.mean(1) if monitor.signal == "input_mean" else flat.square().mean(1).sqrt()
+    values: list[float] = per_event.tolist()
+    return values
+
+
 def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
     """The monitor ``settings`` describe (None when drift detection is disabled).
 
@@ -275,9 +312,10 @@ def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
         every=settings.every, batch_mean=settings.batch_mean,
     )  # fmt: skip
     names = ("input_mean", "input_rms") if settings.covariate else ()
-    adwin: Params = {"delta": settings.covariate_delta, "clock": 1}
+    per_batch = settings.covariate_batch_mean
+    adwin: Params = {"delta": settings.covariate_delta, "clock": 1 if per_batch else 32}
     covariate = [
-        SignalMonitor(detector="adwin", params=adwin, signal=name, batch_mean=True)
+        SignalMonitor(detector="adwin", params=adwin, signal=name, batch_mean=per_batch)
         for name in names
     ]
     return DriftMonitor(concept=concept, concept_signal=signal, covariate=covariate)

@@ -19,6 +19,7 @@ from torch import nn
 from torch.func import functional_call
 
 from driftd.learner import OnlineLearner
+from driftd.recurrence import InputStats
 
 
 @dataclass
@@ -30,12 +31,14 @@ class HeadEntry:
         moments: Optimizer state per head parameter name (tensors only).
         reference_loss: Prequential loss of the head when stored (its domain's level).
         trunk: The trunk's ``state_dict`` when stored (empty: score over the live trunk).
+        inputs: Fingerprint of the domain's inputs (label-free recognition of a recurrence).
     """
 
     weights: dict[str, torch.Tensor]
     moments: dict[str, dict[str, torch.Tensor]]
     reference_loss: float | None
     trunk: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: InputStats = field(default_factory=InputStats)
 
 
 def head_of(learner: OnlineLearner) -> nn.Module:
@@ -74,7 +77,12 @@ class HeadRegistry:
         return self._entries[name]
 
     def store(
-        self, name: str, learner: OnlineLearner, *, reference_loss: float | None
+        self,
+        name: str,
+        learner: OnlineLearner,
+        *,
+        reference_loss: float | None,
+        inputs: InputStats | None = None,
     ) -> list[str]:
         """Save the live head as ``name``'s (most recently used); return the evicted names."""
         head = head_of(learner)
@@ -87,7 +95,8 @@ class HeadRegistry:
         }
         model: Any = learner.model
         trunk = {key: value.detach().clone() for key, value in model.shared.state_dict().items()}
-        return self.put(name, HeadEntry(weights, moments, reference_loss, trunk))
+        fingerprint = InputStats() if inputs is None else inputs.copy()
+        return self.put(name, HeadEntry(weights, moments, reference_loss, trunk, fingerprint))
 
     def put(self, name: str, entry: HeadEntry) -> list[str]:
         """Insert or replace ``name`` as most recently used; return the evicted names."""
@@ -119,13 +128,21 @@ class HeadRegistry:
             else:
                 state.pop(p, None)
 
-    @torch.no_grad()
     def scores(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Mean loss of every stored head on ``(x, y)`` over its stored trunk (eval mode).
 
         Scored like its ``reference_loss`` was (the live model when stored); an entry without a
         trunk snapshot is scored over the live trunk.
         """
+        return {
+            name: float(losses.mean()) for name, losses in self.event_scores(learner, x, y).items()
+        }
+
+    @torch.no_grad()
+    def event_scores(
+        self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per-event losses of every stored head on ``(x, y)``, as :meth:`scores` averages."""
         model: Any = learner.model
         model.eval()
         x, y = x.to(learner.device), y.to(learner.device)
@@ -135,15 +152,21 @@ class HeadRegistry:
         for name, entry in self._entries.items():
             embedding = functional_call(model.shared, entry.trunk, (x,)) if entry.trunk else live
             outputs = functional_call(head, entry.weights, (embedding,))
-            scores[name] = float(learner.event_losses(outputs, y).mean())
+            scores[name] = learner.event_losses(outputs, y).detach().to("cpu")
         return scores
 
-    @torch.no_grad()
     def score_live(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> float:
         """Mean loss of the live model on ``(x, y)`` (eval mode), scored like :meth:`scores`."""
+        return float(self.live_event_losses(learner, x, y).mean())
+
+    @torch.no_grad()
+    def live_event_losses(
+        self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-event losses of the live model on ``(x, y)`` (eval mode)."""
         learner.model.eval()
         outputs = learner.model(x.to(learner.device))
-        return float(learner.event_losses(outputs, y.to(learner.device)).mean())
+        return learner.event_losses(outputs, y.to(learner.device)).detach().to("cpu")
 
     def pad_rows(self, key: str, rows: torch.Tensor) -> None:
         """Append output rows to weight/bias ``key`` of every entry (class growth).
@@ -170,10 +193,12 @@ class HeadRegistry:
                     tensors[f"{i}.m.{key}.{state_name}"] = value
             for key, value in entry.trunk.items():
                 tensors[f"{i}.t.{key}"] = value
+            inputs, count = entry.inputs.state_dict()
+            tensors |= {f"{i}.i.{key}": value for key, value in inputs.items()}
             moments = {key: sorted(values) for key, values in entry.moments.items()}
             meta.append({"name": name, "reference_loss": entry.reference_loss,
                          "weights": list(entry.weights), "moments": moments,
-                         "trunk": list(entry.trunk)})  # fmt: skip
+                         "trunk": list(entry.trunk), "inputs": count})  # fmt: skip
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
@@ -186,6 +211,11 @@ class HeadRegistry:
                 for key, names in item["moments"].items()
             }
             trunk = {key: tensors[f"{i}.t.{key}"] for key in item.get("trunk", [])}
+            prefix = f"{i}.i."
+            inputs = InputStats.from_state(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+                int(item.get("inputs", 0)),
+            )
             self._entries[str(item["name"])] = HeadEntry(
-                weights, moments, item["reference_loss"], trunk
+                weights, moments, item["reference_loss"], trunk, inputs
             )

@@ -25,7 +25,7 @@ from driftd.adapters.kafka_inference_source import KafkaInferenceSource
 from driftd.adapters.kafka_prediction_sink import KafkaPredictionSink
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTelemetry
-from driftd.app import configured_n_features, make_decoder, resolve_device
+from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
 from driftd.inference_loop import InferenceLoop, InferenceProgress
 from driftd.loop import StopWhen
 from driftd.ports import Clock, DeadLetterSink, RecordSource, SystemClock
@@ -157,7 +157,6 @@ def build_inference_worker(
     sink: Callable[[], PredictionSink] | None = None,
     dead_letters: Callable[[], DeadLetterSink] | None = None,
     serve_metrics: bool | None = None,
-    poll_interval_s: float = 0.2,
 ) -> InferenceWorker:
     """Wire the worker from settings; ``source``, ``sink`` and ``dead_letters`` are factories."""
     clock = clock or SystemClock()
@@ -169,7 +168,7 @@ def build_inference_worker(
     )
     model = HotModel(
         settings.snapshots.dir,
-        poll_interval_s=poll_interval_s,
+        poll_interval_s=settings.infer.reload_interval_s,
         device=resolve_device(settings.model.device),
         n_features=configured_n_features(settings),
         clock=clock,

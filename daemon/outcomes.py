@@ -19,7 +19,9 @@ class Adapted:
 
     Attributes:
         kind: ``lr_boost``, ``lr_restart``, ``trunk_freeze``, ``trunk_unfreeze``, ``new_head``,
-            ``reuse_head``, ``evict_head``, ``replay`` or ``grow_classes``.
+            ``reuse_head``, ``evict_head``, ``replay``, ``grow_classes``, ``score_heads`` (a
+            covariate drift started looking for a stored head) or ``keep_head`` (it found the
+            inputs still the active domain's).
         domain: The domain it concerns.
         detail: A human-readable explanation for the log.
     """

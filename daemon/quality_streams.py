@@ -13,6 +13,9 @@ downloaded; the same seed gives the same stream.
 - :func:`stationary`: the same generator as :func:`moving_centroids`, without moves (control).
 - :func:`glyph_shift`: 8x8 digit-like glyphs drawn here (10 patterns, jittered and noisy),
   shown original -> rotated 90 degrees -> inverted -> original (a recurring image domain).
+- :func:`glyph_unlabelled_return`: original -> inverted, labelled, then original again with
+  *no labels* (a covariate shift only the inputs show: the recurring domain must be recognised
+  from them alone).
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class QualityStream:
             seen before marks a recurring concept.
         model: ``model`` settings the stream needs (e.g. a CNN and its input shape).
         learner: ``learner`` settings the stream needs (e.g. a higher LR for the CNN).
+        labelled: Per event, whether it carries its label (None: all do); the benchmark scores
+            the predictions of every event against ``labels`` all the same.
+        variants: Extra benchmark variants to run on it (names of ``quality_bench.VARIANTS``).
     """
 
     name: str
@@ -69,6 +75,8 @@ class QualityStream:
     concepts: tuple[str, ...]
     model: dict[str, Any] = field(default_factory=dict)
     learner: dict[str, Any] = field(default_factory=dict)
+    labelled: np.ndarray | None = None
+    variants: tuple[str, ...] = ()
 
     @property
     def n_events(self) -> int:
@@ -90,13 +98,15 @@ class QualityStream:
         return bounds[first], bounds[first + 1]
 
     def events(self) -> Iterator[dict[str, object]]:
-        """Yield events in the driftd format (``id``, ``x``, ``y``, ``domain``: unknown)."""
+        """Yield events in the driftd format (``id``, ``x``, ``y`` or null, ``domain``: unknown)."""
         rounded = self.features.round(4)
+        labelled = self.labelled
         for index in range(self.n_events):
+            known = labelled is None or bool(labelled[index])
             yield {
                 "id": f"{self.name}-{index}",
                 "x": rounded[index].tolist(),
-                "y": int(self.labels[index]),
+                "y": int(self.labels[index]) if known else None,
                 "domain": None,
             }
 
@@ -261,6 +271,27 @@ def glyph_shift(
     )
 
 
+def glyph_unlabelled_return(*, segment: int = 3_000, seed: int = 16) -> QualityStream:
+    """Glyphs original -> inverted (both labelled), then original again, unlabelled (CNN)."""
+    stream = glyph_shift(segment=segment, domains=("original", "inverted", "original"), seed=seed)
+    labelled = np.arange(stream.n_events) < 2 * segment
+    return QualityStream(
+        name="glyphs_unlabelled",
+        description=f"8x8 glyphs original -> inverted -> original, {segment:,} each; the last "
+        "unlabelled (CNN)",
+        features=stream.features,
+        labels=stream.labels,
+        n_classes=stream.n_classes,
+        drifts=stream.drifts,
+        widths=stream.widths,
+        concepts=stream.concepts,
+        model=stream.model,
+        learner=stream.learner,
+        labelled=labelled,
+        variants=("ignore",),
+    )
+
+
 def quality_streams(*, quick: bool = False) -> list[QualityStream]:
     """The benchmark's streams; ``quick`` halves their lengths (a smoke test)."""
     scale = 2 if quick else 1
@@ -272,4 +303,5 @@ def quality_streams(*, quick: bool = False) -> list[QualityStream]:
         moving_centroids(n_events=9_000 // scale, drifts=(3_000 // scale, 6_000 // scale)),
         stationary(n_events=6_000 // scale),
         glyph_shift(segment=5_000 // scale),
+        glyph_unlabelled_return(segment=3_000 // scale),
     ]

@@ -215,8 +215,11 @@ class DriftSettings(Section):
         0, ge=0, description="Feed one labelled event in N to the detector (0: 1, kswin 32)."
     )
     batch_mean: bool = Field(False, description="Feed one value per batch: its mean loss.")
-    covariate: bool = Field(True, description="Also watch the inputs (label-free), per batch.")
+    covariate: bool = Field(True, description="Also watch the inputs (label-free).")
     covariate_delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN delta on inputs.")
+    covariate_batch_mean: bool = Field(
+        False, description="Inputs: one value per batch (true), or per event (detects sooner)."
+    )
 
     @model_validator(mode="after")
     def _check_signal(self) -> DriftSettings:
@@ -277,7 +280,7 @@ class AdaptationSettings(Section):
         2.33, gt=0.0, description="Early test: standard errors the loss gain must exceed."
     )
     on_covariate_drift: Literal["ignore", "lr_boost", "score_heads"] = Field(
-        "ignore", description="What an input (label-free) drift does: see the docs."
+        "score_heads", description="What an input (label-free) drift does: see the docs."
     )
     input_fit_distance: float = Field(
         0.5, gt=0.0, description="score_heads without labels: max input distance of a fit."
@@ -375,6 +378,9 @@ class InferSettings(Section):
     group_id: str = Field("driftd-infer", min_length=1)
     int8: bool = Field(
         False, description="Serve the int8 copy where snapshots have one (pruning.int8_export)."
+    )
+    reload_interval_s: float = Field(
+        0.2, gt=0.0, description="How often LATEST is checked for a newer snapshot."
     )
 
     _lists = field_validator("input_topics", mode="before")(_split_list)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 import torch
@@ -18,6 +20,8 @@ from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
+from driftd.decode import DecodedBatch
+from driftd.learner import StepReport
 from driftd.loop import StopWhen
 from driftd.ports import SnapshotStore
 from driftd.records import Record
@@ -237,8 +241,148 @@ def test_settings_validate_the_adaptation_section(
         _settings(tmp_path, adaptation={"replay_size": 64, "score_events": 128})
     with pytest.raises(ConfigurationError, match="not both"):
         _settings(tmp_path, adaptation={"warm_start_dir": "a", "structure_from": "b"})
+    with pytest.raises(ConfigurationError, match="on_covariate_drift"):
+        _settings(tmp_path, adaptation={"on_covariate_drift": "panic"})
+    defaults = load_settings()
+    assert defaults.adaptation.on_covariate_drift == "score_heads"
+    assert (defaults.adaptation.early_reuse, defaults.drift.covariate_batch_mean) == (True, False)
     monkeypatch.setenv("DRIFTD_DRIFT__DETECTOR", "hddm_w")
     monkeypatch.setenv("DRIFTD_DRIFT__PARAMS", '{"lambda_val": 0.1}')
+    monkeypatch.setenv("DRIFTD_ADAPTATION__ON_COVARIATE_DRIFT", "lr_boost")
     settings = load_settings()
     assert settings.drift.concept_signal == "error"
     assert settings.drift.params == {"lambda_val": 0.1}
+    assert settings.adaptation.on_covariate_drift == "lr_boost"
+
+
+def _reuse_log(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    return [
+        (int(r.step), r.getMessage())  # type: ignore[attr-defined]
+        for r in caplog.records
+        if getattr(r, "event", None) == "adapted" and getattr(r, "kind", None) == "reuse_head"
+    ]
+
+
+def test_early_reuse_switches_back_before_the_full_scoring_window(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recurring concept at 6,000: the paired test picks head d0 within a step or two of
+    the detection instead of after 128 more labelled events (4 steps of 32)."""
+    caplog.set_level(logging.INFO, logger="driftd.adaptation")
+    steps = {}
+    for early in (True, False):
+        caplog.clear()
+        settings = _settings(tmp_path, adaptation={"early_reuse": early})
+        telemetry = RecordingTelemetry()
+        _trainer(settings, _records(), InMemorySnapshotStore(keep=1), telemetry).run(
+            StopWhen(max_events=8_000)
+        )
+        assert telemetry.domains == ["d0", "d1", "d2", "d0"]
+        (steps[early], message), *_ = _reuse_log(caplog)
+        assert ("early, on" in message) is early, message
+    assert steps[True] <= steps[False] - 3, steps
+    assert 6_000 // 32 < steps[True] <= 6_000 // 32 + 4, "within 4 steps of the change"
+
+
+def _covariate_records() -> tuple[list[Record], np.ndarray]:
+    """Domain A (labelled), domain B (inputs shifted by 3, another concept, labelled), then A
+    again without labels: only the inputs show the return. 1,200 events each, seeded."""
+    rng = np.random.default_rng(21)
+    x = rng.normal(0.0, 1.0, size=(3_600, 4))
+    x[1_200:2_400] += 3.0
+    y = np.argmax(x[:, :3], axis=1)
+    y[1_200:2_400] = np.argmin(x[1_200:2_400, :3], axis=1)
+    records = [
+        Record("events", 0, i, orjson.dumps({"x": x[i].round(4).tolist(),
+                                             "y": int(y[i]) if i < 2_400 else None}))
+        for i in range(3_600)
+    ]  # fmt: skip
+    return records, y
+
+
+def _covariate_run(
+    tmp_path: Path, mode: str, store: SnapshotStore | None = None, max_events: int = 3_600
+) -> tuple[RecordingTelemetry, np.ndarray, Trainer]:
+    records, labels = _covariate_records()
+    predicted = np.full(len(records), -1)
+
+    def on_report(report: StepReport, batch: DecodedBatch) -> None:
+        predicted[[r.offset for r in batch.records]] = report.predictions.numpy()
+
+    settings = _settings(tmp_path, adaptation={"on_covariate_drift": mode})
+    telemetry = RecordingTelemetry()
+    trainer = build_trainer(
+        settings, source=InMemoryRecordSource(records), clock=FakeClock(), telemetry=telemetry,
+        store=store or InMemorySnapshotStore(keep=1), dead_letters=InMemoryDeadLetterSink(),
+        serve_metrics=False, on_report=on_report,
+    )  # fmt: skip
+    trainer.run(StopWhen(max_events=max_events))
+    return telemetry, predicted == labels, trainer
+
+
+def test_covariate_drift_on_unlabelled_events_switches_back_by_the_inputs(tmp_path: Path) -> None:
+    telemetry, correct, _ = _covariate_run(tmp_path, "score_heads")
+    ignored_telemetry, ignored, _ = _covariate_run(tmp_path, "ignore")
+    assert telemetry.drifts[("adwin", "input_mean")] >= 2, "to B and back to A"
+    assert telemetry.adaptations["score_heads"] >= 1
+    assert telemetry.adaptations["reuse_head"] == 1
+    assert telemetry.domains[-1] == "d0", "back to A's head without a single label"
+    unlabelled = slice(2_400, 3_600)
+    assert correct[unlabelled].mean() > 0.85
+    assert ignored[unlabelled].mean() < 0.5, "B's head does not know A"
+    assert ignored_telemetry.adaptations["score_heads"] == 0
+    assert ignored_telemetry.adaptations["reuse_head"] == 0
+    assert ignored_telemetry.drifts == telemetry.drifts, "detection does not depend on the mode"
+    assert correct[:2_400].mean() == pytest.approx(ignored[:2_400].mean(), abs=0.02)
+
+
+def test_covariate_drift_can_boost_the_learning_rate(tmp_path: Path) -> None:
+    boosted, _, trainer = _covariate_run(tmp_path, "lr_boost", max_events=2_560)
+    ignored, _, _ = _covariate_run(tmp_path, "ignore", max_events=2_560)
+    assert boosted.drifts[("adwin", "input_mean")] >= 2
+    assert boosted.adaptations["lr_boost"] > ignored.adaptations["lr_boost"]
+    assert boosted.adaptations["score_heads"] == boosted.adaptations["reuse_head"] == 0
+    group = trainer.loop.state.learner.param_group("head")  # type: ignore[union-attr]
+    assert group is not None
+    assert group["lr_scale"] > 1.0, "the unlabelled return boosted the head, still decaying"
+
+
+@pytest.mark.parametrize("before", [0, 64])  # at the input drift's batch / two batches before
+def test_resume_around_a_covariate_switch_continues_bit_identically(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, before: int
+) -> None:
+    caplog.set_level(logging.INFO, logger="driftd.adaptation")
+    """Stop at (or before) the batch whose inputs show the unlabelled return, resume: the same
+    weights, fingerprints and adaptations as a run that never stopped."""
+    caplog.set_level(logging.INFO, logger="driftd.adaptation")
+    reference_telemetry, _, reference = _covariate_run(tmp_path, "score_heads")
+    offsets = [
+        int(getattr(r, "offset", -1))
+        for r in caplog.records
+        if getattr(r, "event", None) == "drift_detected" and getattr(r, "offset", -1) >= 2_400
+    ]
+    stop_at = (offsets[0] // 32 + 1) * 32 - before
+    store = InMemorySnapshotStore(keep=5)
+    first, _, _ = _covariate_run(tmp_path, "score_heads", store, max_events=stop_at)
+    saved = store.load_newest()
+    assert saved is not None
+    assert {"adaptation.inputs.total", "adaptation.heads.0.i.total"} <= set(saved.training)
+    records, _ = _covariate_records()
+    second = RecordingTelemetry()
+    resumed = _trainer(_settings(tmp_path), records, store, second)
+    resumed.run(StopWhen(max_events=3_600 - stop_at))
+    assert first.adaptations + second.adaptations == reference_telemetry.adaptations
+    expected = reference.loop.state.learner.model.state_dict()  # type: ignore[union-attr]
+    for key, value in resumed.loop.state.learner.model.state_dict().items():  # type: ignore[union-attr]
+        assert torch.equal(value, expected[key]), key
+    a, b = reference.loop.state.adaptation, resumed.loop.state.adaptation
+    assert a is not None
+    assert b is not None
+    assert (
+        (a.active, a.switch.inputs.count)
+        == (b.active, b.switch.inputs.count)
+        == ("d0", a.switch.inputs.count)
+    )
+    assert a.switch.inputs.total is not None
+    assert b.switch.inputs.total is not None
+    assert torch.equal(a.switch.inputs.total, b.switch.inputs.total)

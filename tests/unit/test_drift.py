@@ -29,7 +29,7 @@ def _error_rise(seed: int = 42) -> list[float]:
 def _feed(monitor: SignalMonitor, values: list[float], batch: int = 100) -> list[tuple[str, int]]:
     found = []
     for start in range(0, len(values), batch):
-        for kind, position, _, _ in monitor.update_many(values[start : start + batch]):
+        for kind, position, *_ in monitor.update_many(values[start : start + batch]):
             found.append((kind, start + position))
     return found
 
@@ -96,9 +96,11 @@ def test_levels_before_and_after_describe_the_shift() -> None:
     values = _mean_shift()
     for start in range(0, len(values), 100):
         found += monitor.update_many(values[start : start + 100])
-    (_, _, before, after) = found[0]
-    assert 0.5 < before < 1.0, "mostly the old level"
-    assert after > 4.0, "the latest values are the new level"
+    fired = found[0]
+    assert 0.5 < fired.before < 1.0, "mostly the old level"
+    assert fired.after > 4.0, "the latest values are the new level"
+    assert fired.span == 32, "ADWIN kept 32 values after its cut: the change is in the last 32"
+    assert 1023 - fired.span + 1 <= 1000, "the span reaches back past the true change (1000)"
 
 
 @pytest.mark.parametrize("detector", sorted(DETECTORS))

@@ -9,6 +9,7 @@ from driftd.quality_bench import detection_figures, recovery_to_earlier
 from driftd.quality_streams import (
     QualityStream,
     glyph_shift,
+    glyph_unlabelled_return,
     moving_centroids,
     quality_streams,
     rotating_hyperplane,
@@ -18,7 +19,9 @@ from driftd.quality_streams import (
 
 
 def test_same_seed_same_stream_other_seed_other_stream() -> None:
-    for make in (sea_switches, rotating_hyperplane, moving_centroids, stationary, glyph_shift):
+    makers = (sea_switches, rotating_hyperplane, moving_centroids, stationary, glyph_shift,
+              glyph_unlabelled_return)  # fmt: skip
+    for make in makers:
         first, again, other = make(seed=1), make(seed=1), make(seed=2)
         np.testing.assert_array_equal(first.features, again.features)
         np.testing.assert_array_equal(first.labels, again.labels)
@@ -111,5 +114,22 @@ def test_recovery_to_earlier_counts_events_to_the_first_segments_level() -> None
     correct = np.ones(3000, dtype=bool)
     correct[1000:2300] = False
     assert recovery_to_earlier(correct, stream, 2000, window=100, tolerance=0.0) == 400
+    assert (
+        recovery_to_earlier(correct, stream, 2000, window=100, tolerance=0.0, counted_to="start")
+        == 300
+    ), "the first at-level window starts where the errors end"
     correct[2000:] = False
     assert recovery_to_earlier(correct, stream, 2000, window=100) is None
+    assert recovery_to_earlier(correct, stream, 2000, window=100, counted_to="start") is None
+
+
+def test_the_unlabelled_return_hides_only_the_last_segments_labels() -> None:
+    stream = glyph_unlabelled_return(segment=300)
+    assert stream.concepts == ("original", "inverted", "original")
+    assert stream.recurring == (600,)
+    assert stream.variants == ("ignore",)
+    labels = [event["y"] for event in stream.events()]
+    assert labels[:600] == stream.labels[:600].tolist()
+    assert labels[600:] == [None] * 300
+    inverted = stream.features[300:600].mean()
+    assert inverted > stream.features[600:].mean() + 0.2, "inverted glyphs are mostly ink"

@@ -12,6 +12,7 @@ from driftd.learner import OnlineLearner, make_optimizer
 from driftd.lr import ConstantLR
 from driftd.models import build_model
 from driftd.records import Record
+from driftd.recurrence import InputStats
 from driftd.replay import ReplayBuffer
 
 
@@ -126,13 +127,21 @@ def test_switching_heads_restores_weights_and_moments_exactly() -> None:
 def test_registry_state_round_trip() -> None:
     learner, registry = _learner(), HeadRegistry(4)
     _learn(learner, 1)
-    registry.store("x.y", learner, reference_loss=0.25)
+    inputs = InputStats()
+    inputs.update(torch.arange(12.0).reshape(3, 4))
+    registry.store("x.y", learner, reference_loss=0.25, inputs=inputs)
     registry.store("z", learner, reference_loss=None)
+    inputs.update(torch.ones(1, 4))  # the registry keeps its own copy
     tensors, meta = registry.state_dict()
     copy = HeadRegistry(4)
     copy.load_state_dict(dict(tensors), meta)
     assert copy.names == ["x.y", "z"]
     assert copy.entry("x.y").reference_loss == 0.25
+    fingerprint = copy.entry("x.y").inputs
+    assert fingerprint.count == 3
+    assert fingerprint.total is not None
+    assert fingerprint.total.tolist() == [12.0, 15.0, 18.0, 21.0]
+    assert copy.entry("z").inputs.count == 0
     for key, value in registry.entry("x.y").moments.items():
         for name, tensor in value.items():
             assert torch.equal(copy.entry("x.y").moments[key][name], tensor)
@@ -181,5 +190,9 @@ def test_a_head_is_scored_over_the_trunk_it_was_stored_with() -> None:
     registry.store("a", learner, reference_loss=when_stored)
     _learn(learner, 2, steps=20)  # the trunk moves on with another domain
     assert registry.scores(learner, x, y)["a"] == pytest.approx(when_stored, rel=1e-6)
+    per_event = registry.event_scores(learner, x, y)["a"]
+    assert per_event.shape == (32,)
+    assert float(per_event.mean()) == pytest.approx(when_stored, rel=1e-6)
     registry.load("a", learner, trunk=True)  # a recurrence found by scoring restores both
     assert registry.score_live(learner, x, y) == pytest.approx(when_stored, rel=1e-6)
+    assert torch.allclose(registry.live_event_losses(learner, x, y), per_event)
