@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from driftd import __version__
 from driftd.adapters.bulk_histogram import BulkHistogram
+from driftd.outcomes import ADAPTATION_KINDS
 from driftd.ports import Clock, SystemClock
 from driftd.records import TopicPartition
 
@@ -184,8 +185,10 @@ class PrometheusTelemetry:
         self._prune_total = Counter(
             "driftd_prune", "Pruning events, by outcome.", ["outcome"], registry=r
         )
-        for outcome in PRUNE_OUTCOMES:  # four fixed series: a rate() works from the start
+        for outcome in PRUNE_OUTCOMES:  # fixed series: increase() sees the first event too
             self._prune_total.labels(outcome)
+        for kind in ADAPTATION_KINDS:
+            self._adaptations_total.labels(kind)
         self._flops = Gauge(
             "driftd_model_flops_per_event",
             "Dense-equivalent FLOPs of one event through the live model.",

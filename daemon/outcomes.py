@@ -5,12 +5,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from driftd.drift import DriftDetected
 from driftd.ports import Telemetry
 from driftd.records import Record
 
 log = logging.getLogger("driftd.adaptation")
+
+
+AdaptationKind = Literal[
+    "lr_boost", "lr_restart", "trunk_freeze", "trunk_unfreeze", "new_head", "reuse_head",
+    "evict_head", "replay", "grow_classes", "score_heads", "keep_head",
+]  # fmt: skip
+#: Every kind, for metrics that expose each series from the start.
+ADAPTATION_KINDS: tuple[AdaptationKind, ...] = get_args(AdaptationKind)
 
 
 @dataclass(frozen=True)
@@ -26,7 +35,7 @@ class Adapted:
         detail: A human-readable explanation for the log.
     """
 
-    kind: str
+    kind: AdaptationKind
     domain: str
     detail: str
 

@@ -21,7 +21,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import driftd
 from driftd.adapters.http_endpoint import MetricsServer
-from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.adapters.prometheus_telemetry import PRUNE_OUTCOMES, PrometheusTelemetry
+from driftd.outcomes import ADAPTATION_KINDS
 from driftd.records import TopicPartition
 
 pytestmark = pytest.mark.integration
@@ -184,7 +185,17 @@ def test_contract_families_exist_before_any_report(port: int, telemetry: Prometh
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     for name in ("driftd_drift_detected", "driftd_adaptations", "driftd_prune"):
         assert families[name].type == "counter"
-        assert families[name].samples == []  # labelled, no fake series
+    # Detector/signal pairs depend on the settings: those series appear with the first drift.
+    assert families["driftd_drift_detected"].samples == []
+    # Known kinds and outcomes start at zero, so increase() also counts the first event.
+    for name, label, known in (
+        ("driftd_adaptations", "kind", ADAPTATION_KINDS),
+        ("driftd_prune", "outcome", PRUNE_OUTCOMES),
+    ):
+        totals = {
+            s.labels[label]: s.value for s in families[name].samples if s.name.endswith("_total")
+        }
+        assert totals == dict.fromkeys(known, 0.0)
     text = body.decode()
     assert "# TYPE driftd_drift_detected_total counter" in text
     m = samples(text)
