@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ INT8_FILE = "model.int8.safetensors"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
 VERSION_NAME = re.compile(r"\d{10}")
+#: What a manifest may list: a file of the version directory itself, and safetensors only.
+TENSOR_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\.safetensors")
 MAX_VERSION = 10**10 - 1
 
 
@@ -143,6 +146,12 @@ class FileSnapshotReader:
             wanted = list(listed)
             if self.weights_only:
                 wanted = [WEIGHTS_FILE] + ([INT8_FILE] if self.int8 and INT8_FILE in listed else [])
+            for name in wanted:
+                if not TENSOR_FILE_NAME.fullmatch(name):
+                    raise SnapshotError(
+                        f"{path}: manifest lists {name[:80]!r}; only plain *.safetensors names "
+                        "inside the version directory are read"
+                    )
             loaded = {name: _read_verified(path / name, listed[name]) for name in wanted}
         except OSError as error:
             raise SnapshotError(f"{path}: cannot read: {error}", "missing") from error
@@ -211,7 +220,9 @@ def snapshot_of(
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:
-    """Parse a manifest file; it must hold a JSON object."""
+    """Parse a manifest file; it must hold a JSON object (in a regular file: see below)."""
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise SnapshotError(f"{path}: not a regular file")
     return parse_manifest(str(path), path.read_bytes())
 
 
@@ -233,6 +244,12 @@ def parse_manifest(where: str, data: bytes) -> dict[str, Any]:
 def _read_verified(path: Path, entry: Any) -> dict[str, torch.Tensor]:
     """Read one tensor file, check it against its manifest entry, and deserialise it."""
     check_entry(str(path), entry)
+    # Before reading: a FIFO would block forever, a device (say /dev/zero) never end.
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):
+        raise SnapshotError(f"{path}: not a regular file")
+    if status.st_size != entry.get("bytes"):
+        raise SnapshotError(f"{path}: {status.st_size} bytes, manifest says {entry.get('bytes')}")
     return verified_tensors(str(path), path.read_bytes(), entry)  # checked bytes are loaded
 
 
