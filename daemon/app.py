@@ -46,6 +46,7 @@ from driftd.ports import (
     SnapshotStore,
     SystemClock,
     Telemetry,
+    UnreadableSnapshotsError,
 )
 from driftd.pruning_stage import report_model_size
 from driftd.publish_gate import LabelWindow, PublishGate, PublishPolicy
@@ -133,6 +134,13 @@ def restore_state(
         ),
     )
     snapshot = store.load_newest()
+    if snapshot is None and store.versions():
+        versions = store.versions()
+        raise UnreadableSnapshotsError(
+            f"{len(versions)} snapshot(s) exist (newest {store.location(versions[-1])}) but "
+            "none is readable: refusing to start a blank model at the committed offsets "
+            "(everything before them would be in no model). Move them away to start afresh."
+        )
     if gate is not None:
         _restore_gate(gate, store, snapshot)
     if snapshot is None:

@@ -14,6 +14,7 @@ from types import FrameType
 
 from driftd import __version__
 from driftd.logs import configure_logging
+from driftd.ports import UnreadableSnapshotsError
 from driftd.settings import ConfigurationError, Settings, load_settings, redacted
 
 log = logging.getLogger("driftd.cli")
@@ -49,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigurationError as error:
         print(f"driftd: {error}", file=sys.stderr)
         return 2
+    except UnreadableSnapshotsError as error:
+        print(f"driftd: {error}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -13,6 +13,7 @@ announced to the notifier (best effort, never blocking the loop for long).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -179,7 +180,7 @@ class TrainingLoop:
             saved = self.store.save(snapshot, publish=decision.published)
         except OSError as error:
             log.error("snapshot failed, training goes on: %s", error)
-            self.telemetry.snapshot_failed(type(error).__name__)
+            self.telemetry.snapshot_failed(failure_reason(error))
             self.snapshot_schedule.fired(self.state.steps)
             return False
         self.state.snapshot_version = saved.version
@@ -331,6 +332,11 @@ class TrainingLoop:
         if stop.max_seconds is not None and now - started >= stop.max_seconds:
             return True
         return stop.idle_seconds is not None and now - last_record >= stop.idle_seconds
+
+
+def failure_reason(error: OSError) -> str:
+    """A metric label for a failed save: the errno name (``ENOSPC``, ``EACCES``), else the type."""
+    return errno.errorcode.get(error.errno or 0, type(error).__name__)
 
 
 def _offsets_text(offsets: Mapping[TopicPartition, int]) -> str:

@@ -101,6 +101,10 @@ class Snapshot:
     serving: Mapping[str, torch.Tensor] = field(default_factory=dict)
 
 
+class UnreadableSnapshotsError(RuntimeError):
+    """Snapshots exist but none can be read: starting a blank model would silently lose them."""
+
+
 class SnapshotStore(Protocol):
     """Where snapshots are kept: save atomically, load the newest readable one.
 

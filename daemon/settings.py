@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -498,6 +499,22 @@ class ConfigurationError(ValueError):
     """The configuration is invalid; the message names each bad field and why."""
 
 
+def unknown_environment_sections(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``DRIFTD_<SECTION>__...`` variables whose section does not exist (a typo loses a setting).
+
+    pydantic-settings ignores them; unknown keys *inside* a section are already refused.
+    Variables without ``__`` (``DRIFTD_CONFIG``, tools' own ``DRIFTD_*``) are not settings paths.
+    """
+    found = []
+    for name in environ:
+        upper = name.upper()
+        if upper.startswith("DRIFTD_") and "__" in upper:
+            section = upper[len("DRIFTD_") :].split("__", 1)[0].lower()
+            if section not in Settings.model_fields:
+                found.append((name, section))
+    return sorted(found)
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from every source, failing fast with field paths on any error.
 
@@ -510,6 +527,12 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     """
     from pydantic import ValidationError
 
+    unknown = unknown_environment_sections(os.environ)
+    if unknown:
+        raise ConfigurationError(
+            "invalid configuration:\n  "
+            + "\n  ".join(f"{name}: no settings section {section!r}" for name, section in unknown)
+        )
     path = config_file if config_file is not None else os.environ.get("DRIFTD_CONFIG") or None
     if path is not None and not Path(path).is_file():
         raise ConfigurationError(f"config: file not found: {path}")

@@ -347,11 +347,6 @@ def test_config_file_with_unknown_keys_is_refused_naming_them(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["driftd.toml"], "nothing written"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: an unknown top-level DRIFTD_* variable (a typo such as DRIFTD_SNAPSHOT__DIR) "
-    "is silently ignored, so driftd runs with the default instead (daemon/settings.py)",
-)
 def test_misspelled_environment_section_is_refused(tmp_path: Path) -> None:
     result = _driftd(["config"], tmp_path, DRIFTD_SNAPSHOT__DIR=str(tmp_path / "snap"))
     assert result.returncode == 2

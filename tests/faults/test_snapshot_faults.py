@@ -149,7 +149,7 @@ def test_snapshot_faults_keep_learning_and_never_commit_past_durable(
     def failures() -> float:
         return sum(
             registry.get_sample_value("driftd_snapshot_failures_total", {"reason": reason}) or 0
-            for reason in ("OSError", "PermissionError")
+            for reason in ("ENOSPC", "EACCES")  # errno names: disk full, permission denied
         )
 
     def committed() -> dict[int, int]:

@@ -14,7 +14,7 @@ from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
 from driftd.loop import StopWhen
-from driftd.ports import Snapshot
+from driftd.ports import Snapshot, UnreadableSnapshotsError
 from driftd.records import Record, TopicPartition
 from driftd.settings import Settings, load_settings
 from driftd.streams import DriftingStream
@@ -116,7 +116,7 @@ def test_commits_only_after_the_snapshot_is_durable(tmp_path: Path) -> None:
     assert progress.events_learned == 256, "training goes on when snapshots fail"
     assert source.committed == {}
     assert source.commits == 0
-    assert telemetry.snapshot_failures["OSError"] >= 2
+    assert telemetry.snapshot_failures["ENOSPC"] >= 2  # the errno name: disk full, not "OSError"
 
 
 def test_no_commit_when_dead_letters_cannot_be_flushed(tmp_path: Path) -> None:
@@ -180,3 +180,19 @@ def test_feature_count_is_inferred_from_the_first_valid_event(tmp_path: Path) ->
     snapshot = store.load_newest()
     assert snapshot is not None
     assert snapshot.manifest["model"]["n_features"] == 7
+
+
+def test_refuses_to_start_blank_when_every_snapshot_is_unreadable(tmp_path: Path) -> None:
+    """Starting fresh at the committed offsets would leave everything before them in no model."""
+    settings = _settings(tmp_path)
+    first = build_trainer(
+        settings, source=InMemoryRecordSource(_records(64)), clock=FakeClock(),
+        telemetry=RecordingTelemetry(), dead_letters=InMemoryDeadLetterSink(), serve_metrics=False,
+    )  # fmt: skip
+    first.run(StopWhen(max_events=64))
+    manifests = sorted(tmp_path.glob("*/manifest.json"))
+    assert manifests
+    for manifest in manifests:
+        manifest.write_text("{garbled")
+    with pytest.raises(UnreadableSnapshotsError, match="none is readable"):
+        build_trainer(settings, source=InMemoryRecordSource([]), serve_metrics=False)

@@ -443,3 +443,15 @@ def test_comma_and_json_forms_give_the_same_list(topics: list[str]) -> None:
     assert KafkaSettings(topics=" , ".join(topics)).topics == topics
     assert KafkaSettings(topics=json.dumps(topics)).topics == topics
     assert KafkaSettings(topics=topics).topics == topics
+
+
+def test_an_environment_variable_naming_no_section_fails_fast(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A typo in the section (``SNAPSHOT`` for ``SNAPSHOTS``) would silently lose the setting."""
+    monkeypatch.setenv("DRIFTD_SNAPSHOT__DIR", "/elsewhere")
+    monkeypatch.setenv("DRIFTD_FAULTS_HEAVY", "1")  # no "__": a tool's own variable, not a path
+    with pytest.raises(ConfigurationError, match="DRIFTD_SNAPSHOT__DIR: no settings section"):
+        load_settings()
+    monkeypatch.delenv("DRIFTD_SNAPSHOT__DIR")
+    assert load_settings().snapshots.dir == Path("./driftd-snapshots")
