@@ -30,8 +30,10 @@ from safetensors.torch import load as load_tensors
 from driftd.records import Record, TopicPartition
 from driftd.streams import DriftingStream
 from tests.integration.conftest import start_driftd
+from tests.integration.driftd_process import committed_offsets
 
-__all__ = ["start_driftd"]  # the subprocess fixture of the integration tests, shared here
+# The subprocess fixture of the integration tests and its broker-side check, shared here.
+__all__ = ["committed_offsets", "start_driftd"]
 
 VERSION_NAME = re.compile(r"\d{10}")
 
@@ -97,16 +99,6 @@ def read_values(bootstrap: str, topic: str, expected: int, timeout: float = 20.0
 def as_records(topic: str, payloads: Sequence[bytes], partition: int = 0) -> list[Record]:
     """The payloads as one partition's records (offsets 0..n-1), for in-memory reference runs."""
     return [Record(topic, partition, offset, value) for offset, value in enumerate(payloads)]
-
-
-def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    """The group's committed next offset per partition, read with confluent-kafka (-1001: none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        asked = [ConfluentTopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
-    finally:
-        consumer.close()
 
 
 def manifest_offsets(manifest: Mapping[str, Any]) -> dict[TopicPartition, int]:

@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
+from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -94,6 +95,16 @@ def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
     for index, payload in enumerate(payloads):
         producer.produce(topic, value=payload, key=str(index).encode())
     assert producer.flush(15) == 0
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    """The group's committed next offset per partition, read with confluent-kafka (-1001: none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        asked = [ConfluentTopicPartition(topic, p) for p in range(partitions)]
+        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
+    finally:
+        consumer.close()
 
 
 def scrape(port: int) -> dict[str, float]:

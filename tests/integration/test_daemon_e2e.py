@@ -22,7 +22,7 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.streams import DriftingStream
-from tests.integration.driftd_process import DriftdProcess, produce, scrape
+from tests.integration.driftd_process import DriftdProcess, committed_offsets, produce, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,6 @@ def _wait_for_learned(snapshots: Path, learned: int, timeout: float = 60.0) -> d
             return manifest
         time.sleep(0.1)
     raise AssertionError(f"snapshot never reached {learned} events learned: {manifest}")
-
-
-def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        asked = [ConfluentTopicPartition(topic, p) for p in range(partitions)]
-        return {tp.partition: tp.offset for tp in consumer.committed(asked, timeout=10)}
-    finally:
-        consumer.close()
 
 
 def _dead_letters(bootstrap: str, topic: str, expected: int) -> list[dict[str, bytes]]:
@@ -125,7 +116,7 @@ def test_learns_dead_letters_stops_cleanly_and_resumes_exactly(
     assert stopped["events_learned"] == 1500
     offsets = {e["partition"]: e["next_offset"] for e in stopped["offsets"]}  # type: ignore[attr-defined]
     assert sum(offsets.values()) == 1505
-    assert _committed(broker.bootstrap_servers, group, topic, 2) == offsets
+    assert committed_offsets(broker.bootstrap_servers, group, topic, 2) == offsets
 
     letters = _dead_letters(broker.bootstrap_servers, dead, len(BAD_RECORDS))
     assert sorted(letter["value"] for letter in letters) == sorted(BAD_RECORDS)

@@ -27,7 +27,7 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.streams import DriftingStream
-from tests.integration.driftd_process import DriftdProcess, scrape
+from tests.integration.driftd_process import DriftdProcess, committed_offsets, scrape
 
 pytestmark = pytest.mark.integration
 
@@ -121,15 +121,6 @@ def _all_serving(workers: list[DriftdProcess], version: int) -> bool:
     return all(scrape(worker.port)["driftd_model_version"] >= version for worker in workers)
 
 
-def _committed(bootstrap: str, group: str, topic: str) -> list[int]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        asked = [ConfluentTopicPartition(topic, p) for p in (0, 1)]
-        return [tp.offset for tp in consumer.committed(asked, timeout=10)]
-    finally:
-        consumer.close()
-
-
 def test_two_workers_predict_each_event_once_with_versions_moving_forward(
     broker: EmbeddedBroker,
     unique_topic: Callable[..., str],
@@ -219,4 +210,4 @@ def test_two_workers_predict_each_event_once_with_versions_moving_forward(
     first_wave = [m["model_version"] for p, m in by_source.items() if topic.wave_of[p] == 0]
     last_wave = [m["model_version"] for p, m in by_source.items() if topic.wave_of[p] == WAVES - 1]
     assert min(last_wave) > max(first_wave)
-    assert _committed(bootstrap, infer_group, events) == topic.ends
+    assert list(committed_offsets(bootstrap, infer_group, events, 2).values()) == topic.ends
