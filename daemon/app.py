@@ -294,6 +294,7 @@ def build_trainer(
             every_steps=None, every_seconds=settings.metrics.lag_every_seconds, clock=clock
         ),
         invalid_log_every_s=settings.log.invalid_every_seconds,
+        flush_timeout_s=settings.kafka.dead_letter_flush_timeout_s,
         on_step=on_step,
         on_report=on_report,
         gate=gate,

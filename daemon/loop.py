@@ -92,6 +92,7 @@ class TrainingLoop:
         snapshot_schedule: EveryNStepsOrTSeconds,
         lag_schedule: EveryNStepsOrTSeconds,
         invalid_log_every_s: float = 10.0,
+        flush_timeout_s: float = 30.0,
         on_step: Callable[[LoopProgress], None] | None = None,
         on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
         gate: PublishGate | None = None,
@@ -108,6 +109,7 @@ class TrainingLoop:
         self.poll_timeout_s = poll_timeout_s
         self.snapshot_schedule = snapshot_schedule
         self.lag_schedule = lag_schedule
+        self.flush_timeout_s = flush_timeout_s
         self.publisher = SnapshotPublisher(
             store=store, telemetry=telemetry, gate=gate, notifier=notifier
         )
@@ -169,10 +171,11 @@ class TrainingLoop:
         if not self.state.has_model:
             return self._commit_without_model()
         try:
-            self.dead_letters.flush(timeout_s=30.0)
+            self.dead_letters.flush(timeout_s=self.flush_timeout_s)
         except Exception as error:
             log.error("dead-letter flush failed, snapshot postponed: %s", error)
             self.telemetry.snapshot_failed("dead_letter_flush")
+            self.snapshot_schedule.fired(self.state.steps)  # retry when the next one is due
             return False
         started = self.clock.monotonic()
         snapshot, decision = self.publisher.decide(self.state.to_snapshot(self.clock.time()))
@@ -209,9 +212,10 @@ class TrainingLoop:
     def _commit_without_model(self) -> bool:
         # Only rejected records so far: once they are dead-lettered their offsets can move on.
         try:
-            self.dead_letters.flush(timeout_s=30.0)
+            self.dead_letters.flush(timeout_s=self.flush_timeout_s)
         except Exception as error:
             log.error("dead-letter flush failed: %s", error)
+            self.snapshot_schedule.fired(self.state.steps)
             return False
         self._commit(self.state.offsets)
         self._dirty = False

@@ -48,6 +48,9 @@ class KafkaSettings(Section):
     topics: StrList = Field(default_factory=lambda: ["driftd-events"], min_length=1)
     group_id: str = Field("driftd", min_length=1)
     dead_letter_topic: str = Field("", description="Empty: bad records are only counted.")
+    dead_letter_flush_timeout_s: float = Field(
+        30.0, gt=0.0, description="How long a snapshot waits for dead letters to be acknowledged."
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     client_id: str = "driftd"
     session_timeout_ms: int = Field(45_000, ge=1_000)

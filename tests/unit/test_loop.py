@@ -133,6 +133,26 @@ def test_no_commit_when_dead_letters_cannot_be_flushed(tmp_path: Path) -> None:
     assert source.commits == 0
 
 
+def test_a_failing_dead_letter_flush_is_retried_on_the_snapshot_schedule(tmp_path: Path) -> None:
+    """Not after every batch: each attempt can wait out the flush timeout on a dead broker."""
+
+    class BrokenSink(InMemoryDeadLetterSink):
+        attempts = 0
+
+        def flush(self, timeout_s: float) -> None:
+            BrokenSink.attempts += 1
+            raise RuntimeError("dead-letter topic unreachable")
+
+    trainer, source = _trainer(
+        _settings(tmp_path, every_steps=4), _records(640, bad_every=10), InMemorySnapshotStore(keep=2),
+        dead_letters=BrokenSink(),
+    )  # fmt: skip
+    progress = trainer.run(StopWhen(max_events=704))
+    assert progress.events_learned == 640, "learning goes on"
+    assert source.commits == 0
+    assert BrokenSink.attempts == progress.steps // 4 + 1  # each scheduled snapshot, the final
+
+
 def test_snapshots_every_n_steps(tmp_path: Path) -> None:
     store = InMemorySnapshotStore(keep=100)
     trainer, _ = _trainer(_settings(tmp_path, every_steps=4), _records(32 * 10), store)
