@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from threading import Event
+from typing import TypeVar
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -34,6 +35,10 @@ from driftd.settings import Settings
 from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")
+
+#: First and longest wait between attempts to create a Kafka client the broker does not answer.
+CONNECT_BACKOFF_S = (0.5, 10.0)
+_Client = TypeVar("_Client", RecordSource, PredictionSink, DeadLetterSink)
 
 #: The decoder reads labels from this field, which no event has: inference ignores labels.
 NO_LABEL_FIELD = "\x00driftd: labels are not read by inference"
@@ -72,6 +77,8 @@ class InferenceWorker:
             if not self._wait_for_model():
                 return InferenceProgress()
             self.loop = self._build_loop()
+            if self.loop is None:  # stopped while the broker was unreachable
+                return InferenceProgress()
             if self._stop.is_set():  # a stop that arrived while the loop was being built
                 self.loop.request_stop()
             return self.loop.run(stop)
@@ -123,18 +130,44 @@ class InferenceWorker:
                 logged = True
         return False
 
-    def _build_loop(self) -> InferenceLoop:
+    def _connect(self, make: Callable[[], _Client], what: str) -> _Client | None:
+        """``make()``, retried with backoff while the broker is unreachable; None if stopped."""
+        delay = CONNECT_BACKOFF_S[0]
+        while not self._stop.is_set():
+            self.last_heartbeat = self.clock.monotonic()
+            try:
+                return make()
+            except Exception as error:  # whatever the client raises while it cannot connect
+                log.warning(
+                    "cannot create the %s yet (%s): retrying in %.1f s", what, error, delay,
+                    extra={"event": "connect_retry", "client": what},
+                )  # fmt: skip
+                self._stop.wait(delay)
+                delay = min(2 * delay, CONNECT_BACKOFF_S[1])
+        return None
+
+    def _build_loop(self) -> InferenceLoop | None:
         settings = self.settings
         ignoring_labels = settings.event.model_copy(update={"y_field": NO_LABEL_FIELD})
         decoder = make_decoder(
             settings.model_copy(update={"event": ignoring_labels}), self.model.n_features
         )
+        source = self._connect(self.make_source, "source")
+        sink = None if source is None else self._connect(self.make_sink, "prediction sink")
+        dead_letters = (
+            None if sink is None else self._connect(self.make_dead_letters, "dead-letter sink")
+        )
+        if source is None or sink is None or dead_letters is None:
+            for client in (source, sink):
+                if client is not None:
+                    client.close()
+            return None
         return InferenceLoop(
-            source=self.make_source(),
+            source=source,
             decoder=decoder,
             predictor=self.model,
-            sink=self.make_sink(),
-            dead_letters=self.make_dead_letters(),
+            sink=sink,
+            dead_letters=dead_letters,
             telemetry=self.telemetry,
             clock=self.clock,
             batch_size=settings.learner.batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,51 @@ def test_waits_for_a_first_snapshot_and_can_be_stopped_while_waiting(tmp_path: P
     timer.join()
     assert progress.events_consumed == 0
     assert not source.committed
+
+
+def test_a_broker_that_does_not_answer_yet_is_retried_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Creating the Kafka clients fails while the broker is down: retried with backoff."""
+    monkeypatch.setattr("driftd.infer.CONNECT_BACKOFF_S", (0.001, 0.004))
+    publish(tmp_path, 1)
+    records = events(0, 5)
+    source, sink, dead = InMemoryRecordSource(records), ListSink(), InMemoryDeadLetterSink()
+    attempts = {"source": 0, "sink": 0}
+
+    def flaky(name: str, client: Any, failures: int) -> Callable[[], Any]:
+        def make() -> Any:
+            attempts[name] += 1
+            if attempts[name] <= failures:
+                raise TimeoutError(f"{name}: no broker answers")
+            return client
+
+        return make
+
+    built = build_inference_worker(
+        settings(tmp_path), clock=FakeClock(), registry=CollectorRegistry(),
+        source=flaky("source", source, 3), sink=flaky("sink", sink, 2), dead_letters=lambda: dead,
+    )  # fmt: skip
+    progress = built.run(StopWhen(max_events=len(records)))
+    assert attempts == {"source": 4, "sink": 3}
+    assert progress.predictions == len(records)
+
+
+def test_a_stop_while_the_broker_is_unreachable_returns_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("driftd.infer.CONNECT_BACKOFF_S", (0.001, 0.004))
+    publish(tmp_path, 1)
+    built: InferenceWorker | None = None
+
+    def never() -> Any:
+        assert built is not None
+        built.request_stop()  # the operator gives up: SIGTERM during the outage
+        raise TimeoutError("no broker answers")
+
+    built = build_inference_worker(
+        settings(tmp_path), clock=FakeClock(), registry=CollectorRegistry(), source=never,
+        sink=ListSink, dead_letters=InMemoryDeadLetterSink,
+    )  # fmt: skip
+    assert built.run().predictions == 0
+    assert built.loop is None
