@@ -21,7 +21,8 @@ import pytest
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from tests.conftest import require_tansu
-from tests.integration.driftd_process import DriftdProcess, driftd_env
+from tests.integration.conftest import driftd_processes
+from tests.integration.driftd_process import DriftdProcess
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Heavier variants (longer outage, more examples, an hours-long soak): DRIFTD_FAULTS_HEAVY=1.
@@ -63,17 +64,8 @@ def s3_broker(s3_options: dict[str, Any]) -> Iterator[EmbeddedBroker]:
 @pytest.fixture
 def driftd_on(tmp_path: Path) -> Iterator[Callable[..., DriftdProcess]]:
     """Factory: ``driftd_on(broker, "run", {"DRIFTD_...": ...})``; all closed at teardown."""
-    started: list[DriftdProcess] = []
-
-    def start(broker: EmbeddedBroker, command: str, env: dict[str, str]) -> DriftdProcess:
-        started.append(
-            DriftdProcess(command, driftd_env(broker.bootstrap_servers, **env), tmp_path)
-        )
-        return started[-1]
-
-    yield start
-    for process in started:
-        process.close()
+    with driftd_processes(tmp_path) as start:
+        yield lambda broker, command, env: start(broker.bootstrap_servers, command, env)
 
 
 def readyz(port: int) -> int:

@@ -143,8 +143,9 @@ def test_a_failing_dead_letter_flush_is_retried_on_the_snapshot_schedule(tmp_pat
             BrokenSink.attempts += 1
             raise RuntimeError("dead-letter topic unreachable")
 
+    store = InMemorySnapshotStore(keep=2)
     trainer, source = _trainer(
-        _settings(tmp_path, every_steps=4), _records(640, bad_every=10), InMemorySnapshotStore(keep=2),
+        _settings(tmp_path, every_steps=4), _records(640, bad_every=10), store,
         dead_letters=BrokenSink(),
     )  # fmt: skip
     progress = trainer.run(StopWhen(max_events=704))
