@@ -24,6 +24,7 @@ from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.connect import connect_with_backoff
 from driftd.core_wiring import (
     configured_n_features,
     learner_builder,
@@ -218,12 +219,19 @@ class Trainer:
 
 
 def kafka_source(settings: Settings, start_offsets: dict[TopicPartition, int]) -> RecordSource:
-    """The Kafka source: in this process, or in a child on another core (see the setting)."""
+    """The Kafka source: in this process, or in a child on another core (see the setting).
+
+    Either waits for a broker that does not answer yet (the child retries inside).
+    """
     if settings.kafka.consumer_process:
         return KafkaProcessSource(
             settings.kafka, start_offsets, max_records=settings.learner.batch_size
         )
-    return KafkaRecordSource(settings.kafka, start_offsets=start_offsets)
+    source = connect_with_backoff(
+        lambda: KafkaRecordSource(settings.kafka, start_offsets=start_offsets), "source"
+    )
+    assert source is not None  # no stop event: it retries until the broker answers
+    return source
 
 
 def build_trainer(

@@ -26,6 +26,7 @@ from driftd.adapters.kafka_inference_source import KafkaInferenceSource
 from driftd.adapters.kafka_prediction_sink import KafkaPredictionSink
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTelemetry
+from driftd.connect import connect_with_backoff
 from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
 from driftd.inference_loop import InferenceLoop, InferenceProgress
 from driftd.loop import StopWhen
@@ -36,8 +37,6 @@ from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")
 
-#: First and longest wait between attempts to create a Kafka client the broker does not answer.
-CONNECT_BACKOFF_S = (0.5, 10.0)
 _Client = TypeVar("_Client", RecordSource, PredictionSink, DeadLetterSink)
 
 #: The decoder reads labels from this field, which no event has: inference ignores labels.
@@ -131,20 +130,11 @@ class InferenceWorker:
         return False
 
     def _connect(self, make: Callable[[], _Client], what: str) -> _Client | None:
-        """``make()``, retried with backoff while the broker is unreachable; None if stopped."""
-        delay = CONNECT_BACKOFF_S[0]
-        while not self._stop.is_set():
-            self.last_heartbeat = self.clock.monotonic()
-            try:
-                return make()
-            except Exception as error:  # whatever the client raises while it cannot connect
-                log.warning(
-                    "cannot create the %s yet (%s): retrying in %.1f s", what, error, delay,
-                    extra={"event": "connect_retry", "client": what},
-                )  # fmt: skip
-                self._stop.wait(delay)
-                delay = min(2 * delay, CONNECT_BACKOFF_S[1])
-        return None
+        """``make()``, retried while the broker is unreachable; None if stopped meanwhile."""
+        return connect_with_backoff(make, what, stop=self._stop, on_attempt=self._heartbeat)
+
+    def _heartbeat(self) -> None:
+        self.last_heartbeat = self.clock.monotonic()
 
     def _build_loop(self) -> InferenceLoop | None:
         settings = self.settings

@@ -193,7 +193,7 @@ def test_a_broker_that_does_not_answer_yet_is_retried_not_fatal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Creating the Kafka clients fails while the broker is down: retried with backoff."""
-    monkeypatch.setattr("driftd.infer.CONNECT_BACKOFF_S", (0.001, 0.004))
+    monkeypatch.setattr("driftd.connect.BACKOFF_S", (0.001, 0.004))
     publish(tmp_path, 1)
     records = events(0, 5)
     source, sink, dead = InMemoryRecordSource(records), ListSink(), InMemoryDeadLetterSink()
@@ -220,7 +220,7 @@ def test_a_broker_that_does_not_answer_yet_is_retried_not_fatal(
 def test_a_stop_while_the_broker_is_unreachable_returns_cleanly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("driftd.infer.CONNECT_BACKOFF_S", (0.001, 0.004))
+    monkeypatch.setattr("driftd.connect.BACKOFF_S", (0.001, 0.004))
     publish(tmp_path, 1)
     built: InferenceWorker | None = None
 
