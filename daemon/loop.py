@@ -269,7 +269,7 @@ class TrainingLoop:
         """Report drifts and adaptations; expose the active domain when it changed."""
         progress = self.progress
         pruning = self.state.pruning
-        if outcome.adaptations and pruning is not None and pruning.interrupt():
+        if outcome.adaptations and pruning is not None and pruning.adapted():
             report_interrupted(pruning, self.telemetry, step=self.state.steps)
             progress.prunes["interrupted"] = progress.prunes.get("interrupted", 0) + 1
         if outcome.drifts or outcome.adaptations:

@@ -99,9 +99,15 @@ class PruningStage:
             return PruningOutcome(verdict=None if verdict.action == "wait" else verdict)
         return PruningOutcome(pruned=self.pruner.prune(learner.steps, learner, self._replay))
 
-    def interrupt(self) -> bool:
-        """End a verification unjudged (the domain changed under it); True if one was."""
+    def adapted(self) -> bool:
+        """The adaptation acted (the domain changed): True if a verification ended unjudged.
+
+        A verification in progress ends ``interrupted`` (its comparison lost its meaning);
+        otherwise the unpruned baseline is measured afresh, so the next pruning event waits for
+        ``baseline_events`` of the new domain instead of starting while the model re-adapts.
+        """
         if not self.pruner.interrupt():
+            self.pruner.controller.forget_baseline()
             return False
         self._settled()
         return True

@@ -171,6 +171,14 @@ class PruningController:
         self.attempt += 1
         self._verify = [0.0, 0, 0.0, 0]
 
+    def forget_baseline(self) -> None:
+        """The loss level changed for another reason (a new domain): measure it afresh.
+
+        No pruning starts until ``baseline_events`` events of the new level are known.
+        """
+        self._baseline.clear()
+        self._baseline_n = 0
+
     def interrupted(self) -> None:
         """The event under verification ends unjudged (a restart, or the domain changed).
 

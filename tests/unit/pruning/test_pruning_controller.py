@@ -42,6 +42,29 @@ def test_waits_for_the_trigger_and_a_full_baseline() -> None:
     assert c.baseline_loss == pytest.approx(1.0)
 
 
+def test_a_new_domain_waits_for_a_fresh_baseline() -> None:
+    """After an adaptation the old loss level means nothing: no pruning until re-measured."""
+    c = controller()
+    feed(c, [1.0, 1.0])
+    assert c.should_prune(10)
+    c.forget_baseline()
+    assert c.baseline_loss is None
+    assert not c.should_prune(10)
+    feed(c, [0.4, 0.4])
+    assert c.should_prune(10)
+    assert c.baseline_loss == pytest.approx(0.4)
+
+
+def test_an_interrupted_event_moves_the_schedule_on() -> None:
+    """Kept unjudged: the next event targets the next sparsity, not the one already reached."""
+    c = controller()
+    started(c)
+    assert c.busy
+    c.interrupted()
+    assert (c.phase, c.event, c.counts["interrupted"]) == ("idle", 1, 1)
+    assert c.baseline_loss is None
+
+
 def test_keeps_a_pruned_model_within_tolerance() -> None:
     c = controller()
     started(c)
