@@ -10,93 +10,28 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
 
+from driftd.adaptation_settings import AdaptationSettings, DriftSettings
+from driftd.kafka_settings import KafkaSettings
 from driftd.pruning_settings import PruningSettings
-from driftd.settings_section import Section
+from driftd.settings_section import IntList, Section, StrList, split_list
 
-
-def _split_list(value: Any) -> Any:
-    """Accept ``a,b`` as well as a JSON list (or a real list) for list settings."""
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            import json
-
-            return json.loads(text)
-        return [part.strip() for part in text.split(",") if part.strip()]
-    return value
-
-
-StrList = Annotated[list[str], NoDecode]
-IntList = Annotated[list[int], NoDecode]
-
-
-class KafkaSettings(Section):
-    """Where events come from, and where bad ones go."""
-
-    bootstrap_servers: StrList = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
-    topics: StrList = Field(default_factory=lambda: ["driftd-events"], min_length=1)
-    group_id: str = Field("driftd", min_length=1)
-    dead_letter_topic: str = Field("", description="Empty: bad records are only counted.")
-    dead_letter_flush_timeout_s: float = Field(
-        30.0, gt=0.0, description="How long a snapshot waits for dead letters to be acknowledged."
-    )
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-    client_id: str = "driftd"
-    session_timeout_ms: int = Field(45_000, ge=1_000)
-    heartbeat_interval_ms: int = Field(3_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1_000)
-    fetch_max_bytes: int = Field(52_428_800, ge=1_024)
-    fetch_max_wait_ms: int = Field(100, ge=0, le=60_000, description="Broker wait for data.")
-    consumer_process: bool = Field(
-        True, description="Consume in a child process, on a second core, while the loop learns."
-    )
-    max_record_bytes: int = Field(1_048_576, ge=16, description="Larger records are rejected.")
-    request_timeout_ms: int = Field(30_000, ge=1_000)
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
-    sasl_plain_username: str | None = None
-    sasl_plain_password: SecretStr | None = None
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_password: SecretStr | None = None
-    ssl_check_hostname: bool = True
-
-    _lists = field_validator("bootstrap_servers", "topics", mode="before")(_split_list)
-
-    def client_options(self) -> dict[str, Any]:
-        """Connection and security options shared by every Kafka client driftd creates."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": list(self.bootstrap_servers),
-            "client_id": self.client_id,
-            "request_timeout_ms": self.request_timeout_ms,
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism is not None:
-            options["sasl_mechanism"] = self.sasl_mechanism
-        if self.sasl_plain_username is not None:
-            options["sasl_plain_username"] = self.sasl_plain_username
-        if self.sasl_plain_password is not None:
-            options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
-        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
-            if getattr(self, name) is not None:
-                options[name] = getattr(self, name)
-        if self.ssl_password is not None:
-            options["ssl_password"] = self.ssl_password.get_secret_value()
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_check_hostname"] = self.ssl_check_hostname
-        return options
+# The sections that live in their own modules are part of this module's interface.
+__all__ = [
+    "AdaptationSettings", "ConfigurationError", "DriftSettings", "EventSettings",
+    "InferSettings", "KafkaSettings", "LRSettings", "LearnerSettings", "LifecycleSettings",
+    "LogSettings", "MetricsSettings", "ModelSettings", "PruningSettings", "Settings",
+    "SnapshotSettings", "load_settings", "redacted", "unknown_environment_sections",
+]  # fmt: skip
 
 
 class EventSettings(Section):
@@ -114,7 +49,7 @@ class EventSettings(Section):
         default_factory=list, description="Class names; `y` may then be a name or an index."
     )
 
-    _lists = field_validator("feature_names", "labels", mode="before")(_split_list)
+    _lists = field_validator("feature_names", "labels", mode="before")(split_list)
 
 
 class ModelSettings(Section):
@@ -139,7 +74,7 @@ class ModelSettings(Section):
     loss: Literal["auto", "cross_entropy", "mse", "huber"] = "auto"
 
     _lists = field_validator("hidden", "head_hidden", "input_shape", "channels", mode="before")(
-        _split_list
+        split_list
     )
 
     @model_validator(mode="after")
@@ -197,117 +132,6 @@ class LRSettings(Section):
     def _check_bounds(self) -> LRSettings:
         if self.min_lr > self.max_lr:
             raise ValueError("lr.min_lr must not exceed lr.max_lr")
-        return self
-
-
-DetectorName = Literal["adwin", "page_hinkley", "kswin", "ddm", "eddm", "hddm_a", "hddm_w"]
-_BINARY_DETECTORS = ("ddm", "eddm", "hddm_a", "hddm_w")
-
-
-class DriftSettings(Section):
-    """Drift detection (river) on the prequential loss/error and, label-free, on the inputs."""
-
-    enabled: bool = True
-    detector: DetectorName = "adwin"
-    signal: Literal["auto", "loss", "error"] = Field(
-        "auto", description="auto: the 0/1 error for ddm/eddm/hddm_*, else the per-event loss."
-    )
-    params: dict[str, float | int | bool | str] = Field(
-        default_factory=dict, description='River keyword arguments, e.g. {"delta": 0.01}.'
-    )
-    every: int = Field(
-        0, ge=0, description="Feed one labelled event in N to the detector (0: 1, kswin 32)."
-    )
-    batch_mean: bool = Field(False, description="Feed one value per batch: its mean loss.")
-    covariate: bool = Field(True, description="Also watch the inputs (label-free).")
-    covariate_delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN delta on inputs.")
-    covariate_batch_mean: bool = Field(
-        False, description="Inputs: one value per batch (true), or per event (detects sooner)."
-    )
-
-    @model_validator(mode="after")
-    def _check_signal(self) -> DriftSettings:
-        binary = self.detector in _BINARY_DETECTORS
-        if binary and self.signal == "loss":
-            raise ValueError(f"drift.detector={self.detector} watches the 0/1 error, not loss")
-        if binary and self.batch_mean:
-            raise ValueError(f"drift.batch_mean needs a continuous detector, not {self.detector}")
-        return self
-
-    @property
-    def concept_signal(self) -> Literal["loss", "error"]:
-        """The labelled signal the detector watches."""
-        if self.signal != "auto":
-            return self.signal
-        return "error" if self.detector in _BINARY_DETECTORS else "loss"
-
-
-class AdaptationSettings(Section):
-    """Re-adaptation after drift: LR boost, trunk freeze, domain heads, replay, transfer."""
-
-    enabled: bool = True
-    lr_boost: float = Field(3.0, ge=1.0, le=100.0, description="Head LR multiplier at a drift.")
-    boost_steps: int = Field(100, ge=1, description="Steps for the head boost to decay to 1x.")
-    reset_head_moments: bool = Field(True, description="Clear the head's optimizer state.")
-    policy_lr_factor: float = Field(
-        1.0, ge=0.0, le=100.0,
-        description="At a drift, raise the LR policy's rate to this x learner.lr (0: never).",
-    )  # fmt: skip
-    trunk_scale: float = Field(
-        0.0, ge=0.0, le=1.0, description="Trunk LR multiplier after a drift (0 freezes)."
-    )
-    trunk_hold_steps: int = Field(20, ge=0, description="Steps the trunk stays frozen/slowed.")
-    trunk_resume_scale: float = Field(
-        0.3, gt=0.0, le=1.0, description="Trunk LR multiplier when it resumes, ramping to 1x."
-    )
-    trunk_ramp_steps: int = Field(50, ge=1, description="Steps from the resume scale to 1x.")
-    freeze_trunk: bool = Field(False, description="Feature transfer: never train the trunk.")
-    heads: bool = Field(True, description="Keep per-domain heads; reuse one on a recurrence.")
-    max_heads: int = Field(8, ge=1, le=1_000, description="Bound of the head registry (LRU).")
-    new_head: Literal["clone", "fresh"] = Field(
-        "fresh", description="A new domain's head: freshly initialised, or the live one as is."
-    )
-    score_events: int = Field(
-        128, ge=8, description="Labelled events after a drift on which heads are scored."
-    )
-    fit_ratio: float = Field(
-        1.5, ge=1.0, description="A stored head fits if its loss <= ratio x its reference..."
-    )
-    fit_margin: float = Field(0.1, ge=0.0, description="... + this margin (see the docs).")
-    early_reuse: bool = Field(
-        True, description="Switch to a stored head as soon as it is clearly better (paired test)."
-    )
-    early_min_events: int = Field(
-        16, ge=2, description="Post-drift labelled events before the early test may switch."
-    )
-    reuse_confidence: float = Field(
-        2.33, gt=0.0, description="Early test: standard errors the loss gain must exceed."
-    )
-    on_covariate_drift: Literal["ignore", "lr_boost", "score_heads"] = Field(
-        "score_heads", description="What an input (label-free) drift does: see the docs."
-    )
-    input_fit_distance: float = Field(
-        0.5, gt=0.0, description="score_heads without labels: max input distance of a fit."
-    )
-    replay: Literal["sliding", "reservoir"] = "sliding"
-    replay_size: int = Field(1_024, ge=8, le=1_000_000, description="Events kept for replay.")
-    replay_steps: int = Field(20, ge=0, description="Extra steps after a head switch.")
-    replay_batch_size: int = Field(32, ge=1)
-    warm_start_dir: Path | None = Field(
-        None, description="Snapshot dir whose weights start a fresh deployment."
-    )
-    structure_from: Path | None = Field(
-        None, description="Snapshot dir whose architecture config a fresh deployment uses."
-    )
-    grow_classes: bool = Field(False, description="Grow the output layer for unseen labels.")
-    max_classes: int = Field(100, ge=2, le=100_000, description="Bound of class growth.")
-
-    @model_validator(mode="after")
-    def _check_sizes(self) -> AdaptationSettings:
-        if self.heads and self.replay_size < self.score_events:
-            raise ValueError("adaptation.replay_size must be >= adaptation.score_events")
-        if self.warm_start_dir is not None and self.structure_from is not None:
-            raise ValueError("set adaptation.warm_start_dir or adaptation.structure_from, not both")
         return self
 
 
@@ -387,7 +211,7 @@ class InferSettings(Section):
         0.2, gt=0.0, description="How often LATEST is checked for a newer snapshot."
     )
 
-    _lists = field_validator("input_topics", mode="before")(_split_list)
+    _lists = field_validator("input_topics", mode="before")(split_list)
 
 
 class LogSettings(Section):
