@@ -104,6 +104,32 @@ def snapshot_files(snapshot: Snapshot) -> dict[str, bytes]:
     return files
 
 
+def manifest_bytes(
+    snapshot: Snapshot, files: Mapping[str, bytes], *, publish: bool, created_at: float
+) -> bytes:
+    """The manifest as stored: the snapshot's, plus version, format, published and file hashes.
+
+    Each file gets its sha256 and size; ``created_at`` is added only where the snapshot has none.
+
+    Raises:
+        ValueError: The manifest is not JSON-serialisable.
+    """
+    manifest = {"created_at": created_at, **snapshot.manifest}
+    manifest.update(
+        version=snapshot.version,
+        format=FORMAT,
+        published=publish,
+        files={
+            file_name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            for file_name, data in files.items()
+        },
+    )
+    try:
+        return json.dumps(manifest, indent=2, sort_keys=True).encode()
+    except TypeError as error:
+        raise ValueError(f"snapshot manifest is not JSON-serialisable: {error}") from error
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     """Write ``data`` to a new file at ``path`` and fsync it."""
     with open(path, "xb") as file:
@@ -150,21 +176,9 @@ class FileSnapshotStore(FileSnapshotReader):
         """
         name = version_name(snapshot.version)
         files = snapshot_files(snapshot)
-        manifest = {**snapshot.manifest}
-        manifest.setdefault("created_at", self._clock.time())
-        manifest.update(
-            version=snapshot.version,
-            format=FORMAT,
-            published=publish,
-            files={
-                file_name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                for file_name, data in files.items()
-            },
+        files[MANIFEST_FILE] = manifest_bytes(
+            snapshot, files, publish=publish, created_at=self._clock.time()
         )
-        try:
-            files[MANIFEST_FILE] = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        except TypeError as error:
-            raise ValueError(f"snapshot manifest is not JSON-serialisable: {error}") from error
         with self._lock(blocking=True):
             newest = self.versions()[-1:]
             if newest and snapshot.version <= newest[0]:

@@ -24,7 +24,6 @@ is no lock, so two trainers must not share a URL.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping
@@ -45,7 +44,7 @@ from driftd.adapters.file_snapshot_reader import (
     verified_tensors,
     version_name,
 )
-from driftd.adapters.file_snapshot_store import snapshot_files
+from driftd.adapters.file_snapshot_store import manifest_bytes, snapshot_files
 from driftd.ports import Clock, Snapshot, SystemClock
 
 logger = logging.getLogger(__name__)
@@ -97,30 +96,16 @@ class FsspecSnapshotStore:
         """
         name = version_name(snapshot.version)
         files = snapshot_files(snapshot)
-        manifest = {**snapshot.manifest}
-        manifest.setdefault("created_at", self._clock.time())
-        manifest.update(
-            version=snapshot.version,
-            format=FORMAT,
-            published=publish,
-            files={
-                file_name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                for file_name, data in files.items()
-            },
-        )
-        try:
-            manifest_bytes = json.dumps(manifest, indent=2, sort_keys=True).encode()
-        except TypeError as error:
-            raise ValueError(f"snapshot manifest is not JSON-serialisable: {error}") from error
+        stored = manifest_bytes(snapshot, files, publish=publish, created_at=self._clock.time())
         newest = self.versions()[-1:]
         if newest and snapshot.version <= newest[0]:
             raise ValueError(
                 f"snapshot version {snapshot.version} is not newer than stored {newest[0]}"
             )
-        self._commit(name, files, manifest_bytes, publish=publish)
+        self._commit(name, files, stored, publish=publish)
         self._apply_retention()
         return Snapshot(
-            snapshot.version, snapshot.weights, snapshot.training, json.loads(manifest_bytes),
+            snapshot.version, snapshot.weights, snapshot.training, json.loads(stored),
             snapshot.serving,
         )  # fmt: skip
 
