@@ -24,7 +24,7 @@ from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
-from driftd.connect import connect_with_backoff
+from driftd.connect import close_all, connect_with_backoff
 from driftd.core_wiring import (
     configured_n_features,
     learner_builder,
@@ -207,12 +207,7 @@ class Trainer:
 
     def close(self) -> None:
         """Close the source, sinks, notifier and metrics server (idempotent)."""
-        closers = (self.source.close, self.dead_letters.close, self.notifier.close, *self.closers)
-        for close in closers:
-            try:
-                close()
-            except Exception as error:
-                log.warning("error while closing: %s", error)
+        close_all((self.source.close, self.dead_letters.close, self.notifier.close, *self.closers))
         if self.server is not None:
             self.server.stop()
             self.server = None

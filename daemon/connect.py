@@ -1,4 +1,4 @@
-"""Creating a client of a broker that may not answer yet: retried with backoff, never fatal.
+"""Broker clients' lifecycle: created with backoff, closed without one failure stopping the rest.
 
 A daemon started during a broker outage (or before the broker, as under Docker Compose) should
 wait for it, not exit with a traceback.
@@ -7,7 +7,7 @@ wait for it, not exit with a traceback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from threading import Event
 from typing import TypeVar
 
@@ -48,3 +48,12 @@ def connect_with_backoff(
             stop.wait(delay)
             delay = min(2 * delay, BACKOFF_S[1])
     return None
+
+
+def close_all(closers: Iterable[Callable[[], None]]) -> None:
+    """Call every closer; one that fails is logged and the others still run."""
+    for close in closers:
+        try:
+            close()
+        except Exception as error:
+            log.warning("error while closing: %s", error)

@@ -26,7 +26,7 @@ from driftd.adapters.kafka_inference_source import KafkaInferenceSource
 from driftd.adapters.kafka_prediction_sink import KafkaPredictionSink
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTelemetry
-from driftd.connect import connect_with_backoff
+from driftd.connect import close_all, connect_with_backoff
 from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
 from driftd.inference_loop import InferenceLoop, InferenceProgress
 from driftd.loop import StopWhen
@@ -90,11 +90,7 @@ class InferenceWorker:
         closers = [self.model.close]
         if loop is not None:
             closers = [loop.source.close, loop.sink.close, loop.dead_letters.close, *closers]
-        for close in closers:
-            try:
-                close()
-            except Exception as error:
-                log.warning("error while closing: %s", error)
+        close_all(closers)
         if self.server is not None:
             self.server.stop()
             self.server = None
