@@ -10,16 +10,14 @@ or rollback) are not observed; they bring no event to serving for the first time
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from driftd import __version__
 from driftd.adapters.bulk_histogram import BulkHistogram
+from driftd.adapters.prometheus_consumer_metrics import PrometheusConsumerMetrics
 from driftd.ports import Clock, SystemClock
-from driftd.records import TopicPartition
 from driftd.serving import ModelSwapped, ReloadRefused
 
 if TYPE_CHECKING:
@@ -36,7 +34,7 @@ EVENT_TO_SERVING_BUCKETS = (
 )  # fmt: skip
 
 
-class PrometheusInferenceTelemetry:
+class PrometheusInferenceTelemetry(PrometheusConsumerMetrics):
     """Implements ``driftd.serving.InferenceTelemetry`` on ``registry`` (never the global one).
 
     ``driftd_model_version`` reads 0 and ``driftd_model_age_seconds`` NaN until a model serves;
@@ -50,13 +48,8 @@ class PrometheusInferenceTelemetry:
     def __init__(self, registry: CollectorRegistry, *, clock: Clock | None = None) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self._created_at: float | None = None
+        super().__init__(registry, consumed_help="Records read from the input topics.")
         r = registry
-        self._consumed = Counter(
-            "driftd_events_consumed", "Records read from the input topics.", registry=r
-        )
-        self._invalid = Counter(
-            "driftd_events_invalid", "Records rejected, by reason.", ["reason"], registry=r
-        )
         self._predictions = Counter(
             "driftd_predictions", "Predictions acknowledged by the output topic.", registry=r
         )
@@ -97,22 +90,6 @@ class PrometheusInferenceTelemetry:
             buckets=EVENT_TO_SERVING_BUCKETS,
             registry=r,
         )
-        self._lag = Gauge(
-            "driftd_consumer_lag",
-            "Records not yet read, per assigned partition.",
-            ["topic", "partition"],
-            registry=r,
-        )
-        self._lag_series: set[tuple[str, str]] = set()
-        Info("driftd_build", "driftd build information.", registry=r).info({"version": __version__})
-
-    def events_consumed(self, n: int) -> None:
-        """``n`` records were read from the source."""
-        self._consumed.inc(n)
-
-    def events_invalid(self, reason: str, n: int = 1) -> None:
-        """``n`` records were rejected for ``reason``."""
-        self._invalid.labels(reason).inc(n)
 
     def predictions_made(self, latencies: np.ndarray) -> None:
         """Count acknowledged predictions; bin their latencies (negative ones as 0, NaN skipped)."""
@@ -135,15 +112,6 @@ class PrometheusInferenceTelemetry:
     def reload_refused(self, refusal: ReloadRefused) -> None:
         """Count a refused snapshot by reason."""
         self._refused.labels(refusal.reason).inc()
-
-    def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
-        """Set each reported partition's lag; drop the series of partitions no longer assigned."""
-        current = {(tp.topic, str(tp.partition)): value for tp, value in lag.items()}
-        for labels, value in current.items():
-            self._lag.labels(*labels).set(value)
-        for labels in self._lag_series - current.keys():
-            self._lag.remove(*labels)
-        self._lag_series = set(current)
 
     def _model_age(self) -> float:
         created_at = self._created_at

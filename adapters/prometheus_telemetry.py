@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from driftd import __version__
 from driftd.adapters.bulk_histogram import BulkHistogram
+from driftd.adapters.prometheus_consumer_metrics import PrometheusConsumerMetrics
 from driftd.outcomes import ADAPTATION_KINDS
 from driftd.ports import Clock, SystemClock
-from driftd.records import TopicPartition
 
 if TYPE_CHECKING:
     from driftd.ports import Telemetry
@@ -49,7 +47,7 @@ SNAPSHOT_WRITE_BUCKETS = (
 PRUNE_OUTCOMES = ("kept", "recovered", "rolled_back", "interrupted")
 
 
-class PrometheusTelemetry:
+class PrometheusTelemetry(PrometheusConsumerMetrics):
     """Implements ``driftd.ports.Telemetry`` with prometheus-client metrics on ``registry``.
 
     Every metric is created here, on the given registry (never the global one), so tests and
@@ -67,15 +65,10 @@ class PrometheusTelemetry:
 
     def __init__(self, registry: CollectorRegistry, *, clock: Clock | None = None) -> None:
         self._clock = clock if clock is not None else SystemClock()
+        super().__init__(registry, consumed_help="Records read from the source.")
         r = registry
-        self._consumed = Counter(
-            "driftd_events_consumed", "Records read from the source.", registry=r
-        )
         self._learned = Counter(
             "driftd_events_learned", "Labelled events that went into a gradient step.", registry=r
-        )
-        self._invalid = Counter(
-            "driftd_events_invalid", "Records rejected, by reason.", ["reason"], registry=r
         )
         self._skipped = Counter(
             "driftd_steps_skipped", "Gradient steps skipped, by reason.", ["reason"], registry=r
@@ -139,13 +132,6 @@ class PrometheusTelemetry:
             ["reason"],
             registry=r,
         )
-        self._lag = Gauge(
-            "driftd_consumer_lag",
-            "Records not yet read, per assigned partition.",
-            ["topic", "partition"],
-            registry=r,
-        )
-        self._lag_series: set[tuple[str, str]] = set()
         self._step_seconds = Histogram(
             "driftd_step_seconds",
             "Wall time of one predict-then-learn mini-batch step.",
@@ -194,19 +180,10 @@ class PrometheusTelemetry:
             "Dense-equivalent FLOPs of one event through the live model.",
             registry=r,
         )
-        Info("driftd_build", "driftd build information.", registry=r).info({"version": __version__})
-
-    def events_consumed(self, n: int) -> None:
-        """``n`` records were read from the source."""
-        self._consumed.inc(n)
 
     def events_learned(self, n: int) -> None:
         """``n`` labelled events went into a gradient step."""
         self._learned.inc(n)
-
-    def events_invalid(self, reason: str, n: int = 1) -> None:
-        """``n`` records were rejected for ``reason``."""
-        self._invalid.labels(reason).inc(n)
 
     def step_skipped(self, reason: str) -> None:
         """A gradient step was skipped (e.g. a non-finite loss)."""
@@ -259,19 +236,6 @@ class PrometheusTelemetry:
     def snapshot_notification_failed(self, reason: str) -> None:
         """Count a publish notification that could not be sent."""
         self._notification_failures.labels(reason).inc()
-
-    def consumer_lag(self, lag: Mapping[TopicPartition, int]) -> None:
-        """Set the lag of each reported partition and drop the series of the others.
-
-        Dropping keeps cardinality bounded across rebalances and stops a revoked partition from
-        showing a frozen lag forever.
-        """
-        current = {(tp.topic, str(tp.partition)): value for tp, value in lag.items()}
-        for labels, value in current.items():
-            self._lag.labels(*labels).set(value)
-        for labels in self._lag_series - current.keys():
-            self._lag.remove(*labels)
-        self._lag_series = set(current)
 
     def drift_detected(self, detector: str, signal: str, kind: str) -> None:
         """Count a drift (``driftd_drift_detected_total``) or a warning (``..._warnings_total``)."""
