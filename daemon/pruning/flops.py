@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from driftd.pruning.measured import evaluating
+from driftd.pruning.measured import forward_with_hooks
 
 
 def flops_per_event(model: nn.Module, n_features: int | None = None) -> dict[str, int]:
@@ -51,12 +51,7 @@ def flops_per_event(model: nn.Module, n_features: int | None = None) -> dict[str
     ]
     reference = next(model.parameters(), None)
     device = reference.device if reference is not None else None
-    try:
-        with evaluating(model):
-            model(torch.zeros(1, n_features, device=device))
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, torch.zeros(1, n_features, device=device), handles)
     return totals
 
 

@@ -16,13 +16,14 @@ are more important.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from driftd.pruning.layers import WeightLayer, leaf_modules, run_leaves, unit_layers, unit_signal
 
@@ -41,6 +42,16 @@ def evaluating(model: nn.Module) -> Iterator[None]:
     finally:
         for module, training in modes.items():
             module.training = training
+
+
+def forward_with_hooks(model: nn.Module, x: Tensor, handles: Iterable[RemovableHandle]) -> None:
+    """One eval-mode forward of ``x`` for the hooks to record; they are removed afterwards."""
+    try:
+        with evaluating(model):
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def unit_output_error_scores(
@@ -115,12 +126,7 @@ def weight_output_error_scores(model: nn.Module, x: Tensor) -> dict[str, Tensor]
         return record
 
     handles = [m.register_forward_pre_hook(recorder(n, m)) for n, m in layers.items()]
-    try:
-        with evaluating(model):
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, x, handles)
     return {
         f"{name}.weight": layer.weight.detach().pow(2) * energies[name]
         for name, layer in layers.items()
@@ -164,12 +170,7 @@ def activation_entropy_scores(model: nn.Module, x: Tensor, *, bins: int = 16) ->
     handles = [
         modules[layer.signal].register_forward_hook(recorder(layer.name)) for layer in layers
     ]
-    try:
-        with evaluating(model):
-            model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, x, handles)
     return {name: histogram_entropy(values, bins) for name, values in signals.items()}
 
 
