@@ -213,6 +213,13 @@ class Trainer:
             self.server = None
 
 
+def dead_letter_sink(settings: Settings) -> DeadLetterSink:
+    """The dead-letter topic's sink, or one that only counts when no topic is configured."""
+    if settings.kafka.dead_letter_topic:
+        return KafkaDeadLetterSink(settings.kafka)
+    return DiscardingDeadLetterSink()
+
+
 def kafka_source(settings: Settings, start_offsets: dict[TopicPartition, int]) -> RecordSource:
     """The Kafka source: in this process, or in a child on another core (see the setting).
 
@@ -273,11 +280,7 @@ def build_trainer(
             report_model_size(state.pruning, telemetry)
     source = source or kafka_source(settings, dict(state.offsets))
     if dead_letters is None:
-        dead_letters = (
-            KafkaDeadLetterSink(settings.kafka)
-            if settings.kafka.dead_letter_topic
-            else DiscardingDeadLetterSink()
-        )
+        dead_letters = dead_letter_sink(settings)
     loop = TrainingLoop(
         source=source,
         decoder=decoder,

@@ -21,11 +21,10 @@ from prometheus_client import CollectorRegistry
 
 from driftd.adapters.hot_model import HotModel
 from driftd.adapters.http_endpoint import MetricsServer
-from driftd.adapters.kafka_dead_letter import KafkaDeadLetterSink
 from driftd.adapters.kafka_inference_source import KafkaInferenceSource
 from driftd.adapters.kafka_prediction_sink import KafkaPredictionSink
-from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTelemetry
+from driftd.app import dead_letter_sink
 from driftd.connect import close_all, connect_with_backoff
 from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
 from driftd.inference_loop import InferenceLoop, InferenceProgress
@@ -203,7 +202,7 @@ def build_inference_worker(
         clock=clock,
         make_source=source or (lambda: KafkaInferenceSource(kafka)),
         make_sink=sink or (lambda: KafkaPredictionSink(kafka, settings.infer.output_topic)),
-        make_dead_letters=dead_letters or (lambda: _dead_letter_sink(settings)),
+        make_dead_letters=dead_letters or (lambda: dead_letter_sink(settings)),
         last_heartbeat=clock.monotonic(),
     )
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
@@ -221,9 +220,3 @@ def build_inference_worker(
             extra={"event": "metrics_listening", "port": port},
         )  # fmt: skip
     return worker
-
-
-def _dead_letter_sink(settings: Settings) -> DeadLetterSink:
-    if settings.kafka.dead_letter_topic:
-        return KafkaDeadLetterSink(settings.kafka)
-    return DiscardingDeadLetterSink()
