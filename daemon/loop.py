@@ -22,6 +22,7 @@ from threading import Event
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learner import OnlineLearner, StepReport
 from driftd.loop_progress import LoopProgress, StopWhen
+from driftd.models import count_parameters
 from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
@@ -254,7 +255,7 @@ class TrainingLoop:
             prunes = self.progress.prunes
             prunes[verdict.outcome] = prunes.get(verdict.outcome, 0) + 1
         if outcome.pruned is not None or verdict is not None:
-            self.progress.parameters = sum(p.numel() for p in pruning.learner.model.parameters())
+            self.progress.parameters = count_parameters(pruning.learner.model)
 
     def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> StepReport:
         started = self.clock.monotonic()
