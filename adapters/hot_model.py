@@ -32,7 +32,7 @@ from driftd.adapters.served_model import (
     load_served_model,
 )
 from driftd.ports import Clock, SystemClock
-from driftd.serving import ModelNotReadyError, ModelSwapped, Predictions, ReloadRefused
+from driftd.serving.values import ModelNotReadyError, ModelSwapped, Predictions, ReloadRefused
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 
 def build_producer(settings: KafkaSettings, **overrides: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 from kafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from driftd.records import Rejection
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 from .acknowledged_delivery import AcknowledgedDelivery
 from .kafka_clients import build_producer

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 from .acknowledged_delivery import AcknowledgedDelivery
 from .kafka_clients import build_producer

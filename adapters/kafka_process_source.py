@@ -24,7 +24,7 @@ from typing import Any
 
 from driftd.logs import JsonLinesFormatter, configure_logging
 from driftd.records import Record, TopicPartition
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 log = logging.getLogger(__name__)
 

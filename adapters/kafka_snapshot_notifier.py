@@ -16,7 +16,7 @@ import orjson
 
 from driftd.adapters.kafka_clients import build_producer
 from driftd.ports import SnapshotPublished
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from driftd.records import Record, TopicPartition
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from driftd.adapters.bulk_histogram import BulkHistogram
 from driftd.adapters.prometheus_consumer_metrics import PrometheusConsumerMetrics
 from driftd.ports import Clock, SystemClock
-from driftd.serving import ModelSwapped, ReloadRefused
+from driftd.serving.values import ModelSwapped, ReloadRefused
 
 if TYPE_CHECKING:
-    from driftd.serving import InferenceTelemetry
+    from driftd.serving.values import InferenceTelemetry
 
 #: Event timestamp to prediction: 1 ms (live stream) to 10 min (catching up a backlog).
 PREDICTION_LATENCY_BUCKETS = (
@@ -35,7 +35,7 @@ EVENT_TO_SERVING_BUCKETS = (
 
 
 class PrometheusInferenceTelemetry(PrometheusConsumerMetrics):
-    """Implements ``driftd.serving.InferenceTelemetry`` on ``registry`` (never the global one).
+    """Implements ``driftd.serving.values.InferenceTelemetry`` on ``registry`` (not the global).
 
     ``driftd_model_version`` reads 0 and ``driftd_model_age_seconds`` NaN until a model serves;
     the age is computed at scrape time, so it keeps growing while no newer snapshot arrives.

@@ -3,7 +3,7 @@
 :func:`load_served_model` does all the slow work of a reload off to the side and returns an
 immutable :class:`ServedModel`; :class:`~driftd.adapters.hot_model.HotModel` then swaps one
 reference to it. Anything wrong with a snapshot becomes a :class:`SnapshotRefusedError` with a
-stable reason (see :class:`~driftd.serving.ReloadRefused`).
+stable reason (see :class:`~driftd.serving.values.ReloadRefused`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader, SnapshotError
-from driftd.models import ModelConfigError, build_model
+from driftd.learning.models import ModelConfigError, build_model
 from driftd.ports import Clock
 from driftd.pruning.quantize import load_int8
-from driftd.serving import Predictions
+from driftd.serving.values import Predictions
 
 _MAX_DETAIL = 2000
 

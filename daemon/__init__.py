@@ -19,8 +19,8 @@ __all__ = ["HotModel", "ModelNotReadyError", "Predictions", "SnapshotError", "__
 # the import-boundary check would see the core reaching the adapters through it.
 _LAZY = {
     "HotModel": "driftd.adapters.hot_model",
-    "ModelNotReadyError": "driftd.serving",
-    "Predictions": "driftd.serving",
+    "ModelNotReadyError": "driftd.serving.values",
+    "Predictions": "driftd.serving.values",
     "SnapshotError": "driftd.adapters.file_snapshot_reader",
 }
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry
 
-from driftd.adaptation import make_adaptation
+from driftd.adaptation.policy import make_adaptation
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
@@ -33,10 +33,9 @@ from driftd.core_wiring import (
     pruning_builder,
 )
 from driftd.decode import DecodedBatch
-from driftd.int8_export import Int8Exporter
-from driftd.learner import StepReport
+from driftd.learning.learner import StepReport
+from driftd.learning.models import count_parameters, model_config_from_settings, sparsity
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
-from driftd.models import count_parameters, model_config_from_settings, sparsity
 from driftd.ports import (
     Clock,
     DeadLetterSink,
@@ -49,10 +48,11 @@ from driftd.ports import (
     Telemetry,
     UnreadableSnapshotsError,
 )
-from driftd.pruning_stage import report_model_size
-from driftd.publish_gate import LabelWindow, PublishGate, PublishPolicy
+from driftd.pruning.int8_export import Int8Exporter
+from driftd.pruning.stage import report_model_size
 from driftd.records import TopicPartition
-from driftd.settings import Settings
+from driftd.serving.publish_gate import LabelWindow, PublishGate, PublishPolicy
+from driftd.settings.root import Settings
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 

@@ -15,7 +15,7 @@ from types import FrameType
 from driftd import __version__
 from driftd.logs import configure_logging
 from driftd.ports import UnreadableSnapshotsError
-from driftd.settings import ConfigurationError, Settings, load_settings, redacted
+from driftd.settings.root import ConfigurationError, Settings, load_settings, redacted
 
 log = logging.getLogger("driftd.cli")
 
@@ -33,13 +33,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "infer":
             return _infer(load_settings(args.config))
         if args.command == "demo":
-            from driftd.demo import run_demo
+            from driftd.tools.demo import run_demo
 
             return run_demo(events=args.events, directory=args.dir, seconds=args.seconds)
         if args.command == "report":
             return _report(args)
         if args.command == "bench":
-            from driftd.bench import run_bench
+            from driftd.tools.bench import run_bench
 
             return run_bench(
                 events=args.events,
@@ -114,7 +114,7 @@ def _run(settings: Settings) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from driftd.report import write_report
+    from driftd.tools.report import write_report
 
     if args.log is None and args.snapshots is None:
         print("driftd report: give --log, --snapshots or both", file=sys.stderr)

@@ -11,15 +11,15 @@ from typing import Any
 
 import torch
 
-from driftd.adaptation import Adaptation
+from driftd.adaptation.policy import Adaptation
 from driftd.decode import JsonDecoder
-from driftd.learner import OnlineLearner, make_optimizer
-from driftd.lr import make_lr_policy
-from driftd.models import build_model
+from driftd.learning.learner import OnlineLearner, make_optimizer
+from driftd.learning.lr import make_lr_policy
+from driftd.learning.models import build_model
 from driftd.ports import Clock
-from driftd.pruned_heads import StoredHeadsFollower
-from driftd.pruning_stage import PruningStage, make_pruning_stage
-from driftd.settings import Settings
+from driftd.pruning.stage import PruningStage, make_pruning_stage
+from driftd.pruning.stored_heads import StoredHeadsFollower
+from driftd.settings.root import Settings
 
 log = logging.getLogger("driftd.app")
 

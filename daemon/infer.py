@@ -27,11 +27,11 @@ from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTe
 from driftd.app import dead_letter_sink
 from driftd.connect import close_all, connect_with_backoff
 from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
-from driftd.inference_loop import InferenceLoop, InferenceProgress
 from driftd.loop import StopWhen
 from driftd.ports import Clock, DeadLetterSink, RecordSource, SystemClock
-from driftd.serving import PredictionSink
-from driftd.settings import Settings
+from driftd.serving.inference_loop import InferenceLoop, InferenceProgress
+from driftd.serving.values import PredictionSink
+from driftd.settings.root import Settings
 from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")

@@ -5,8 +5,8 @@ the snapshot holding the model *and* the next offsets is made durable, and only 
 offsets committed to the source. A restart resumes from the snapshot's offsets, so every event
 after them is learned exactly once into the restored state.
 
-Publishing is separate from durability: the quality gate (:mod:`driftd.publish_gate`) decides,
-before the save, whether the snapshot also becomes the published one (``LATEST``, what
+Publishing is separate from durability: the quality gate (:mod:`driftd.serving.publish_gate`)
+decides, before the save, whether the snapshot also becomes the published one (``LATEST``, what
 inference follows). Either way it is saved and its offsets committed; a published one is then
 announced to the notifier (best effort, never blocking the loop for long).
 """
@@ -20,9 +20,9 @@ from collections.abc import Callable, Mapping, Sequence
 from threading import Event
 
 from driftd.decode import DecodedBatch, JsonDecoder
-from driftd.learner import OnlineLearner, StepReport
+from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.learning.models import count_parameters
 from driftd.loop_progress import LoopProgress, StopWhen
-from driftd.models import count_parameters
 from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
@@ -32,10 +32,10 @@ from driftd.ports import (
     SnapshotStore,
     Telemetry,
 )
-from driftd.pruning_stage import report_interrupted, report_pruning
-from driftd.publish_gate import PublishGate
-from driftd.publishing import SnapshotPublisher
+from driftd.pruning.stage import report_interrupted, report_pruning
 from driftd.records import Record, Rejection, TopicPartition
+from driftd.serving.publish_gate import PublishGate
+from driftd.serving.publishing import SnapshotPublisher
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 
@@ -73,7 +73,7 @@ class TrainingLoop:
 
     Everything it touches is injected: the source, decoder, training state, stores and clock.
     ``on_step`` sees the progress after each step; ``on_report`` each step's
-    :class:`~driftd.learner.StepReport` with the (per-domain part of the) batch it scored.
+    :class:`~driftd.learning.learner.StepReport` with the (per-domain part of the) batch it scored.
     ``gate`` decides which snapshots are published (None: all of them); ``notifier`` hears of
     each published one.
     """

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from driftd.drift import DriftDetected
+from driftd.adaptation.drift import DriftDetected
 from driftd.ports import Telemetry
 from driftd.records import Record
 

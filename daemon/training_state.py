@@ -21,16 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from driftd import __version__
-from driftd.adaptation import Adaptation
+from driftd.adaptation.policy import Adaptation
+from driftd.adaptation.transfer import transfer_weights, transferred_config
 from driftd.decode import DecodedBatch
-from driftd.int8_export import Int8Exporter
-from driftd.learner import OnlineLearner
-from driftd.models import SplitModel, count_parameters, sparsity
+from driftd.learning.learner import OnlineLearner
+from driftd.learning.models import SplitModel, count_parameters, sparsity
+from driftd.learning.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
 from driftd.ports import Snapshot
-from driftd.pruning_stage import PruningStage
+from driftd.pruning.int8_export import Int8Exporter
+from driftd.pruning.stage import PruningStage
 from driftd.records import Record, TopicPartition
-from driftd.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
-from driftd.transfer import transfer_weights, transferred_config
 
 ModelConfigFor = Callable[[int], dict[str, Any]]
 LearnerFromConfig = Callable[[dict[str, Any]], OnlineLearner]

@@ -1,6 +1,6 @@
 """Replay driftd's built-in drifting stream into a Kafka topic: the compose stack's producer.
 
-The stream is :class:`driftd.streams.DriftingStream` (Gaussian class blobs whose centres jump
+The stream is :class:`driftd.tools.streams.DriftingStream` (Gaussian class blobs whose centres jump
 to another concept every ``--change-every`` events, concepts recurring), so the daemon has
 drifts to detect and domains to re-adapt to. Each event gets ``ts`` = the time it is sent, which
 the event-to-update and event-to-serving latencies are measured from. ``--invalid-every N``
@@ -28,7 +28,7 @@ import orjson
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 
 log = logging.getLogger("driftd.produce_stream")
 

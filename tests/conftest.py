@@ -14,7 +14,7 @@ from driftd.adapters.embedded_broker import (
     EmbeddedBroker,
     find_tansu_binary,
 )
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 # Group joins on Tansu wait half the session timeout: 3 s keeps them ~2 s (see NOTES.md).
 TEST_GROUP_TIMEOUTS: dict[str, Any] = {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}

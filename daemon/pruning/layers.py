@@ -3,7 +3,7 @@
 Unstructured pruning works on any model: every ``nn.Linear`` / ``nn.Conv2d`` weight is a
 candidate. Structured pruning removes whole units (output neurons of a Linear, output channels
 of a Conv2d) and the matching inputs of the next such layer, so it must know how data flows.
-It supports the built-in kinds (``mlp`` and ``cnn`` configs of :mod:`driftd.models`), whose
+It supports the built-in kinds (``mlp`` and ``cnn`` configs of :mod:`driftd.learning.models`), whose
 trunk and head are flat ``nn.Sequential`` stacks: the leaf modules in registration order are the
 forward pass. A unit's path to its consumer may cross norm layers (sliced with it), activations,
 dropout and pooling (unit-wise, untouched) and the CNN's flatten boundary (one channel feeds

@@ -2,7 +2,7 @@
 
 :class:`Pruner` composes the pure pieces (criteria, masks or shrinking, the cubic schedule, the
 :class:`~driftd.pruning.controller.PruningController`) and acts on anything with a ``model``,
-an ``optimizer`` and ``event_losses`` (an :class:`~driftd.learner.OnlineLearner`). The loop
+an ``optimizer`` and ``event_losses`` (an :class:`~driftd.learning.learner.OnlineLearner`). The loop
 drives it, without threads, once per learning step::
 
     report = learner.learn_many(x, y, labelled)           # predict, score, learn

@@ -5,7 +5,7 @@ layer's rows and bias, the norm layers' parameters and running statistics after 
 consumer's matching input columns (``H * W`` of them per channel across the CNN's flatten). The
 head's output layer is never shrunk. The result's ``config`` lists the new widths in the keys
 the model was built from (``hidden``/``channels``/``head_hidden``), so
-``driftd.models.build_model(result.config, generator)`` rebuilds the same shapes.
+``driftd.learning.models.build_model(result.config, generator)`` rebuilds the same shapes.
 
 :func:`rebind_optimizer` then points an existing optimizer at the new parameters, slicing Adam's
 moments / SGD's momentum the same way, so training continues as if the removed units had never
@@ -57,7 +57,7 @@ def shrink_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ShrinkResult:
     """A smaller copy of a built-in model keeping only the ``keep`` units of each named layer.
 
     Args:
-        model: A built-in ``mlp``/``cnn`` :class:`~driftd.models.SplitModel`.
+        model: A built-in ``mlp``/``cnn`` :class:`~driftd.learning.models.SplitModel`.
         keep: Unit layer name (see :func:`~driftd.pruning.layers.unit_layers`) to the indices
             of the units to keep; layers not named keep every unit.
 

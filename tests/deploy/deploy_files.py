@@ -17,7 +17,7 @@ import promql_parser
 import yaml
 from pydantic import BaseModel
 
-from driftd.settings import Settings
+from driftd.settings.root import Settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "driftd.json"
@@ -150,7 +150,7 @@ def alert_signals(expr: str) -> list[str]:
 
 
 def settings_env_problems(names: Iterable[str]) -> list[str]:
-    """Each ``DRIFTD_*`` name that is not a field of :class:`driftd.settings.Settings`.
+    """Each ``DRIFTD_*`` name that is not a field of :class:`driftd.settings.root.Settings`.
 
     ``DRIFTD_SECTION__FIELD`` (nested delimiter ``__``) must name a section of Settings and a
     field (or alias, e.g. ``log.json``) of that section; deeper nesting must go on through

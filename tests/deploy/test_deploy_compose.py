@@ -12,7 +12,7 @@ import base64
 import compose_spec
 import pytest
 
-from driftd.settings import Settings
+from driftd.settings.root import Settings
 from tests.deploy.deploy_files import DEPLOY, load_yaml, settings_env_problems
 
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"

@@ -24,7 +24,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from driftd.adapters.http_endpoint import MetricsServer
-from driftd.settings import Settings
+from driftd.settings.root import Settings
 from tests.deploy.deploy_files import DEPLOY, settings_env_problems
 
 ROOT = DEPLOY.parent

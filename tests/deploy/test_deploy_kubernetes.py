@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from driftd.settings import Settings
+from driftd.settings.root import Settings
 from tests.deploy.deploy_files import DEPLOY, settings_env_problems
 from tests.deploy.kustomize_render import KustomizeError, find, pod_spec, render
 

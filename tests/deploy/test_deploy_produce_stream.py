@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.deploy.deploy_files import DEPLOY
 
 pytestmark = pytest.mark.integration

@@ -28,7 +28,7 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from safetensors.torch import load as load_tensors
 
 from driftd.records import Record, TopicPartition
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.integration.conftest import start_driftd
 from tests.integration.driftd_process import committed_offsets
 

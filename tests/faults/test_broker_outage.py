@@ -22,8 +22,8 @@ from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_dead_letter import REASON_HEADER
 from driftd.adapters.kafka_process_source import KafkaProcessSource
-from driftd.settings import KafkaSettings
-from driftd.streams import DriftingStream
+from driftd.settings.root import KafkaSettings
+from driftd.tools.streams import DriftingStream
 from tests.faults.s3_broker import (  # noqa: F401 (fixtures)
     HEAVY,
     cpu_seconds,

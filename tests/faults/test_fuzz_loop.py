@@ -35,7 +35,7 @@ from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.app import build_trainer
 from driftd.loop import StopWhen
 from driftd.records import Record, TopicPartition
-from driftd.settings import load_settings
+from driftd.settings.root import load_settings
 from tests.fakes import FakeClock
 from tests.faults.s3_broker import HEAVY, newest_manifest, wait_until
 from tests.integration.driftd_process import DriftdProcess

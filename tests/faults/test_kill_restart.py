@@ -42,7 +42,7 @@ from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.app import build_trainer
 from driftd.loop import StopWhen
 from driftd.records import Record, TopicPartition
-from driftd.settings import Settings, load_settings
+from driftd.settings.root import Settings, load_settings
 from tests.faults.conftest import (
     SimulatedCrash,
     as_records,

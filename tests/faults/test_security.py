@@ -36,7 +36,7 @@ from driftd.adapters.hot_model import HotModel
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.app import build_trainer
 from driftd.loop import StopWhen
-from driftd.settings import KafkaSettings, Settings, load_settings
+from driftd.settings.root import KafkaSettings, Settings, load_settings
 from tests.faults.conftest import as_records, good_payloads, wait_until
 from tests.integration.driftd_process import DriftdProcess
 

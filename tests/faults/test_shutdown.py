@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka import Producer
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.faults.conftest import (
     audit_snapshot_dir,
     committed_offsets,

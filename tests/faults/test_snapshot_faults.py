@@ -32,7 +32,7 @@ from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.app import build_trainer
 from driftd.loop import StopWhen
 from driftd.records import TopicPartition
-from driftd.settings import Settings, load_settings
+from driftd.settings.root import Settings, load_settings
 from tests.faults.conftest import (
     as_records,
     audit_snapshot_dir,

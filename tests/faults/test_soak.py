@@ -24,7 +24,7 @@ import pytest
 from confluent_kafka import Producer
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.faults.s3_broker import HEAVY, newest_manifest, open_fds, process_tree, rss_kib
 from tests.integration.driftd_process import DriftdProcess, scrape
 

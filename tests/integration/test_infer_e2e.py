@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.integration.driftd_process import DriftdProcess, committed_offsets, scrape
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from driftd.adapters.kafka_clients import build_producer
 from driftd.adapters.kafka_dead_letter import DeadLetterError, KafkaDeadLetterSink
 from driftd.adapters.kafka_source import KafkaRecordSource, SourceCommitError
 from driftd.records import Record, Rejection, TopicPartition
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import pytest
 from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.records import Record, TopicPartition
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 from tests.integration.test_kafka_adapters import by_partition, produce
 
 pytestmark = pytest.mark.integration

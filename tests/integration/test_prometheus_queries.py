@@ -32,7 +32,7 @@ import orjson
 import pytest
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.deploy.deploy_files import (
     ALERTS,
     alert_rules,

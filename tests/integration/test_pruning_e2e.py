@@ -23,7 +23,7 @@ import torch
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.hot_model import HotModel
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.integration.driftd_process import DriftdProcess, produce, scrape
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from driftd.adapters.embedded_broker import EmbeddedBroker
-from driftd.streams import DriftingStream
+from driftd.tools.streams import DriftingStream
 from tests.integration.driftd_process import driftd_env, produce
 from tests.unit.test_report import parse
 

@@ -21,8 +21,8 @@ from driftd.app import build_trainer
 from driftd.loop import StopWhen
 from driftd.ports import SnapshotPublished
 from driftd.records import Record
-from driftd.settings import KafkaSettings, load_settings
-from driftd.streams import DriftingStream
+from driftd.settings.root import KafkaSettings, load_settings
+from driftd.tools.streams import DriftingStream
 from tests.fakes import FakeClock
 
 pytestmark = pytest.mark.integration

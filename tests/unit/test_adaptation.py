@@ -21,12 +21,12 @@ from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
 from driftd.decode import DecodedBatch
-from driftd.learner import StepReport
+from driftd.learning.learner import StepReport
 from driftd.loop import StopWhen
 from driftd.ports import SnapshotStore
 from driftd.records import Record
-from driftd.settings import Settings, load_settings
-from driftd.streams import DriftingStream
+from driftd.settings.root import Settings, load_settings
+from driftd.tools.streams import DriftingStream
 from tests.fakes import FakeClock
 
 CHANGE = 2_000  # concepts 0, 1, 2, 0: drifts at 2,000, 4,000 and 6,000
@@ -235,7 +235,7 @@ def test_prometheus_exports_drifts_adaptations_and_the_active_domain() -> None:
 def test_settings_validate_the_adaptation_section(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from driftd.settings import ConfigurationError
+    from driftd.settings.root import ConfigurationError
 
     with pytest.raises(ConfigurationError, match="replay_size"):
         _settings(tmp_path, adaptation={"replay_size": 64, "score_events": 128})

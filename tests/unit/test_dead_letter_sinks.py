@@ -15,7 +15,7 @@ from driftd.adapters.kafka_dead_letter import (
 )
 from driftd.adapters.memory import DiscardingDeadLetterSink, InMemoryDeadLetterSink
 from driftd.records import Record, Rejection
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 SETTINGS = KafkaSettings(dead_letter_topic="dead-letters")
 

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from driftd.detectors import DETECTORS, detector_state, is_binary, load_detector_state
-from driftd.drift import DriftMonitor, SignalMonitor, make_monitor
-from driftd.settings import DriftSettings
+from driftd.adaptation.detectors import DETECTORS, detector_state, is_binary, load_detector_state
+from driftd.adaptation.drift import DriftMonitor, SignalMonitor, make_monitor
+from driftd.settings.root import DriftSettings
 
 
 def _mean_shift(seed: int = 12345) -> list[float]:

@@ -13,7 +13,7 @@ import pytest
 from driftd.adapters.file_snapshot_store import FileSnapshotStore, SnapshotError
 from driftd.adapters.fsspec_snapshot_store import FsspecSnapshotStore
 from driftd.app import make_snapshot_store
-from driftd.settings import load_settings
+from driftd.settings.root import load_settings
 from tests.conftest import S3_BUCKET
 from tests.fakes import FakeClock
 from tests.unit.test_snapshot_stores import assert_tensors_equal, sample_weights, snapshot

@@ -18,10 +18,10 @@ from torch.nn.utils import prune
 
 from driftd.adapters.file_snapshot_store import FileSnapshotStore, SnapshotError
 from driftd.adapters.hot_model import HotModel
-from driftd.models import SplitModel, build_model, model_config_from_settings
+from driftd.learning.models import SplitModel, build_model, model_config_from_settings
 from driftd.ports import Snapshot
-from driftd.serving import ModelNotReadyError, ModelSwapped, ReloadRefused
-from driftd.settings import ModelSettings
+from driftd.serving.values import ModelNotReadyError, ModelSwapped, ReloadRefused
+from driftd.settings.root import ModelSettings
 from tests.fakes import FakeClock
 
 CLASSIFIER = model_config_from_settings(ModelSettings(n_classes=3, hidden=[8]), 4)

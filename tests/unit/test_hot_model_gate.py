@@ -10,7 +10,7 @@ import torch
 
 from driftd.adapters.file_snapshot_store import FileSnapshotStore, SnapshotError
 from driftd.adapters.hot_model import HotModel
-from driftd.models import build_model
+from driftd.learning.models import build_model
 from driftd.ports import Snapshot
 from tests.fakes import FakeClock
 from tests.unit.test_hot_model import CLASSIFIER, X, expected_probabilities

@@ -11,7 +11,7 @@ from kafka.structs import TopicPartition as KafkaTopicPartition
 from driftd.adapters import kafka_source
 from driftd.adapters.kafka_inference_source import KafkaInferenceSource
 from driftd.adapters.kafka_source import KafkaRecordSource
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 PARTITION = KafkaTopicPartition("events", 0)
 

@@ -15,7 +15,7 @@ from kafka.errors import KafkaTimeoutError
 from driftd.adapters import kafka_source
 from driftd.adapters.kafka_process_source import KafkaProcessSource, _connect
 from driftd.records import TopicPartition
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 
 class _AliveProcess:

@@ -11,7 +11,7 @@ import pytest
 
 from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.ports import SnapshotPublished
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 EVENT = SnapshotPublished(4, "/snap/0000000004", 12.5, {"prequential_loss": 0.2}, 11.0)
 

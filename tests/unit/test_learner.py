@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from driftd.learner import OnlineLearner, make_optimizer
-from driftd.lr import ConstantLR
-from driftd.models import build_model
+from driftd.learning.learner import OnlineLearner, make_optimizer
+from driftd.learning.lr import ConstantLR
+from driftd.learning.models import build_model
 
 
 def _learner(*, task: str = "classification", dropout: float = 0.0, seed: int = 0) -> OnlineLearner:

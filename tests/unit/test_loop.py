@@ -16,8 +16,8 @@ from driftd.app import Trainer, build_trainer
 from driftd.loop import StopWhen
 from driftd.ports import Snapshot, UnreadableSnapshotsError
 from driftd.records import Record, TopicPartition
-from driftd.settings import Settings, load_settings
-from driftd.streams import DriftingStream
+from driftd.settings.root import Settings, load_settings
+from driftd.tools.streams import DriftingStream
 from tests.fakes import FakeClock
 
 TP0, TP1 = TopicPartition("events", 0), TopicPartition("events", 1)

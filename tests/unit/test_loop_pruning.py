@@ -17,11 +17,11 @@ from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
+from driftd.learning.models import build_model
 from driftd.loop import StopWhen
-from driftd.models import build_model
 from driftd.records import Record
-from driftd.settings import Settings, load_settings
-from driftd.streams import DriftingStream
+from driftd.settings.root import Settings, load_settings
+from driftd.tools.streams import DriftingStream
 from driftd.training_state import snapshot_offsets
 from tests.fakes import FakeClock
 

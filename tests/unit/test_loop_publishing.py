@@ -15,8 +15,8 @@ from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer
 from driftd.loop import StopWhen
 from driftd.ports import SnapshotPublished, SnapshotStore
-from driftd.publish_gate import PublishedReference
-from driftd.settings import ConfigurationError
+from driftd.serving.publish_gate import PublishedReference
+from driftd.settings.root import ConfigurationError
 from tests.unit.test_loop import TP0, TP1, _offsets, _records, _settings, _trainer
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftd.lr import (
+from driftd.learning.lr import (
     AdaptiveLR,
     ConstantLR,
     CosineRestartsLR,
@@ -23,7 +23,7 @@ from driftd.lr import (
     make_lr_policy,
     step_decay_lr,
 )
-from driftd.settings import LRSettings
+from driftd.settings.root import LRSettings
 
 # --- pure functions --------------------------------------------------------------------------
 

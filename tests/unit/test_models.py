@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from driftd.models import (
+from driftd.learning.models import (
     ModelConfigError,
     OnlineBatchNorm1d,
     OnlineBatchNorm2d,
@@ -24,7 +24,7 @@ from driftd.models import (
     sparsity,
     train_matches_eval,
 )
-from driftd.settings import ModelSettings
+from driftd.settings.root import ModelSettings
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -380,7 +380,7 @@ def test_factory_path_errors() -> None:
         load_factory("no_colon_here")
     with pytest.raises(ModelConfigError, match="cannot import"):
         load_factory("driftd_no_such_module_xyz:make")
-    assert load_factory("driftd.models:build_model") is build_model
+    assert load_factory("driftd.learning.models:build_model") is build_model
 
 
 # --- parameters and sparsity -----------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 
 from driftd.adapters.kafka_prediction_sink import KafkaPredictionSink, PredictionDeliveryError
-from driftd.settings import KafkaSettings
+from driftd.settings.root import KafkaSettings
 
 
 @dataclass

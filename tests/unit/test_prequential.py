@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from driftd.prequential import PrequentialWindow
+from driftd.learning.prequential import PrequentialWindow
 
 
 def test_empty_window_has_no_means() -> None:

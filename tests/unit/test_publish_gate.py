@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from driftd.publish_gate import (
+from driftd.serving.publish_gate import (
     LabelWindow,
     PublishedReference,
     PublishGate,

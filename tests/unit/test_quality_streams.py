@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from driftd.quality_bench import detection_figures, recovery_to_earlier
-from driftd.quality_streams import (
+from driftd.tools.quality_bench import detection_figures, recovery_to_earlier
+from driftd.tools.quality_streams import (
     QualityStream,
     glyph_shift,
     glyph_unlabelled_return,

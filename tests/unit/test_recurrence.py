@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from driftd.recurrence import (
+from driftd.adaptation.recurrence import (
     InputStats,
     change_point,
     clearly_better,

@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from driftd.adaptation.growth import grow_outputs
+from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.recurrence import InputStats
+from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import JsonDecoder
-from driftd.growth import grow_outputs
-from driftd.heads import HeadRegistry, head_of
-from driftd.learner import OnlineLearner, make_optimizer
-from driftd.lr import ConstantLR
-from driftd.models import build_model
+from driftd.learning.learner import OnlineLearner, make_optimizer
+from driftd.learning.lr import ConstantLR
+from driftd.learning.models import build_model
 from driftd.records import Record
-from driftd.recurrence import InputStats
-from driftd.replay import ReplayBuffer
 
 
 def _events(start: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from driftd.cli import main
-from driftd.report import read_manifests, render_html, write_report
-from driftd.report_axes import format_value, log_ticks, thin_points, ticks
-from driftd.timeline import timeline_from_log
+from driftd.tools.report import read_manifests, render_html, write_report
+from driftd.tools.report_axes import format_value, log_ticks, thin_points, ticks
+from driftd.tools.timeline import timeline_from_log
 
 VOID = {"meta", "br", "hr", "img", "input", "link"}
 

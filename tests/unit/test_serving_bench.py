@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from driftd.serving_bench import measure_inference_worker, measure_serving
+from driftd.tools.serving_bench import measure_inference_worker, measure_serving
 
 
 def test_measure_serving_sees_every_publish_and_fails_no_prediction() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from driftd.settings import (
+from driftd.settings.root import (
     ConfigurationError,
     KafkaSettings,
     Settings,

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from driftd.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
+from driftd.learning.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
 
 MakeOptimizer = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from driftd.timeline import build_timeline, parse_log_lines, timeline_from_log
-from driftd.timeline_events import Marker
+from driftd.tools.timeline import build_timeline, parse_log_lines, timeline_from_log
+from driftd.tools.timeline_events import Marker
 
 
 def _line(event: str, **fields: Any) -> str:

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
-from driftd.models import SplitModel, build_model
+from driftd.learning.models import SplitModel, build_model
 
 
 def mlp_config(**overrides: Any) -> dict[str, Any]:

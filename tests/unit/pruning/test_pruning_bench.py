@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from driftd.pruning import Pruner, PruningController, PruningPolicy, SparsitySchedule
-from driftd.pruning.bench_runs import StepsOnlyClock, model_config, prequential_run
-from driftd.pruning.synthetic import digits_like_stream
+from driftd.tools.pruning_bench_runs import StepsOnlyClock, model_config, prequential_run
+from driftd.tools.pruning_synthetic import digits_like_stream
 from driftd.triggers import EveryNStepsOrTSeconds
 
 

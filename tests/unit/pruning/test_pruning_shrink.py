@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from safetensors.torch import load_file, save_file
 
-from driftd.models import build_model
+from driftd.learning.models import build_model
 from driftd.pruning import (
     StructureError,
     rebind_optimizer,

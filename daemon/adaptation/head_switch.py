@@ -1,0 +1,329 @@
+"""Which head serves the stream after a drift: store it, score the others, reuse one or start one.
+
+:class:`HeadSwitch` owns the domain-head registry, the replay buffer and the decision pending
+after a drift (see :mod:`driftd.adaptation.policy` for the policy as a whole). A decision comes, in
+this order of precedence, from:
+
+1. the full window: ``score_events`` labelled events after the detection; the best stored head
+   that fits its domain's reference and beats the live head's prequential loss is reused, else
+   the live head becomes a new domain (re-initialised per ``new_head`` after a concept drift;
+   kept as is after a covariate drift, whose concept may not have changed);
+2. after a covariate drift with too few labels, ``score_events`` events of any kind: the stored
+   domain whose input fingerprint is nearest the new inputs, if within ``input_fit_distance``;
+   inputs still like the active domain's keep it (``keep_head``); else a new domain (cloned);
+3. early, at every step before that (``early_reuse``): a stored head whose per-event losses are
+   clearly below those of the head in use at the drift (paired test on the events since the
+   estimated change), or, after a covariate drift, whose fingerprint fits while the active
+   domain's clearly does not.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
+from driftd.adaptation.replay import ReplayBuffer
+from driftd.decode import DecodedBatch
+from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.outcomes import Adapted, StepOutcome
+
+if TYPE_CHECKING:
+    from driftd.settings.root import AdaptationSettings
+
+
+class HeadSwitch:
+    """The head registry, replay buffer and pending head decision of one learner.
+
+    Args:
+        learner: The learner whose head is switched.
+        settings: The adaptation settings.
+        generator: Random source of fresh heads and replay draws (its state is the owner's).
+    """
+
+    def __init__(
+        self, *, learner: OnlineLearner, settings: AdaptationSettings, generator: torch.Generator
+    ) -> None:
+        self.learner, self.settings, self.generator = learner, settings, generator
+        self.heads = HeadRegistry(settings.max_heads) if settings.heads else None
+        self.replay = ReplayBuffer(settings.replay_size, mode=settings.replay, generator=generator)
+        self.active = "d0"
+        self.next_domain = 1
+        # marker (detection), start (estimated change), from, loss_sum, count, trigger, events
+        self.pending: dict[str, Any] | None = None
+        self.fingerprints = settings.on_covariate_drift == "score_heads"
+        self.inputs = InputStats()  # the active domain's inputs (fingerprints only)
+        self.pending_inputs = InputStats()  # the inputs since the pending drift
+
+    def record(self, report: StepReport, batch: DecodedBatch) -> None:
+        """Keep the step's labelled events for replay; count them for a pending decision."""
+        if len(report.event_losses):
+            labelled = batch.labelled
+            every = bool(labelled.all())
+            x = batch.x if every else batch.x[labelled]
+            self.replay.extend(x, batch.y if every else batch.y[labelled])
+        if self.pending is not None:
+            self.pending["loss_sum"] += float(report.event_losses.sum())
+            self.pending["count"] += len(report.event_losses)
+            self.pending["events"] += len(batch)
+
+    def activate(self, domain: str, outcome: StepOutcome) -> None:
+        """Put explicit ``domain``'s head in the live model (created on first sight)."""
+        assert self.heads is not None
+        self.pending = None  # an explicit domain settles any head decision
+        self._store(self.active, None, outcome)
+        if domain in self.heads:
+            self.heads.load(domain, self.learner)
+            self.inputs = self.heads.entry(domain).inputs.copy()
+        else:
+            self.inputs = InputStats()
+            self._new_head(domain, outcome, "first event of an explicit domain")
+        self.active = domain
+
+    def on_concept_drift(
+        self, marker: int, span: int | None, losses_after: torch.Tensor, outcome: StepOutcome
+    ) -> None:
+        """Start (or, after a covariate drift, re-anchor) the decision at detection ``marker``.
+
+        ``losses_after``: prequential losses of the drift batch's events from the detection on
+        (scored by the full window, so counted in the live head's loss too).
+        """
+        start = self._change_start(marker, span)
+        if self.pending is None:
+            self._start(marker, start, "concept", outcome)
+        else:  # a covariate drift started looking (its head stored): now the loss shows it too
+            self.pending |= {"marker": marker, "start": start, "trigger": "concept"}
+        assert self.pending is not None
+        self.pending |= {"loss_sum": float(losses_after.sum()), "count": len(losses_after)}
+
+    def on_covariate_drift(self, marker: int, start: int, why: str, outcome: StepOutcome) -> None:
+        """Store the active head and look for its successor (``score_heads``)."""
+        self._start(marker, start, "covariate", outcome)
+        outcome.adaptations.append(Adapted("score_heads", self.active, why))
+
+    def after_step(self, batch: DecodedBatch, outcome: StepOutcome) -> bool:
+        """Track the inputs and decide when the evidence suffices; True if a head was reused."""
+        if self.fingerprints:
+            (self.inputs if self.pending is None else self.pending_inputs).update(batch.x)
+        pending, s = self.pending, self.settings
+        if pending is None:
+            return False
+        by_inputs = pending["trigger"] == "covariate"
+        if self.replay.arrivals - pending["marker"] >= s.score_events:
+            self._decide(outcome)
+        elif by_inputs and pending["events"] >= s.score_events:
+            self._decide_by_inputs(outcome, final=True)
+        elif s.early_reuse:
+            self._try_early(outcome)
+            if self.pending is not None and by_inputs:
+                self._decide_by_inputs(outcome, final=False)
+        return any(adapted.kind == "reuse_head" for adapted in outcome.adaptations)
+
+    def _change_start(self, marker: int, span: int | None) -> int:
+        """Arrival number where the change most likely began (the events to score heads on).
+
+        Detectors fire some events after the change (ADWIN: tens): those events are evidence
+        too. The live model's losses over the detector's window (``span``; else twice
+        ``score_events``) before the detection locate the rise (:func:`change_point`).
+        """
+        first = max(0, marker - (span or 2 * self.settings.score_events))
+        x, y = self.replay.since(first, marker + 1)
+        if len(x) < 4 or self.heads is None:
+            return marker
+        return first + change_point(self.heads.live_event_losses(self.learner, x, y))
+
+    def _start(self, marker: int, start: int, trigger: str, outcome: StepOutcome) -> None:
+        """Store the active head with its reference loss (just before ``start``)."""
+        heads, learner = self.heads, self.learner
+        assert heads is not None
+        x, y = self.replay.since(max(0, start - self.settings.score_events * 4), start)
+        reference = heads.score_live(learner, x, y) if len(x) else learner.window.loss
+        self._store(self.active, reference, outcome)
+        if self.settings.replay == "reservoir":
+            self.replay.clear()
+        self.pending = {
+            "marker": marker, "start": start, "from": self.active, "loss_sum": 0.0, "count": 0,
+            "trigger": trigger, "events": 0,
+        }  # fmt: skip
+        self.pending_inputs = InputStats()
+
+    def _try_early(self, outcome: StepOutcome) -> None:
+        pending, heads = self.pending, self.heads
+        assert pending is not None
+        assert heads is not None
+        x, y = self.replay.since(pending["start"])
+        if len(x) < self.settings.early_min_events:
+            return
+        losses = heads.event_scores(self.learner, x, y)
+        best = early_choice(
+            losses, baseline=pending["from"], fits=self._fits_reference,
+            z=self.settings.reuse_confidence,
+        )  # fmt: skip
+        if best is not None:
+            was, now = float(losses[pending["from"]].mean()), float(losses[best].mean())
+            detail = f"early, on {len(x)} events: {pending['from']} {was:.3f}, {best} {now:.3f}"
+            self._reuse(best, detail, outcome)
+
+    def _decide(self, outcome: StepOutcome) -> None:
+        pending, heads = self.pending, self.heads
+        assert pending is not None
+        assert heads is not None
+        x, y = self.replay.since(pending["marker"])
+        live = pending["loss_sum"] / max(1, pending["count"])
+        scores = heads.scores(self.learner, x, y) if len(x) else {}
+        fitting = [
+            name for name, score in scores.items()
+            if score < live and self._fits_reference(name, score)
+        ]  # fmt: skip
+        best = min(fitting, key=scores.__getitem__) if fitting else None
+        shown = ", ".join(f"{name} {score:.3f}" for name, score in scores.items())
+        detail = f"on {len(x)} events: live {live:.3f}, stored {shown}"
+        if best is not None:
+            self._reuse(best, detail, outcome)
+        elif pending["trigger"] == "concept":
+            self._new_domain(detail, outcome, clone=False)
+        else:
+            self._no_fit_by_inputs(detail, outcome)
+
+    def _decide_by_inputs(self, outcome: StepOutcome, *, final: bool) -> None:
+        """Choose by the inputs' fingerprint: finally, or early if the inputs clearly left."""
+        pending, heads = self.pending, self.heads
+        assert pending is not None
+        assert heads is not None
+        recent, limit = self.pending_inputs, self.settings.input_fit_distance
+        if recent.count < self.settings.early_min_events:
+            return
+        fingerprints = {name: heads.entry(name).inputs for name in heads.names}
+        best, distances = input_choice(
+            recent, fingerprints, baseline=pending["from"], max_distance=limit
+        )
+        shown = ", ".join(f"{name} {distance:.3f}" for name, distance in distances.items())
+        detail = f"by inputs of {recent.count} events: distance {shown or 'unknown'}"
+        was = distances.get(pending["from"])
+        if best is not None and (final or was is None or was > limit):
+            self._reuse(best, detail, outcome)
+        elif final:
+            self._no_fit_by_inputs(detail, outcome)
+
+    def _no_fit_by_inputs(self, detail: str, outcome: StepOutcome) -> None:
+        """After a covariate drift, no stored head fits: same domain, or a new one (cloned)."""
+        pending, heads = self.pending, self.heads
+        assert pending is not None
+        assert heads is not None
+        was = self.pending_inputs.distance(heads.entry(pending["from"]).inputs)
+        if was is not None and was <= self.settings.input_fit_distance:
+            # the inputs still look like the active domain's (a late or passing alarm)
+            self.pending = None
+            self.inputs = self.inputs.merged(self.pending_inputs)
+            outcome.adaptations.append(Adapted("keep_head", self.active, detail))
+        else:
+            self._new_domain(detail, outcome, clone=True)
+
+    def _reuse(self, name: str, detail: str, outcome: StepOutcome) -> None:
+        """Switch to stored head ``name`` (with its trunk), then replay the post-drift events."""
+        pending, heads = self.pending, self.heads
+        assert pending is not None
+        assert heads is not None
+        self.pending = None
+        heads.load(name, self.learner, trunk=True)
+        self.active = name
+        self.inputs = heads.entry(name).inputs.merged(self.pending_inputs)
+        outcome.adaptations.append(Adapted("reuse_head", name, detail))
+        # one pass at most: the head fits already, and an early switch has few events to
+        # replay (20 steps on 40 events overfit them: measured on SEA)
+        x, y = self.replay.since(pending["start"])
+        self._replay_steps(x, y, outcome, passes=1)
+
+    def _new_domain(self, detail: str, outcome: StepOutcome, *, clone: bool) -> None:
+        pending = self.pending
+        assert pending is not None
+        self.pending = None
+        name = f"d{self.next_domain}"
+        self.next_domain += 1
+        self.inputs = self.pending_inputs.copy()
+        self._new_head(name, outcome, detail, clone=clone)
+        self.active = name
+        self._replay_steps(*self.replay.since(pending["marker"]), outcome)
+
+    def _fits_reference(self, name: str, score: float) -> bool:
+        assert self.heads is not None
+        reference = self.heads.entry(name).reference_loss
+        if reference is None:
+            return False
+        return score <= self.settings.fit_ratio * reference + self.settings.fit_margin
+
+    def _new_head(self, name: str, outcome: StepOutcome, why: str, *, clone: bool = False) -> None:
+        learner = self.learner
+        how = "clone" if clone else self.settings.new_head
+        if how == "fresh":
+            head = head_of(learner)
+            model: Any = learner.model
+            head.load_state_dict(model.new_head(self.generator).state_dict())
+            for p in head.parameters():
+                learner.optimizer.state.pop(p, None)
+        self._store(name, None, outcome)
+        outcome.adaptations.append(Adapted("new_head", name, f"{how}: {why}"))
+
+    def _replay_steps(
+        self, x: torch.Tensor, y: torch.Tensor, outcome: StepOutcome, *, passes: int = 0
+    ) -> None:
+        """``replay_steps`` extra steps on ``(x, y)``; at most ``passes`` over it (0: no cap)."""
+        steps, size = self.settings.replay_steps, self.settings.replay_batch_size
+        if passes:
+            steps = min(steps, -(-passes * len(x) // size))
+        if not steps or not len(x):
+            return
+        for _ in range(steps):
+            rows = torch.randint(0, len(x), (min(size, len(x)),), generator=self.generator)
+            self.learner.fit_many(x[rows], y[rows])
+        detail = f"{steps} steps on {len(x)} post-drift events"
+        outcome.adaptations.append(Adapted("replay", self.active, detail))
+
+    def _store(self, name: str, reference_loss: float | None, outcome: StepOutcome) -> None:
+        assert self.heads is not None
+        stored = self.heads.store(
+            name, self.learner, reference_loss=reference_loss,
+            inputs=self.inputs if self.fingerprints else None,
+        )  # fmt: skip
+        for evicted in stored:
+            outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (replay rows, stored heads, fingerprints) and JSON-ready state."""
+        replay_tensors, replay_meta = self.replay.state_dict()
+        tensors = {f"replay.{k}": v for k, v in replay_tensors.items()}
+        heads_meta: list[dict[str, Any]] = []
+        if self.heads is not None:
+            head_tensors, heads_meta = self.heads.state_dict()
+            tensors |= {f"heads.{k}": v for k, v in head_tensors.items()}
+        counts = {}
+        for name, stats in (("inputs", self.inputs), ("pending_inputs", self.pending_inputs)):
+            part, counts[name] = stats.state_dict()
+            tensors |= {f"{name}.{k}": v for k, v in part.items()}
+        meta = {
+            "active": self.active, "next_domain": self.next_domain, "pending": self.pending,
+            "replay": replay_meta, "heads": heads_meta, "input_counts": counts,
+        }  # fmt: skip
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (also a snapshot from before early reuse)."""
+        self.replay.load_state_dict(_part(tensors, "replay."), meta["replay"])
+        if self.heads is not None:
+            self.heads.load_state_dict(_part(tensors, "heads."), meta["heads"])
+        self.active, self.next_domain = str(meta["active"]), int(meta["next_domain"])
+        self.pending = meta["pending"]
+        if self.pending is not None:
+            defaults = {"start": self.pending["marker"], "trigger": "concept", "events": 0}
+            self.pending = {**defaults, **self.pending}
+        counts = meta.get("input_counts", {})
+        self.inputs = InputStats.from_state(_part(tensors, "inputs."), counts.get("inputs", 0))
+        self.pending_inputs = InputStats.from_state(
+            _part(tensors, "pending_inputs."), counts.get("pending_inputs", 0)
+        )
+
+
+def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

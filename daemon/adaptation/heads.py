@@ -1,0 +1,221 @@
+"""A bounded, least-recently-used registry of domain heads over one shared trunk.
+
+The live model keeps one head module; switching domain copies a stored head's weights *into* it
+and swaps the optimizer state of its parameters, so parameter identity (and the optimizer's
+param groups) never change. An entry holds the head's tensors, the optimizer state of its
+parameters (e.g. Adam moments), the prequential loss the head had when it was stored and a
+snapshot of the trunk it was trained over: the trunk keeps learning on other domains, so an old
+head is scored over (and, when reused after a detected recurrence, restored with) its own trunk.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from driftd.adaptation.recurrence import InputStats
+from driftd.learning.learner import OnlineLearner
+
+
+@dataclass
+class HeadEntry:
+    """One stored head.
+
+    Attributes:
+        weights: The head's ``state_dict`` (parameters and buffers), detached copies.
+        moments: Optimizer state per head parameter name (tensors only).
+        reference_loss: Prequential loss of the head when stored (its domain's level).
+        trunk: The trunk's ``state_dict`` when stored (empty: score over the live trunk).
+        inputs: Fingerprint of the domain's inputs (label-free recognition of a recurrence).
+    """
+
+    weights: dict[str, torch.Tensor]
+    moments: dict[str, dict[str, torch.Tensor]]
+    reference_loss: float | None
+    trunk: dict[str, torch.Tensor] = field(default_factory=dict)
+    inputs: InputStats = field(default_factory=InputStats)
+
+
+def head_of(learner: OnlineLearner) -> nn.Module:
+    """The live head module of a split model."""
+    head = learner.model.head
+    assert isinstance(head, nn.Module)
+    return head
+
+
+class HeadRegistry:
+    """At most ``max_heads`` named heads, least recently used evicted first.
+
+    Args:
+        max_heads: Bound on stored heads (the active domain's included).
+    """
+
+    def __init__(self, max_heads: int) -> None:
+        if max_heads < 1:
+            raise ValueError(f"max_heads must be >= 1, got {max_heads}")
+        self.max_heads = max_heads
+        self._entries: OrderedDict[str, HeadEntry] = OrderedDict()
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def names(self) -> list[str]:
+        """Stored domains, least recently used first."""
+        return list(self._entries)
+
+    def entry(self, name: str) -> HeadEntry:
+        """The stored entry of ``name`` (KeyError if unknown)."""
+        return self._entries[name]
+
+    def store(
+        self,
+        name: str,
+        learner: OnlineLearner,
+        *,
+        reference_loss: float | None,
+        inputs: InputStats | None = None,
+    ) -> list[str]:
+        """Save the live head as ``name``'s (most recently used); return the evicted names."""
+        head = head_of(learner)
+        weights = {key: value.detach().clone() for key, value in head.state_dict().items()}
+        state = learner.optimizer.state
+        moments = {
+            key: {k: v.detach().clone() for k, v in state[p].items() if isinstance(v, torch.Tensor)}
+            for key, p in head.named_parameters()
+            if p in state
+        }
+        model: Any = learner.model
+        trunk = {key: value.detach().clone() for key, value in model.shared.state_dict().items()}
+        fingerprint = InputStats() if inputs is None else inputs.copy()
+        return self.put(name, HeadEntry(weights, moments, reference_loss, trunk, fingerprint))
+
+    def put(self, name: str, entry: HeadEntry) -> list[str]:
+        """Insert or replace ``name`` as most recently used; return the evicted names."""
+        self._entries[name] = entry
+        self._entries.move_to_end(name)
+        evicted: list[str] = []
+        while len(self._entries) > self.max_heads:
+            evicted.append(self._entries.popitem(last=False)[0])
+        return evicted
+
+    def load(self, name: str, learner: OnlineLearner, *, trunk: bool = False) -> None:
+        """Copy ``name``'s head into the live model and optimizer; mark it most recently used.
+
+        ``trunk``: also restore the trunk it was stored with (a recurrence found by scoring,
+        which judged the head over that trunk); the trunk's optimizer state is kept.
+        """
+        entry = self._entries[name]
+        self._entries.move_to_end(name)
+        head = head_of(learner)
+        head.load_state_dict(entry.weights)  # in place: the parameters stay the same objects
+        if trunk and entry.trunk:
+            model: Any = learner.model
+            model.shared.load_state_dict(entry.trunk)
+        state = learner.optimizer.state
+        for key, p in head.named_parameters():
+            saved = entry.moments.get(key)
+            if saved:
+                state[p] = {k: v.clone() for k, v in saved.items()}
+            else:
+                state.pop(p, None)
+
+    def scores(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Mean loss of every stored head on ``(x, y)`` over its stored trunk (eval mode).
+
+        Scored like its ``reference_loss`` was (the live model when stored); an entry without a
+        trunk snapshot is scored over the live trunk.
+        """
+        return {
+            name: float(losses.mean()) for name, losses in self.event_scores(learner, x, y).items()
+        }
+
+    @torch.no_grad()
+    def event_scores(
+        self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Per-event losses of every stored head on ``(x, y)``, as :meth:`scores` averages."""
+        model: Any = learner.model
+        model.eval()
+        x, y = x.to(learner.device), y.to(learner.device)
+        live = model.shared(x)
+        head = head_of(learner)
+        scores = {}
+        for name, entry in self._entries.items():
+            embedding = functional_call(model.shared, entry.trunk, (x,)) if entry.trunk else live
+            outputs = functional_call(head, entry.weights, (embedding,))
+            scores[name] = learner.event_losses(outputs, y).detach().to("cpu")
+        return scores
+
+    def score_live(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Mean loss of the live model on ``(x, y)`` (eval mode), scored like :meth:`scores`."""
+        return float(self.live_event_losses(learner, x, y).mean())
+
+    @torch.no_grad()
+    def live_event_losses(
+        self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor
+    ) -> torch.Tensor:
+        """Per-event losses of the live model on ``(x, y)`` (eval mode)."""
+        learner.model.eval()
+        outputs = learner.model(x.to(learner.device))
+        return learner.event_losses(outputs, y.to(learner.device)).detach().to("cpu")
+
+    def pad_rows(self, key: str, rows: torch.Tensor) -> None:
+        """Append output rows to weight/bias ``key`` of every entry (class growth).
+
+        The moments of the new rows start at zero.
+        """
+        for entry in self._entries.values():
+            old = entry.weights[key]
+            entry.weights[key] = torch.cat([old, rows.to(old.device, old.dtype)])
+            for name, value in entry.moments.get(key, {}).items():
+                if value.dim() and value.shape[0] == old.shape[0]:
+                    pad = value.new_zeros((len(rows), *value.shape[1:]))
+                    entry.moments[key][name] = torch.cat([value, pad])
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """Tensors keyed ``<i>.w.<key>`` / ``<i>.m.<key>.<name>`` and JSON entries in LRU order."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: list[dict[str, Any]] = []
+        for i, (name, entry) in enumerate(self._entries.items()):
+            for key, value in entry.weights.items():
+                tensors[f"{i}.w.{key}"] = value
+            for key, values in entry.moments.items():
+                for state_name, value in values.items():
+                    tensors[f"{i}.m.{key}.{state_name}"] = value
+            for key, value in entry.trunk.items():
+                tensors[f"{i}.t.{key}"] = value
+            inputs, count = entry.inputs.state_dict()
+            tensors |= {f"{i}.i.{key}": value for key, value in inputs.items()}
+            moments = {key: sorted(values) for key, values in entry.moments.items()}
+            meta.append({"name": name, "reference_loss": entry.reference_loss,
+                         "weights": list(entry.weights), "moments": moments,
+                         "trunk": list(entry.trunk), "inputs": count})  # fmt: skip
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
+        """Restore :meth:`state_dict` output (order = recency)."""
+        self._entries.clear()
+        for i, item in enumerate(meta):
+            weights = {key: tensors[f"{i}.w.{key}"] for key in item["weights"]}
+            moments = {
+                key: {name: tensors[f"{i}.m.{key}.{name}"] for name in names}
+                for key, names in item["moments"].items()
+            }
+            trunk = {key: tensors[f"{i}.t.{key}"] for key in item.get("trunk", [])}
+            prefix = f"{i}.i."
+            inputs = InputStats.from_state(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
+                int(item.get("inputs", 0)),
+            )
+            self._entries[str(item["name"])] = HeadEntry(
+                weights, moments, item["reference_loss"], trunk, inputs
+            )

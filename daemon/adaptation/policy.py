@@ -1,0 +1,289 @@
+"""The re-adaptation policy: what the learner does when the stream's domain changes.
+
+On a concept drift (the loss or error went *up*; a detected improvement is only reported):
+
+1. the active head is stored in the registry (its domain's state before the drift);
+2. the head's LR is boosted (its group's ``lr_scale``, decaying back to 1) and its optimizer
+   moments reset; the trunk is frozen or slowed for a few steps, then resumes at a low LR that
+   ramps back to 1 (``freeze_trunk`` keeps it frozen for good: feature transfer);
+3. every stored head is scored, over the trunk it was stored with (the live trunk kept learning
+   since), on the labelled events since the change began (where the live model's loss rose,
+   within the window the detector kept: :func:`~driftd.adaptation.recurrence.change_point`). A head
+   *fits* when its loss is at most ``fit_ratio`` x its reference + ``fit_margin`` (the
+   reference: its loss on the replayed events just before the change, measured the same
+   way). **Early reuse**: from ``early_min_events`` such events on, at every
+   step, a fitting head whose per-event losses are *clearly* below those of the head the drift
+   was detected with (a paired test, ``reuse_confidence`` standard errors) is a recurring domain
+   and is switched in with its trunk at once (``reuse_head``). Otherwise, once ``score_events``
+   labelled events arrived after the detection, the best fitting head below the live head's
+   prequential loss on those events is reused; with none, the live head becomes a new domain
+   (``new_head``, kept as adapted so far or re-initialised: ``new_head=fresh``). Then a few
+   extra steps on the post-drift events of the replay buffer (``replay``).
+
+A covariate drift (the inputs moved; no labels needed) acts as ``on_covariate_drift`` says:
+``ignore`` (reported only), ``lr_boost`` (step 2 alone) or ``score_heads``: store the active
+head and look for a recurring domain as above, by the loss when ``score_events`` labelled events
+arrive in time, else by the inputs alone (:func:`~driftd.adaptation.recurrence.input_choice`:
+every head keeps a fingerprint of its domain's inputs). No fit: the live head goes on, as the
+same domain if the inputs still look like it (``keep_head``), else as a new one (not
+re-initialised: the inputs moved, the concept may not have). A concept drift during it still
+boosts, and then decides as a concept drift. The head decisions live in
+:class:`~driftd.adaptation.head_switch.HeadSwitch`; this class adds the monitor and the LR and
+trunk schedules.
+
+Events carrying a ``domain`` route to that domain's head (created on first sight); drift then
+only boosts, the domain being known. Labels beyond the output layer grow it (``grow_classes``).
+Everything is deterministic given the state, which :meth:`Adaptation.state_dict` saves whole.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from driftd.adaptation.drift import DriftDetected, DriftMonitor, make_monitor
+from driftd.adaptation.growth import grow_outputs
+from driftd.adaptation.head_switch import HeadSwitch
+from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.replay import ReplayBuffer
+from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
+from driftd.decode import DecodedBatch
+from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.outcomes import Adapted, StepOutcome
+
+if TYPE_CHECKING:
+    from driftd.settings.root import AdaptationSettings, Settings
+
+CONCEPT_SIGNALS = ("loss", "error")
+
+
+class Adaptation:
+    """Drift monitor, head switch (registry, replay) and LR schedules of one learner.
+
+    Args:
+        learner: The learner adapted (a split model with ``shared`` and ``head``).
+        settings: The policy's settings; ``enabled=False`` only monitors.
+        monitor: The drift monitor, or None.
+        generator: Random source of fresh heads, grown rows, replay draws (state saved).
+        base_lr: The configured learning rate (``learner.lr``): at a drift the LR policy's rate
+            is raised back to ``policy_lr_factor`` times it if it decayed below.
+    """
+
+    def __init__(
+        self,
+        *,
+        learner: OnlineLearner,
+        settings: AdaptationSettings,
+        monitor: DriftMonitor | None,
+        generator: torch.Generator,
+        base_lr: float,
+    ) -> None:
+        self.learner, self.settings, self.monitor = learner, settings, monitor
+        self.base_lr = base_lr
+        self.generator = generator
+        self.switch = HeadSwitch(learner=learner, settings=settings, generator=generator)
+        self.steps = 0
+        self._drift_step: int | None = None
+        self._boosting = False
+        self._apply_scales()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the policy acts (otherwise drifts are only reported)."""
+        return bool(self.settings.enabled)
+
+    @property
+    def heads(self) -> HeadRegistry | None:
+        """The domain-head registry (None: ``heads=false``)."""
+        return self.switch.heads
+
+    @property
+    def replay(self) -> ReplayBuffer:
+        """The replay buffer of recent labelled events."""
+        return self.switch.replay
+
+    @property
+    def active(self) -> str:
+        """The domain whose head is live."""
+        return self.switch.active
+
+    @property
+    def domains(self) -> list[str]:
+        """Known domains, least recently used first (the active one included)."""
+        names = self.heads.names if self.heads is not None else []
+        return names if self.active in names else [*names, self.active]
+
+    def plan(
+        self, batch: DecodedBatch
+    ) -> tuple[list[tuple[str | None, DecodedBatch]], StepOutcome]:
+        """Grow the classes for unseen labels, then split the batch by explicit domain."""
+        outcome = StepOutcome()
+        if self.enabled and self.settings.grow_classes and bool(batch.labelled.any()):
+            self._grow(int(batch.y[batch.labelled].max()) + 1, outcome)
+        if not (self.enabled and self.heads is not None):
+            return [(None, batch)], outcome
+        return split_by_domain(batch), outcome
+
+    def activate(self, domain: str | None) -> StepOutcome:
+        """Put ``domain``'s head in the live model (None: keep the active one)."""
+        outcome = StepOutcome()
+        if domain is None or domain == self.active or self.heads is None or not self.enabled:
+            return outcome
+        self.switch.activate(domain, outcome)
+        return outcome
+
+    def observe(self, report: StepReport, batch: DecodedBatch) -> StepOutcome:
+        """Feed the step to the monitor and replay buffer, then act on what it shows."""
+        outcome = StepOutcome()
+        switch, heads = self.switch, self.enabled and self.heads is not None
+        arrivals = switch.replay.arrivals
+        if heads:
+            switch.record(report, batch)
+        if self.monitor is not None:
+            outcome.drifts = self.monitor.update(
+                x=batch.x, y=batch.y, labelled=batch.labelled,
+                event_losses=report.event_losses, predictions=report.predictions,
+            )  # fmt: skip
+        if not self.enabled:
+            return outcome
+        self.steps += 1
+        for drift in outcome.drifts:
+            if drift.kind == "drift" and drift.signal in CONCEPT_SIGNALS:
+                self._on_concept_drift(drift, batch, arrivals, report, outcome)
+            elif drift.kind == "drift":
+                self._on_covariate_drift(drift, batch, arrivals, outcome)
+        if heads and switch.after_step(batch, outcome):
+            self._boosting = False  # a stored head fits: no need to learn fast
+        self._apply_scales(outcome)
+        return outcome
+
+    def _on_concept_drift(
+        self,
+        drift: DriftDetected,
+        batch: DecodedBatch,
+        arrivals: int,
+        report: StepReport,
+        outcome: StepOutcome,
+    ) -> None:
+        pending = self.switch.pending
+        if pending is not None and pending["trigger"] == "concept":
+            return  # already adapting to this change
+        self._boost(outcome, "")
+        if self.heads is None or batch.domains[drift.row] is not None:
+            return  # no registry, or the events name their domain
+        labelled = batch.labelled
+        position = drift.row if bool(labelled.all()) else int(labelled[: drift.row].sum())
+        losses_after = report.event_losses[position:]
+        self.switch.on_concept_drift(arrivals + position, drift.span, losses_after, outcome)
+
+    def _on_covariate_drift(
+        self, drift: DriftDetected, batch: DecodedBatch, arrivals: int, outcome: StepOutcome
+    ) -> None:
+        mode = self.settings.on_covariate_drift
+        if mode == "ignore" or self.switch.pending is not None or self._drift_step == self.steps:
+            return  # off, already adapting, or already acted on this step
+        why = f"on covariate drift ({drift.signal})"
+        if mode == "lr_boost":
+            self._boost(outcome, f" {why}")
+        elif self.heads is not None and batch.domains[drift.row] is None:
+            # the LR schedules stay as they are; events naming their domain route themselves
+            self.switch.on_covariate_drift(self.replay.arrivals, arrivals, why, outcome)
+
+    def _boost(self, outcome: StepOutcome, why: str) -> None:
+        """Head LR boost and moment reset, LR policy restart, trunk hold."""
+        s, learner = self.settings, self.learner
+        self._drift_step, self._boosting = self.steps, s.lr_boost > 1.0
+        if s.reset_head_moments:
+            for p in head_of(learner).parameters():
+                learner.optimizer.state.pop(p, None)
+        if self._boosting:
+            reset = ", moments reset" if s.reset_head_moments else ""
+            detail = f"head LR x{s.lr_boost:g} decaying over {s.boost_steps} steps{reset}{why}"
+            outcome.adaptations.append(Adapted("lr_boost", self.active, detail))
+        target, rate = s.policy_lr_factor * self.base_lr, learner.lr_policy.lr
+        if rate < target:  # the policy decayed while the old domain settled: restart it
+            learner.lr_policy.rescale(target / rate)
+            detail = f"LR policy {rate:.3g} -> {learner.lr_policy.lr:.3g}{why}"
+            outcome.adaptations.append(Adapted("lr_restart", self.active, detail))
+        if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
+            detail = f"trunk LR x{s.trunk_scale:g} for {s.trunk_hold_steps} steps{why}"
+            outcome.adaptations.append(Adapted("trunk_freeze", self.active, detail))
+
+    def _grow(self, n_classes: int, outcome: StepOutcome) -> None:
+        model: Any = self.learner.model
+        current = int(model.n_outputs)
+        wanted = min(n_classes, self.settings.max_classes)
+        if wanted <= current:
+            return
+        for key, rows in grow_outputs(self.learner, wanted, self.generator).items():
+            if self.heads is not None:
+                self.heads.pad_rows(key, rows)
+        outcome.adaptations.append(Adapted("grow_classes", self.active, f"{current} -> {wanted}"))
+
+    def _apply_scales(self, outcome: StepOutcome | None = None) -> None:
+        """Set the head and trunk LR multipliers for the current step of the schedules."""
+        s, learner = self.settings, self.learner
+        head, trunk = 1.0, 0.0 if s.freeze_trunk and self.enabled else 1.0
+        if self._drift_step is not None and self.enabled:
+            since = self.steps - self._drift_step
+            if self._boosting:
+                head = head_scale(since, boost=s.lr_boost, boost_steps=s.boost_steps)
+            if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
+                trunk = trunk_scale(
+                    since, hold_scale=s.trunk_scale, hold_steps=s.trunk_hold_steps,
+                    resume_scale=s.trunk_resume_scale, ramp_steps=s.trunk_ramp_steps,
+                )  # fmt: skip
+                if since == s.trunk_hold_steps and outcome is not None:
+                    detail = f"trunk LR x{trunk:g}, back to x1 in {s.trunk_ramp_steps} steps"
+                    outcome.adaptations.append(Adapted("trunk_unfreeze", self.active, detail))
+            if head == 1.0 and trunk == 1.0 and self.switch.pending is None:
+                self._drift_step, self._boosting = None, False
+        for name, scale in (("head", head), ("shared", trunk)):
+            group = learner.param_group(name)
+            if group is not None:
+                group["lr_scale"] = scale
+        model: Any = learner.model
+        for p in model.shared.parameters():
+            p.requires_grad_(trunk > 0.0)
+        learner.refresh_lr()
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (generator, replay rows, stored heads, fingerprints) and JSON-ready state."""
+        tensors, meta = self.switch.state_dict()
+        tensors = {"generator": self.generator.get_state(), **tensors}
+        meta |= {
+            "steps": self.steps, "drift_step": self._drift_step, "boosting": self._boosting,
+            "monitor": None if self.monitor is None else self.monitor.state_dict(),
+        }  # fmt: skip
+        return tensors, meta
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[str]:
+        """Restore :meth:`state_dict` output; returns signals whose detectors started afresh."""
+        self.generator.set_state(tensors["generator"])
+        self.switch.load_state_dict(tensors, meta)
+        self.steps, self._drift_step = int(meta["steps"]), meta["drift_step"]
+        self._boosting = bool(meta["boosting"])
+        fresh: list[str] = []
+        if self.monitor is not None and meta.get("monitor") is not None:
+            fresh = self.monitor.load_state_dict(meta["monitor"])
+        self._apply_scales()
+        return fresh
+
+
+def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | None:
+    """The monitor and policy ``settings`` describe for ``learner`` (None: both disabled).
+
+    Its generator is seeded from ``model.seed`` (offset by one, apart from the model's own).
+
+    Raises:
+        ValueError: The drift settings do not fit the task.
+    """
+    monitor = make_monitor(settings.drift, task=settings.model.task)
+    if monitor is None and not settings.adaptation.enabled:
+        return None
+    generator = torch.Generator().manual_seed(settings.model.seed + 1)
+    return Adaptation(
+        learner=learner, settings=settings.adaptation, monitor=monitor, generator=generator,
+        base_lr=settings.learner.lr,
+    )  # fmt: skip

@@ -1,0 +1,253 @@
+"""The online learner: prequential test-then-train on mini-batches.
+
+Each call to :meth:`OnlineLearner.learn_many` first predicts the batch with the current model
+(those predictions are what the prequential metrics score), then takes one gradient step on the
+labelled events. It knows nothing of where the batch came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F  # noqa: N812 - the conventional alias
+from torch import nn
+
+from driftd.learning.lr import LRPolicy
+from driftd.learning.models import train_matches_eval
+from driftd.learning.prequential import PrequentialWindow
+
+Task = Literal["classification", "regression"]
+LossName = Literal["cross_entropy", "mse", "huber"]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """What one mini-batch did.
+
+    Attributes:
+        n_events: Events predicted.
+        n_learned: Labelled events the gradient step used (0 if skipped or none labelled).
+        loss: Mean prequential loss of the labelled events, before the update.
+        accuracy: Fraction of labelled events predicted right, before the update (classification).
+        event_losses: Per labelled event prequential loss (for drift detectors).
+        predictions: Predicted class per event, or predicted values (regression).
+        lr: Learning rate used for the step.
+        skipped: Why the gradient step was skipped, or None.
+    """
+
+    n_events: int
+    n_learned: int
+    loss: float | None
+    accuracy: float | None
+    event_losses: torch.Tensor
+    predictions: torch.Tensor
+    lr: float
+    skipped: str | None = None
+
+
+def make_optimizer(
+    name: str, model: nn.Module, *, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """An optimizer with one parameter group per model part (``shared``, ``head``)."""
+    groups: list[dict[str, Any]] = []
+    for part in ("shared", "head"):
+        params = [p for p in getattr(model, part).parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "name": part, "lr": lr, "lr_scale": 1.0})
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}: expected sgd, adam or adamw")
+
+
+class OnlineLearner:
+    """Predicts, scores and learns one mini-batch at a time.
+
+    ``after_step_hooks`` run after every optimizer step, the scored ones and :meth:`fit_many`'s
+    alike (pruning keeps its masked weights at zero there).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_policy: LRPolicy,
+        task: Task,
+        loss: LossName,
+        metrics_window: int,
+        huber_delta: float = 1.0,
+        grad_clip_norm: float | None = None,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.lr_policy = lr_policy
+        self.task = task
+        self.loss_name = loss
+        self.huber_delta = huber_delta
+        self.grad_clip_norm = grad_clip_norm
+        self.device = torch.device(device)
+        self.window = PrequentialWindow(metrics_window)
+        self.steps = 0
+        self.events_learned = 0
+        self.steps_skipped = 0
+        self.extra_steps = 0
+        self.after_step_hooks: list[Callable[[], None]] = []
+        self._stochastic = not train_matches_eval(model)
+        self._apply_lr(lr_policy.lr)
+
+    @torch.no_grad()
+    def predict_many(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw model outputs (logits or values) in eval mode."""
+        self.model.eval()
+        outputs: torch.Tensor = self.model(x.to(self.device, non_blocking=True))
+        return outputs
+
+    def learn_many(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> StepReport:
+        """Predict the batch, score the labelled events, then take one gradient step on them."""
+        x = x.to(self.device, non_blocking=True)
+        n_labelled = int(labelled.sum())
+        lr = self.lr_policy.lr
+        if n_labelled == 0:
+            outputs = self.predict_many(x)
+            return StepReport(
+                len(x), 0, None, None, outputs.new_zeros(0), self._decide(outputs), lr
+            )
+        y = y.to(self.device, non_blocking=True)
+        mask = None if n_labelled == len(x) else labelled.to(self.device)
+        train_y = y if mask is None else y[mask]
+        if self._stochastic:
+            # Dropout / batch norm: the prequential prediction is the eval-mode one.
+            predicted = self.predict_many(x)
+            self.model.train()
+            outputs = self.model(x if mask is None else x[mask])
+        else:
+            # Train and eval mode agree: one forward serves prediction and learning.
+            self.model.train()
+            all_outputs = self.model(x)
+            predicted = all_outputs.detach()
+            outputs = all_outputs if mask is None else all_outputs[mask]
+        event_losses = self._event_losses(outputs, train_y)
+        loss = event_losses.mean()
+        scored = predicted if mask is None else predicted[mask]
+        loss_sum, correct = self._score(scored, train_y, event_losses.detach())
+        self.window.update(n_labelled, loss_sum, correct)
+        report_loss = loss_sum / n_labelled
+        accuracy = correct / n_labelled if self.task == "classification" else None
+        if not math.isfinite(loss_sum):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.steps_skipped += 1
+            return StepReport(
+                len(x), 0, report_loss, accuracy, event_losses.detach(),
+                self._decide(predicted), lr, skipped="non_finite_loss",
+            )  # fmt: skip
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()  # type: ignore[no-untyped-call]
+        if self.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+        self._optimizer_step()
+        self.steps += 1
+        self.events_learned += n_labelled
+        self._apply_lr(self.lr_policy.step(report_loss))
+        return StepReport(
+            len(x), n_labelled, report_loss, accuracy, event_losses.detach(),
+            self._decide(predicted), lr,
+        )  # fmt: skip
+
+    def fit_many(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """One extra gradient step on labelled events (e.g. replayed ones), nothing scored.
+
+        The prequential window, the LR policy and the step counters used for snapshots are
+        untouched; :attr:`extra_steps` counts these. Returns the mean loss, or None when it
+        was not finite (no step taken).
+        """
+        self.model.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        loss = self.event_losses(self.model(x), y).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return None
+        loss.backward()  # type: ignore[no-untyped-call]
+        if self.grad_clip_norm is not None:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
+        self._optimizer_step()
+        self.extra_steps += 1
+        return value
+
+    def _optimizer_step(self) -> None:
+        """The optimizer step, then the hooks that must follow every one (e.g. pruning masks)."""
+        self.optimizer.step()
+        for hook in self.after_step_hooks:
+            hook()
+
+    def param_group(self, name: str) -> dict[str, Any] | None:
+        """The optimizer parameter group ``name`` (``shared`` or ``head``), if any."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") == name:
+                return group
+        return None
+
+    def refresh_lr(self) -> None:
+        """Re-apply the policy's rate to every group (after a group's ``lr_scale`` changed)."""
+        self._apply_lr(self.lr_policy.lr)
+
+    def event_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-event loss of ``outputs`` against targets ``y`` (the configured loss)."""
+        return self._event_losses(outputs, y)
+
+    def _event_losses(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.loss_name == "cross_entropy":
+            return F.cross_entropy(outputs, y, reduction="none")
+        if self.loss_name == "mse":
+            return F.mse_loss(outputs, y, reduction="none").mean(dim=1)
+        return F.huber_loss(outputs, y, reduction="none", delta=self.huber_delta).mean(dim=1)
+
+    def _score(
+        self, predicted: torch.Tensor, y: torch.Tensor, event_losses: torch.Tensor
+    ) -> tuple[float, int]:
+        if not self._stochastic:
+            loss_sum = float(event_losses.sum())
+        else:
+            loss_sum = float(self._event_losses(predicted, y).sum())
+        if self.task != "classification":
+            return loss_sum, 0
+        return loss_sum, int((predicted.argmax(dim=1) == y).sum())
+
+    def _decide(self, outputs: torch.Tensor) -> torch.Tensor:
+        if self.task == "classification":
+            return outputs.argmax(dim=1)
+        return outputs.detach()
+
+    def _apply_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-ready counters, LR policy and window state (tensors are saved separately)."""
+        return {
+            "steps": self.steps,
+            "events_learned": self.events_learned,
+            "steps_skipped": self.steps_skipped,
+            "extra_steps": self.extra_steps,
+            "lr_policy": self.lr_policy.state_dict(),
+            "window": self.window.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.steps = int(state["steps"])
+        self.events_learned = int(state["events_learned"])
+        self.steps_skipped = int(state["steps_skipped"])
+        self.extra_steps = int(state.get("extra_steps", 0))
+        self.lr_policy.load_state_dict(state["lr_policy"])
+        self.window.load_state_dict(state["window"])
+        self._apply_lr(self.lr_policy.lr)
