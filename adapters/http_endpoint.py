@@ -7,7 +7,7 @@ import logging
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
+from prometheus_client.metrics_core import Metric
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,40 @@ class _Server(ThreadingHTTPServer):
         self.server_port = int(self.server_address[1])
 
 
+#: Families whose client adds a ``<name>_created`` sample (the creation time of each series).
+_CREATED_TYPES = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
+
+
+class WithoutCreated:
+    """A registry view that leaves out the client's ``*_created`` samples.
+
+    In the text format they are extra gauge series (one per counter and histogram series) that
+    no dashboard reads and that double the series count. This drops them for this endpoint
+    only, instead of ``prometheus_client.disable_created_metrics()``, which changes the whole
+    process (and an embedding application's own metrics).
+
+    Args:
+        registry: The registry to expose.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """The registry's families without their ``_created`` samples."""
+        for family in self._registry.collect():
+            if family.type in _CREATED_TYPES:
+                created = family.name + "_created"
+                family.samples = [s for s in family.samples if s.name != created]
+            yield family
+
+
 class MetricsServer:
     """Serves the registry and two probes from a ``ThreadingHTTPServer`` on a daemon thread.
 
     ``GET /metrics`` is the registry in the Prometheus text format, or OpenMetrics when the
-    scraper asks for it (``Accept``), gzipped when accepted. ``GET /healthz`` (liveness) and
+    scraper asks for it (``Accept``), gzipped when accepted, without the client's ``_created``
+    series (see :class:`WithoutCreated`). ``GET /healthz`` (liveness) and
     ``GET /readyz`` (readiness) answer 200 ``ok`` or 503 with the probe's reason; a probe that
     raises counts as failing. Anything else is 404. Requests are not logged.
 
@@ -116,7 +146,8 @@ class MetricsServer:
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         """Build a request handler class bound to this server's registry and probes."""
-        registry, probes = self._registry, {"/healthz": self._health, "/readyz": self._readiness}
+        registry = WithoutCreated(self._registry)
+        probes = {"/healthz": self._health, "/readyz": self._readiness}
 
         class Handler(BaseHTTPRequestHandler):
             timeout = 10.0  # seconds: a stalled client must not hold a thread forever

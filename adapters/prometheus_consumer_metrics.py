@@ -9,9 +9,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from driftd import __version__
 from driftd.records import TopicPartition
 
+#: The decoder's rejection reasons (``driftd.decode``): each series exists from the start.
+INVALID_REASONS = (
+    "empty", "oversized", "not_json", "not_object", "missing_x", "wrong_type",
+    "wrong_dimension", "missing_feature", "non_finite", "unknown_label",
+)  # fmt: skip
+
 
 class PrometheusConsumerMetrics:
     """Records read and rejected, consumer lag per partition, and the build info.
+
+    Each known rejection reason starts at 0; lag series come with the assigned partitions.
 
     Args:
         registry: Where to register them.
@@ -23,6 +31,8 @@ class PrometheusConsumerMetrics:
         self._invalid = Counter(
             "driftd_events_invalid", "Records rejected, by reason.", ["reason"], registry=registry
         )
+        for reason in INVALID_REASONS:
+            self._invalid.labels(reason)
         self._lag = Gauge(
             "driftd_consumer_lag",
             "Records not yet read, per assigned partition.",

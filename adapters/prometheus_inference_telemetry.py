@@ -34,11 +34,16 @@ EVENT_TO_SERVING_BUCKETS = (
 )  # fmt: skip
 
 
+#: Why a snapshot is refused (``driftd.serving.values.ReloadRefused``).
+REFUSAL_REASONS = ("missing", "corrupt", "unsupported", "incompatible", "bad_model")
+
+
 class PrometheusInferenceTelemetry(PrometheusConsumerMetrics):
     """Implements ``driftd.serving.values.InferenceTelemetry`` on ``registry`` (not the global).
 
     ``driftd_model_version`` reads 0 and ``driftd_model_age_seconds`` NaN until a model serves;
     the age is computed at scrape time, so it keeps growing while no newer snapshot arrives.
+    Each known refusal reason starts at 0.
 
     Args:
         registry: Where to register every metric.
@@ -84,6 +89,8 @@ class PrometheusInferenceTelemetry(PrometheusConsumerMetrics):
             ["reason"],
             registry=r,
         )
+        for reason in REFUSAL_REASONS:
+            self._refused.labels(reason)
         self._event_to_serving = Histogram(
             "driftd_event_to_serving_seconds",
             "Per new snapshot version: serving start minus its watermark (newest learned event).",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -45,6 +46,15 @@ SNAPSHOT_WRITE_BUCKETS = (
 
 
 PRUNE_OUTCOMES = ("kept", "recovered", "rolled_back", "interrupted")
+#: Why a gradient step is skipped (``driftd.learning.learner``).
+SKIP_REASONS = ("non_finite_loss",)
+#: Why a snapshot failed: a dead-letter flush, else the errno name of the failed save
+#: (``driftd.loop.failure_reason``); these are the ones a full, read-only or lost disk gives.
+SNAPSHOT_FAILURE_REASONS = ("dead_letter_flush", "ENOSPC", "EDQUOT", "EACCES", "EROFS", "EIO")
+#: The quality gate's refusals (``driftd.serving.publish_gate``).
+UNPUBLISHED_REASONS = ("non_finite", "unscored", "below_baseline", "regressed")
+#: Exception names of a failed publish notification; the one an unreachable broker gives.
+NOTIFICATION_FAILURE_REASONS = ("KafkaTimeoutError",)
 
 
 class PrometheusTelemetry(PrometheusConsumerMetrics):
@@ -55,15 +65,24 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
     first step (accuracy, loss, learning rate, model shape) read NaN until then; the snapshot
     version and last-success timestamp read 0 until the first snapshot.
 
-    The ``drift``/``adaptation``/``prune`` families are registered with their labels so the
-    names exist from the first scrape; their series appear when those features report.
+    Every labelled counter starts with its known label values at 0 (the ``*_REASONS`` tuples,
+    the adaptation kinds, the prune outcomes and the ``drift_signals`` given), so a dashboard
+    shows 0 rather than "No data" and ``increase()`` counts the first event too. A label value
+    outside those (an unusual errno) gets its series when it first happens.
 
     Args:
         registry: Where to register every metric.
         clock: Source of the snapshot success timestamp; the system clock by default.
+        drift_signals: The ``(detector, signal)`` pairs the drift monitor watches.
     """
 
-    def __init__(self, registry: CollectorRegistry, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        clock: Clock | None = None,
+        drift_signals: Iterable[tuple[str, str]] = (),
+    ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         super().__init__(registry, consumed_help="Records read from the source.")
         r = registry
@@ -144,8 +163,6 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             EVENT_TO_UPDATE_BUCKETS,
             registry=r,
         )
-        # Contract families, filled by the drift, adaptation and pruning features when they
-        # report; no series until then.
         self._drift_detected_total = Counter(
             "driftd_drift_detected",
             "Drifts detected, by detector and monitored signal.",
@@ -171,10 +188,19 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
         self._prune_total = Counter(
             "driftd_prune", "Pruning events, by outcome.", ["outcome"], registry=r
         )
-        for outcome in PRUNE_OUTCOMES:  # fixed series: increase() sees the first event too
-            self._prune_total.labels(outcome)
-        for kind in ADAPTATION_KINDS:
-            self._adaptations_total.labels(kind)
+        for family, values in (
+            (self._prune_total, PRUNE_OUTCOMES),
+            (self._adaptations_total, ADAPTATION_KINDS),
+            (self._skipped, SKIP_REASONS),
+            (self._snapshot_failures, SNAPSHOT_FAILURE_REASONS),
+            (self._unpublished, UNPUBLISHED_REASONS),
+            (self._notification_failures, NOTIFICATION_FAILURE_REASONS),
+        ):
+            for value in values:  # fixed series: increase() sees the first event too
+                family.labels(value)
+        for detector, signal in drift_signals:
+            self._drift_detected_total.labels(detector, signal)
+            self._drift_warnings_total.labels(detector, signal)
         self._flops = Gauge(
             "driftd_model_flops_per_event",
             "Dense-equivalent FLOPs of one event through the live model.",
