@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
+from driftd.settings.root import KafkaSettings
+
 from .kafka_source import KafkaRecordSource
 
 
@@ -16,7 +18,11 @@ class KafkaInferenceSource(KafkaRecordSource):
     trainer's source prefers its own position: its model already holds those events. An
     inference worker holds no state, and while another worker owned the partition the committed
     offset may have moved past that position; resuming there would predict events twice.
+    Workers share their partitions through the consumer group, whatever ``kafka.assignment``.
     """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings, assignment="group")
 
     def _take_assignment(self, assigned: Iterable[KafkaTopicPartition]) -> None:
         partitions = frozenset(assigned)

@@ -4,10 +4,15 @@ kafka-python decodes every record in Python, and so does the learning loop: in o
 take turns on one core. Here the consumer runs in a child process that fetches the next batches
 while the parent decodes and learns, so the second core does the consuming.
 
-Two pipes connect them. Records flow child → parent on the data pipe (a blocked send is the
-back-pressure: the child fetches at most a pipe's worth ahead). Commits, lag and readiness are
-requests on the control pipe, answered by the child between polls; while the parent waits for
-an answer it keeps draining the data pipe, so neither side can block the other.
+Two pipes connect them, and only the loop's thread (the one calling ``poll`` and ``commit``)
+ever reads either. The data pipe carries ``(records, status)`` messages child → parent: each
+batch comes with the child's readiness and, per assigned partition, its position and high
+watermark after that batch; a status changed while no records come is sent on its own. A
+blocked send is the back-pressure: the child fetches at most a pipe's worth ahead. The control
+pipe carries commits (and the stop request); while the parent waits for a commit's answer it
+keeps draining the data pipe, so neither side can block the other. ``ready`` and ``lag()`` read
+what the loop's thread last received: no pipe I/O, safe from the health endpoint's thread and
+cheap enough to follow every poll.
 """
 
 from __future__ import annotations
@@ -19,28 +24,34 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
-from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any
 
 from driftd.logs import JsonLinesFormatter, configure_logging
 from driftd.records import Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 
+if TYPE_CHECKING:
+    from driftd.adapters.kafka_source import KafkaRecordSource
+
 log = logging.getLogger(__name__)
 
 _STOP = "close"
+#: ``(ready, [(topic, partition, position | None, highwater | None), ...])``: the child's view.
+Status = tuple[bool, list[tuple[str, int, int | None, int | None]]]
 
 
 class KafkaProcessSource:
     """The RecordSource port, consumed by a child process (uses a second core).
 
+    ``poll``, ``commit`` and ``close`` belong to one thread (the loop's); ``ready`` and ``lag``
+    may be read from any thread.
+
     Args:
         settings: Connection and group settings, as for :class:`KafkaRecordSource`.
         start_offsets: Next offset to read per partition (from the newest snapshot).
         max_records: Records per fetched batch (the loop's batch size).
-        call_timeout_s: How long a commit or lag request may take.
-        ready_timeout_s: How long a readiness request may take, waiting for another request
-            included (then the answer is "not ready").
+        call_timeout_s: How long a commit may take.
     """
 
     def __init__(
@@ -50,7 +61,6 @@ class KafkaProcessSource:
         *,
         max_records: int = 256,
         call_timeout_s: float = 30.0,
-        ready_timeout_s: float = 2.0,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._data, child_data = context.Pipe(duplex=False)
@@ -66,30 +76,39 @@ class KafkaProcessSource:
         self._process.start()
         child_data.close()
         child_control.close()
-        self._pending: deque[list[Record]] = deque()
-        self._lock = threading.Lock()  # one control request at a time (loop and /readyz)
+        self._pending: deque[tuple[list[Record], Status]] = deque()
+        self._send_lock = threading.Lock()  # close() may come from another thread
         self._call_timeout_s = call_timeout_s
-        self._ready_timeout_s = ready_timeout_s
         self._requests = 0  # numbers requests, so a late answer is never taken for a new one
         self._closed = False
+        # What the loop's thread last learned from the child; read by any thread.
+        self._ready = False
+        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._highwater: dict[TopicPartition, int] = {}
+        self._position: dict[TopicPartition, int] = {}  # next offset poll() hands out
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         """Up to ``max_records`` fetched records, waiting at most ``timeout_s`` for them."""
-        if not self._pending:
+        self._check_open()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            while self._pending and not self._pending[0][0]:  # a status with no records
+                self._apply_positions(self._pending.popleft()[1])
+            if self._pending:
+                break
             self._check_alive()
-            if not self._data.poll(timeout_s):
+            if not self._data.poll(max(0.0, deadline - time.monotonic())):
                 return []
-            try:
-                self._pending.append(self._receive())
-            except EOFError:  # the child exited after sending everything it had
-                self._process.join(5)
-                raise RuntimeError(
-                    f"the consumer process exited ({self._process.exitcode})"
-                ) from None
-        batch = self._pending.popleft()
-        if len(batch) > max_records:
-            self._pending.appendleft(batch[max_records:])
-            batch = batch[:max_records]
+            self._receive()
+        records, status = self._pending[0]
+        batch = records[:max_records]
+        if len(records) > max_records:
+            self._pending[0] = (records[max_records:], status)
+            for record in batch:
+                self._position[record.topic_partition] = record.offset + 1
+        else:
+            self._pending.popleft()
+            self._apply_positions(status)
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -98,17 +117,23 @@ class KafkaProcessSource:
         self._call("commit", entries)
 
     def lag(self) -> dict[TopicPartition, int]:
-        """Per-partition lag from the child's position (it may have fetched a little ahead)."""
-        entries = self._call("lag", None)
-        return {TopicPartition(topic, partition): lag for topic, partition, lag in entries}
+        """Per assigned partition: records from what ``poll`` hands out next to the high watermark.
+
+        Records the child fetched ahead count as lag. No I/O.
+        """
+        highwater, position = self._highwater, self._position
+        return {
+            tp: max(0, highwater[tp] - position[tp])
+            for tp in sorted(self._assigned)
+            if tp in highwater and tp in position
+        }
 
     @property
     def ready(self) -> bool:
-        """Whether the child is alive and its consumer assigned (False if it cannot say)."""
-        try:
-            return bool(self._call("ready", None, timeout_s=self._ready_timeout_s))
-        except (RuntimeError, TimeoutError):
+        """Whether the child is alive and last said its consumer was ready. No pipe I/O."""
+        if self._closed or not self._ready:
             return False
+        return not wait([self._process.sentinel], 0)  # the sentinel is readable once it exits
 
     def close(self) -> None:
         """Stop the child (it leaves the group without committing); safe to call twice."""
@@ -116,7 +141,7 @@ class KafkaProcessSource:
             return
         self._closed = True
         try:
-            with self._lock:
+            with self._send_lock:
                 self._control.send((0, _STOP, None))
         except (OSError, ValueError):
             pass
@@ -127,41 +152,60 @@ class KafkaProcessSource:
         self._data.close()
         self._control.close()
 
-    def _receive(self) -> list[Record]:
-        records: list[Record] = [Record(*fields) for fields in self._data.recv()]
-        return records
-
-    def _call(self, verb: str, argument: Any, *, timeout_s: float | None = None) -> Any:
-        deadline = time.monotonic() + (timeout_s or self._call_timeout_s)
-        # The deadline covers the wait for the lock too: while the broker is down a commit can
-        # hold it for its whole timeout, and /readyz must answer "not ready", not hang.
-        if not self._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
-            raise TimeoutError(f"the consumer process is busy: {verb!r} not sent")
+    def _receive(self) -> None:
+        """Read one data message: queue its records, take the status it carries."""
         try:
-            self._check_alive()
-            self._requests += 1
-            request = self._requests
+            fields, status = self._data.recv()
+        except EOFError:  # the child exited after sending everything it had
+            self._process.join(5)
+            raise RuntimeError(f"the consumer process exited ({self._process.exitcode})") from None
+        ready, partitions = status
+        for topic, partition, _, highwater in partitions:
+            if highwater is not None:
+                self._highwater[TopicPartition(topic, partition)] = highwater
+        self._assigned = frozenset(TopicPartition(t, p) for t, p, _, _ in partitions)
+        self._ready = ready
+        records = [Record(*values) for values in fields]
+        if records or self._pending:
+            self._pending.append((records, status))
+        else:  # the caller has everything sent before: the child's position is its own
+            self._apply_positions(status)
+
+    def _apply_positions(self, status: Status) -> None:
+        """The caller got every record sent up to ``status``: take the child's positions."""
+        for topic, partition, position, _ in status[1]:
+            if position is not None:
+                self._position[TopicPartition(topic, partition)] = position
+
+    def _call(self, verb: str, argument: Any) -> Any:
+        self._check_open()
+        self._check_alive()
+        deadline = time.monotonic() + self._call_timeout_s
+        self._requests += 1
+        request = self._requests
+        with self._send_lock:
             self._control.send((request, verb, argument))
-            while True:
-                if self._control.poll(0.005):
-                    answered, ok, result = self._control.recv()
-                    if answered == request:
-                        break
-                    continue  # the late answer to a request that timed out earlier
-                if self._data.poll(0):  # keep the child's sends flowing while we wait
-                    self._pending.append(self._receive())
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"the consumer process did not answer {verb!r}")
-                self._check_alive()
-        finally:
-            self._lock.release()
+        while True:
+            if self._control.poll(0.005):
+                answered, ok, result = self._control.recv()
+                if answered == request:
+                    break
+                continue  # the late answer to a request that timed out earlier
+            if self._data.poll(0):  # keep the child's sends flowing while we wait
+                self._receive()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the consumer process did not answer {verb!r}")
+            self._check_alive()
         if not ok:
             raise RuntimeError(f"{verb} failed in the consumer process: {result}")
         return result
 
-    def _check_alive(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("KafkaProcessSource is closed")
+
+    def _check_alive(self) -> None:
+        self._check_open()
         if not self._process.is_alive():
             raise RuntimeError(f"the consumer process exited ({self._process.exitcode})")
 
@@ -174,7 +218,7 @@ def _consume(
     control: Connection,
     json_logs: bool = False,
 ) -> None:
-    """The child: poll into the data pipe, answer control requests between polls."""
+    """The child: poll into the data pipe with its status, answer commits between polls."""
     # Ctrl-C reaches the whole process group: the parent stops this child, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -183,15 +227,25 @@ def _consume(
     source = _connect(KafkaSettings(**settings), start, control)
     if source is None:
         return
+    sent: Status | None = None
     try:
         while _answer(source, control):
             records = source.poll(max_records, 0.05)
-            if records:
-                data.send([tuple(record) for record in records])
+            status = _status(source)
+            if records or status != sent:
+                data.send(([tuple(record) for record in records], status))
+                sent = status
     except (EOFError, OSError):
         pass  # the parent is gone (even kill -9): leave the group, do not consume on
     finally:
         source.close()
+
+
+def _status(source: KafkaRecordSource) -> Status:
+    """The source's readiness and, per assigned partition, position and high watermark."""
+    progress = source.progress()
+    partitions = [(tp.topic, tp.partition, *progress[tp]) for tp in sorted(progress)]
+    return source.ready, partitions
 
 
 def _logs_as_json() -> bool:
@@ -203,7 +257,7 @@ def _connect(settings: KafkaSettings, start: dict[TopicPartition, int], control:
     """The consumer, built once a broker answers; None if stopped (or orphaned) before.
 
     While no broker answers it retries with backoff (0.5 s, doubling up to 10 s) and answers
-    control requests meanwhile ("not ready"), so a daemon started during an outage waits.
+    commits meanwhile (they fail), so a daemon started during an outage waits, not ready.
     """
     from kafka.errors import KafkaConnectionError, KafkaTimeoutError
 
@@ -226,15 +280,10 @@ def _connect(settings: KafkaSettings, start: dict[TopicPartition, int], control:
 
 
 class _Unconnected:
-    """Answers control requests while no broker is reachable."""
-
-    ready = False
+    """Answers commits while no broker is reachable."""
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         raise RuntimeError("not connected to any Kafka broker")
-
-    def lag(self) -> dict[TopicPartition, int]:
-        return {}
 
 
 def _answer(source: Any, control: Connection) -> bool:
@@ -244,14 +293,8 @@ def _answer(source: Any, control: Connection) -> bool:
         if verb == _STOP:
             return False
         try:
-            if verb == "commit":
-                source.commit({TopicPartition(t, p): o for t, p, o in argument})
-                result: Any = None
-            elif verb == "lag":
-                result = [(tp.topic, tp.partition, lag) for tp, lag in source.lag().items()]
-            else:
-                result = source.ready
-            control.send((request, True, result))
+            source.commit({TopicPartition(t, p): o for t, p, o in argument})
+            control.send((request, True, None))
         except Exception as error:
             control.send((request, False, f"{type(error).__name__}: {error}"))
     return True

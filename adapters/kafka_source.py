@@ -4,14 +4,25 @@ Position rules, in order: the offsets this source was built with (the newest sna
 the group's committed offsets, else ``auto_offset_reset``. Once this source has read from a
 partition, its own position wins over the committed one when a rebalance hands the partition
 back: everything before it is already in the model, so re-reading would count it twice.
+
+Two ways to get partitions (``kafka.assignment``):
+
+* ``manual`` (the trainer's default): this source lists every partition of its topics and
+  ``assign()``s them itself, as Flink's Kafka source does; the snapshot holds the positions.
+  No group join, so a restarted trainer never waits for its killed predecessor's session to
+  expire. Offsets are still committed to ``group_id`` (for monitoring and as the fallback
+  position). One trainer per group: two would both read everything.
+* ``group``: a member of the consumer group (``subscribe()``), partitions shared among members
+  and moved by rebalances (the inference workers always use this).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from kafka import KafkaConsumer
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -23,6 +34,9 @@ from driftd.records import Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+#: How often a manually assigned source looks for new partitions (a missing topic: every second).
+PARTITION_CHECK_S = (30.0, 1.0)
 
 
 class SourceCommitError(RuntimeError):
@@ -54,7 +68,7 @@ class KafkaRecordSource:
         start_offsets: Next offset to read per partition, from the newest snapshot; these
             partitions are sought there when assigned, whatever the group has committed.
         commit_timeout_s: Bound on one commit, so a dead broker cannot stall the loop.
-        lag_timeout_s: Bound on resolving an unknown position when computing lag.
+        assignment: ``manual`` or ``group`` (see the module docstring); None: the setting's.
 
     Raises:
         kafka.errors.KafkaTimeoutError: If no broker answers within ``request_timeout_ms``.
@@ -66,10 +80,12 @@ class KafkaRecordSource:
         start_offsets: Mapping[TopicPartition, int] | None = None,
         *,
         commit_timeout_s: float = 10.0,
-        lag_timeout_s: float = 1.0,
+        assignment: Literal["manual", "group"] | None = None,
     ) -> None:
         self._commit_timeout_ms = max(1, int(commit_timeout_s * 1000))
-        self._lag_timeout_ms = max(1, int(lag_timeout_s * 1000))
+        self._topics = tuple(settings.topics)
+        self._manual = (assignment or settings.assignment) == "manual"
+        self._next_partition_check = 0.0
         # Next offset to read per partition: start offsets, then what this source has read.
         self._positions: dict[KafkaTopicPartition, int] = {
             KafkaTopicPartition(tp.topic, tp.partition): offset
@@ -91,7 +107,10 @@ class KafkaRecordSource:
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             bootstrap_timeout_ms=settings.request_timeout_ms,
         )
-        self._consumer.subscribe(topics=list(settings.topics), listener=_SeekOnAssign(self))
+        if self._manual:
+            self._assign_partitions()
+        else:
+            self._consumer.subscribe(topics=list(self._topics), listener=_SeekOnAssign(self))
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         """Return up to ``max_records`` records, in offset order within each partition.
@@ -104,6 +123,8 @@ class KafkaRecordSource:
         """
         if self._closed:
             raise RuntimeError("KafkaRecordSource is closed")
+        if self._manual and time.monotonic() >= self._next_partition_check:
+            self._assign_partitions()
         batches = self._consumer.poll(
             timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
         )
@@ -159,25 +180,35 @@ class KafkaRecordSource:
     def lag(self) -> dict[TopicPartition, int]:
         """Records between the position and the high watermark, per assigned partition.
 
-        The high watermark comes from the latest fetch response (``end_offsets()`` is wrong on
-        the Tansu broker after multi-record batches); partitions not yet fetched are left out.
+        Cheap (no request), so it can follow every poll. The high watermark comes from the
+        latest fetch response (``end_offsets()`` is wrong on the Tansu broker after
+        multi-record batches); partitions not yet fetched are left out.
+        """
+        return {
+            tp: max(0, highwater - position)
+            for tp, (position, highwater) in self.progress().items()
+            if position is not None and highwater is not None
+        }
+
+    def progress(self) -> dict[TopicPartition, tuple[int | None, int | None]]:
+        """Per assigned partition: the next offset ``poll`` returns and the high watermark.
+
+        Either is None while unknown (no position resolved yet, nothing fetched yet). Read from
+        kafka-python's subscription state (internal, without side effects): ``position()``
+        would first resolve unknown positions over the network.
         """
         if self._closed:
             return {}
-        lags: dict[TopicPartition, int] = {}
+        states = self._consumer._subscription.assignment
+        progress: dict[TopicPartition, tuple[int | None, int | None]] = {}
         for kafka_tp in sorted(self._assigned):
-            try:
-                highwater = self._consumer.highwater(kafka_tp)
-                if highwater is None:
-                    continue
-                position = self._consumer.position(kafka_tp, timeout_ms=self._lag_timeout_ms)
-            except KafkaError:  # revoked meanwhile, or the broker is unreachable
-                continue
-            if position is not None:
-                lags[TopicPartition(kafka_tp.topic, kafka_tp.partition)] = max(
-                    0, highwater - position
-                )
-        return lags
+            state = states.get(kafka_tp)
+            position = getattr(state, "position", None)
+            progress[TopicPartition(kafka_tp.topic, kafka_tp.partition)] = (
+                None if position is None else position.offset,
+                getattr(state, "highwater", None),
+            )
+        return progress
 
     @property
     def ready(self) -> bool:
@@ -187,6 +218,8 @@ class KafkaRecordSource:
         """
         if self._closed or not self._assigned:
             return False
+        if self._manual:
+            return self._connected()
         if self._consumer.group_metadata().state != MemberState.STABLE:
             return False
         # The member state stays STABLE while the broker is down; the coordinator id is cleared
@@ -206,6 +239,35 @@ class KafkaRecordSource:
             return
         self._closed = True
         self._consumer.close(autocommit=False, timeout_ms=self._commit_timeout_ms)
+
+    def _assign_partitions(self) -> None:
+        """Manual assignment: take every partition of the topics, seeking the known positions.
+
+        Partitions without a known position start at the group's committed offset, else at
+        ``auto_offset_reset`` (the consumer resolves both on its first fetch).
+        """
+        found = set(self._assigned)
+        missing = False
+        for topic in self._topics:
+            partitions = self._consumer.partitions_for_topic(topic)
+            missing = missing or not partitions
+            found.update(KafkaTopicPartition(topic, p) for p in partitions)
+        self._next_partition_check = time.monotonic() + PARTITION_CHECK_S[int(missing)]
+        if found == self._assigned:
+            return
+        self._consumer.assign(sorted(found))
+        self._take_assignment(found - self._assigned)
+
+    def _connected(self) -> bool:
+        """Whether the consumer holds a live broker connection (manual assignment: no group).
+
+        kafka-python drops a connection from its table when it fails (internal, read without
+        side effects; assumed connected if the table ever disappears).
+        """
+        connections = getattr(getattr(self._consumer, "_manager", None), "_conns", None)
+        if connections is None:
+            return True
+        return any(getattr(conn, "connected", True) for conn in list(connections.values()))
 
     def _take_assignment(self, assigned: Iterable[KafkaTopicPartition]) -> None:
         """Seek each newly assigned partition whose next offset this source knows."""

@@ -20,6 +20,15 @@ class KafkaSettings(Section):
         30.0, gt=0.0, description="How long a snapshot waits for dead letters to be acknowledged."
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    assignment: Literal["manual", "group"] = Field(
+        "manual",
+        description=(
+            "How the trainer gets its partitions. manual: it assigns every partition of its "
+            "topics itself and resumes from its snapshot (no group join: a restart consumes at "
+            "once); offsets are still committed to group_id. group: it joins group_id and "
+            "waits for rebalances. The inference workers always join their group."
+        ),
+    )
     client_id: str = "driftd"
     session_timeout_ms: int = Field(45_000, ge=1_000)
     heartbeat_interval_ms: int = Field(3_000, ge=100)

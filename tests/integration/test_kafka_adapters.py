@@ -122,7 +122,7 @@ def test_a_partition_handed_back_resumes_at_this_members_own_position(
     unique_topic: TopicFactory, kafka_settings: SettingsFactory, sources: list
 ) -> None:
     topic = unique_topic(partitions=2)
-    settings = kafka_settings([topic])
+    settings = kafka_settings([topic], assignment="group")
     produce(settings, topic, partitions=2, per_partition=20)
     first = KafkaRecordSource(settings)
     sources.append(first)

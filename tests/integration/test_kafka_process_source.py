@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from confluent_kafka import Producer as ConfluentProducer
 
+from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.records import Record, TopicPartition
@@ -24,9 +27,11 @@ def opened() -> Iterator[list[KafkaProcessSource | KafkaRecordSource]]:
         source.close()
 
 
-def _read(source: KafkaProcessSource | KafkaRecordSource, count: int, size: int) -> list[Record]:
+def _read(
+    source: KafkaProcessSource | KafkaRecordSource, count: int, size: int, timeout: float = 30
+) -> list[Record]:
     records: list[Record] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while len(records) < count and time.monotonic() < deadline:
         batch = source.poll(size, 0.2)
         assert len(batch) <= size
@@ -82,3 +87,48 @@ def test_a_dead_consumer_process_is_an_error_not_a_silent_stall(
     with pytest.raises(RuntimeError, match="consumer process exited"):
         source.poll(10, 0.1)
     assert not source.ready
+
+
+def test_a_readiness_hammer_never_corrupts_the_record_stream(
+    broker: EmbeddedBroker,
+    unique_topic: Callable[..., str],
+    kafka_settings: Callable[..., KafkaSettings],
+    opened: list[KafkaProcessSource | KafkaRecordSource],
+) -> None:
+    """Issue 12 defect 2: ``ready`` (the /readyz thread) and ``poll`` (the loop) at once.
+
+    Large records fill the data pipe in pieces; a second reader of that pipe used to take half
+    of a message and leave the loop an ``UnpicklingError``.
+    """
+    topic = unique_topic(partitions=2)
+    count, size = 16_000, 4096
+    producer = ConfluentProducer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 20})
+    for index in range(count):
+        producer.produce(topic, value=index.to_bytes(4, "big") * (size // 4), partition=index % 2)
+        if index % 2000 == 1999:
+            producer.flush(30)
+    assert producer.flush(30) == 0
+    del producer  # librdkafka would keep reconnecting after the session broker stops
+    source = KafkaProcessSource(kafka_settings([topic]), max_records=256)
+    opened.append(source)
+    stop = threading.Event()
+    answers: list[bool] = []
+
+    def hammer() -> None:
+        while not stop.is_set():
+            answers.append(source.ready)
+
+    thread = threading.Thread(target=hammer, daemon=True)
+    thread.start()
+    try:
+        records = _read(source, count, size=256, timeout=120)
+    finally:
+        stop.set()
+        thread.join(10)
+    grouped = by_partition(records)
+    for partition in (0, 1):
+        assert [r.offset for r in grouped[partition]] == list(range(count // 2))
+        expected = [(2 * o + partition).to_bytes(4, "big") * (size // 4) for o in range(count // 2)]
+        assert [r.value for r in grouped[partition]] == expected
+    assert source.ready
+    assert True in answers

@@ -42,7 +42,7 @@ def test_a_partition_handed_back_resumes_at_own_position_only_for_the_trainer(
     monkeypatch: pytest.MonkeyPatch, source_class: type[KafkaRecordSource], seeks: list[Any]
 ) -> None:
     monkeypatch.setattr(kafka_source, "KafkaConsumer", FakeConsumer)
-    source = source_class(KafkaSettings(topics=["events"]))
+    source = source_class(KafkaSettings(topics=["events"], assignment="group"))
     consumer = source._consumer
     consumer.listener.on_partitions_assigned([PARTITION])
     assert len(source.poll(10, 0.1)) == 5
