@@ -1,14 +1,18 @@
 """The online learner: prequential test-then-train on mini-batches.
 
-Each call to :meth:`OnlineLearner.learn_many` first predicts the batch with the current model
-(those predictions are what the prequential metrics score), then takes one gradient step on the
-labelled events. It knows nothing of where the batch came from.
+Each call to :meth:`OnlineLearner.learn_many` takes a polled batch and walks it in
+micro-batches of :attr:`OnlineLearner.micro_batch` events (None: the whole batch): each is first
+predicted with the current model (those predictions are what the prequential metrics score),
+then learned in one gradient step. How fine the steps are is chosen outside (a
+:class:`~driftd.learning.granularity.StepSizeController`); the learner knows nothing of where
+the batch came from.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,7 +22,8 @@ from torch import nn
 
 from driftd.learning.lr import LRPolicy
 from driftd.learning.models import train_matches_eval
-from driftd.learning.prequential import PrequentialWindow
+from driftd.learning.prequential import PrequentialWindow, regression_errors
+from driftd.learning.standardize import standardizer_of
 
 Task = Literal["classification", "regression"]
 LossName = Literal["cross_entropy", "mse", "huber"]
@@ -37,6 +42,10 @@ class StepReport:
         predictions: Predicted class per event, or predicted values (regression).
         lr: Learning rate used for the step.
         skipped: Why the gradient step was skipped, or None.
+        dropped: Bool mask (CPU) over the rows given: True where the event's prequential loss
+            was not finite (e.g. an input that overflows the model). Such rows are neither
+            scored nor learned, and every other field leaves them out (``predictions`` has a
+            row per kept event); the caller dead-letters them. None when none was dropped.
     """
 
     n_events: int
@@ -47,6 +56,38 @@ class StepReport:
     predictions: torch.Tensor
     lr: float
     skipped: str | None = None
+    dropped: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What one micro-batch of :meth:`OnlineLearner.learn_many` did."""
+
+    n_labelled: int
+    n_learned: int
+    loss_sum: float
+    correct: int
+    event_losses: torch.Tensor
+    predictions: torch.Tensor
+    skipped: str | None = None
+    dropped: torch.Tensor | None = None  # see StepReport.dropped
+
+
+def _cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(list(tensors))
+
+
+def _dropped_rows(parts: list[_Part], n_rows: int, size: int) -> torch.Tensor | None:
+    """The batch-wide :attr:`StepReport.dropped` mask of micro-batches of ``size`` rows."""
+    if all(part.dropped is None for part in parts):
+        return None
+    masks = [
+        torch.zeros(min(size, n_rows - i * size), dtype=torch.bool)
+        if part.dropped is None
+        else part.dropped
+        for i, part in enumerate(parts)
+    ]
+    return torch.cat(masks)
 
 
 def make_optimizer(
@@ -86,6 +127,7 @@ class OnlineLearner:
         huber_delta: float = 1.0,
         grad_clip_norm: float | None = None,
         device: torch.device | str = "cpu",
+        micro_batch: int | None = None,
     ) -> None:
         self.model = model
         self.optimizer = optimizer
@@ -95,11 +137,12 @@ class OnlineLearner:
         self.huber_delta = huber_delta
         self.grad_clip_norm = grad_clip_norm
         self.device = torch.device(device)
-        self.window = PrequentialWindow(metrics_window)
+        self.window = PrequentialWindow(metrics_window, task=task)
         self.steps = 0
         self.events_learned = 0
         self.steps_skipped = 0
         self.extra_steps = 0
+        self.micro_batch: int | None = micro_batch
         self.after_step_hooks: list[Callable[[], None]] = []
         self._stochastic = not train_matches_eval(model)
         self._apply_lr(lr_policy.lr)
@@ -112,15 +155,61 @@ class OnlineLearner:
         return outputs
 
     def learn_many(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> StepReport:
-        """Predict the batch, score the labelled events, then take one gradient step on them."""
+        """Predict and learn a batch in micro-batches of :attr:`micro_batch` events.
+
+        Each micro-batch is predicted (and scored) by the model as the previous micro-batches
+        left it, then learned in one gradient step: prequential at the micro-batch's grain.
+        The LR policy and :attr:`steps` count one step per call.
+        """
         x = x.to(self.device, non_blocking=True)
-        n_labelled = int(labelled.sum())
         lr = self.lr_policy.lr
+        size = len(x) if self.micro_batch is None else max(1, self.micro_batch)
+        if size >= len(x):
+            parts = [self._learn_part(x, y, labelled)]
+        else:
+            parts = [
+                self._learn_part(x[i : i + size], y[i : i + size], labelled[i : i + size])
+                for i in range(0, len(x), size)
+            ]
+        n_labelled = sum(part.n_labelled for part in parts)
+        predictions = (
+            parts[0].predictions if len(parts) == 1 else _cat(p.predictions for p in parts)
+        )
+        dropped = _dropped_rows(parts, len(x), size)
+        if n_labelled == 0:
+            skipped = None if dropped is None else "non_finite_loss"
+            return StepReport(
+                len(predictions), 0, None, None, x.new_zeros(0), predictions, lr, skipped, dropped
+            )
+        losses = parts[0].event_losses if len(parts) == 1 else _cat(p.event_losses for p in parts)
+        n_learned = sum(part.n_learned for part in parts)
+        loss_sum = sum(part.loss_sum for part in parts)
+        report_loss = loss_sum / n_labelled
+        accuracy = None
+        if self.task == "classification":
+            accuracy = sum(part.correct for part in parts) / n_labelled
+        skipped = next((part.skipped for part in parts if part.skipped is not None), None)
+        if n_learned:
+            self.steps += 1
+            self.events_learned += n_learned
+            self._apply_lr(self.lr_policy.step(report_loss if math.isfinite(report_loss) else None))
+        return StepReport(
+            len(predictions), n_learned, report_loss, accuracy, losses, predictions, lr,
+            skipped=skipped, dropped=dropped,
+        )  # fmt: skip
+
+    def _learn_part(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> _Part:
+        """Predict one micro-batch, score its labelled events, then take one step on them."""
+        n_labelled = int(labelled.sum())
+        standardizer = standardizer_of(self.model)
+        if standardizer is not None and not standardizer.count:
+            standardizer.update(x)  # the very first batch: no statistics to score it with yet
+            standardizer = None
         if n_labelled == 0:
             outputs = self.predict_many(x)
-            return StepReport(
-                len(x), 0, None, None, outputs.new_zeros(0), self._decide(outputs), lr
-            )
+            if standardizer is not None:
+                standardizer.update(x)
+            return _Part(0, 0, 0.0, 0, outputs.new_zeros(0), self._decide(outputs))
         y = y.to(self.device, non_blocking=True)
         mask = None if n_labelled == len(x) else labelled.to(self.device)
         train_y = y if mask is None else y[mask]
@@ -136,31 +225,53 @@ class OnlineLearner:
             predicted = all_outputs.detach()
             outputs = all_outputs if mask is None else all_outputs[mask]
         event_losses = self._event_losses(outputs, train_y)
-        loss = event_losses.mean()
         scored = predicted if mask is None else predicted[mask]
-        loss_sum, correct = self._score(scored, train_y, event_losses.detach())
-        self.window.update(n_labelled, loss_sum, correct)
-        report_loss = loss_sum / n_labelled
-        accuracy = correct / n_labelled if self.task == "classification" else None
+        scored_losses = (
+            self._event_losses(scored, train_y) if self._stochastic else event_losses.detach()
+        )
+        finite = torch.isfinite(scored_losses) & torch.isfinite(event_losses.detach())
+        if not bool(finite.all()):  # a row overflowed the model: learn from the others
+            return self._learn_without(x, y, labelled, ~finite)
+        loss = event_losses.mean()
+        loss_sum, correct = self._score(scored, train_y, scored_losses)
+        errors = regression_errors(scored, train_y) if self.task == "regression" else None
+        self.window.update(n_labelled, loss_sum, correct, errors)
+        decided = self._decide(predicted)
         if not math.isfinite(loss_sum):
             self.optimizer.zero_grad(set_to_none=True)
             self.steps_skipped += 1
-            return StepReport(
-                len(x), 0, report_loss, accuracy, event_losses.detach(),
-                self._decide(predicted), lr, skipped="non_finite_loss",
-            )  # fmt: skip
+            skipped = _Part(n_labelled, 0, loss_sum, correct, event_losses.detach(), decided)
+            return dataclasses.replace(skipped, skipped="non_finite_loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self._optimizer_step()
-        self.steps += 1
-        self.events_learned += n_labelled
-        self._apply_lr(self.lr_policy.step(report_loss))
-        return StepReport(
-            len(x), n_labelled, report_loss, accuracy, event_losses.detach(),
-            self._decide(predicted), lr,
-        )  # fmt: skip
+        if standardizer is not None:
+            standardizer.update(x)  # after scoring: the next batch is standardised with it
+        return _Part(n_labelled, n_labelled, loss_sum, correct, event_losses.detach(), decided)
+
+    def _learn_without(
+        self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, bad: torch.Tensor
+    ) -> _Part:
+        """Learn the micro-batch without the labelled rows ``bad`` (their loss is not finite).
+
+        The kept rows go through a fresh forward: a backward through the overflowed rows'
+        activations would turn their zero gradients into NaN (``inf * 0``).
+        """
+        labelled = labelled.cpu()
+        dropped = torch.zeros(len(x), dtype=torch.bool)
+        dropped[labelled.nonzero()[:, 0][bad.cpu()]] = True
+        keep = ~dropped
+        if not bool(keep.any()):
+            self.steps_skipped += 1
+            empty = self._decide(self.predict_many(x[:0]))
+            return _Part(0, 0, 0.0, 0, empty.new_zeros(0, dtype=torch.float32), empty,
+                         "non_finite_loss", dropped)  # fmt: skip
+        part = self._learn_part(x[keep.to(x.device)], y[keep.to(y.device)], labelled[keep])
+        if part.dropped is not None:  # dropped in turn (a stochastic forward): both count
+            dropped[keep.nonzero()[:, 0][part.dropped]] = True
+        return dataclasses.replace(part, dropped=dropped)
 
     def fit_many(self, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """One extra gradient step on labelled events (e.g. replayed ones), nothing scored.
@@ -212,12 +323,9 @@ class OnlineLearner:
         return F.huber_loss(outputs, y, reduction="none", delta=self.huber_delta).mean(dim=1)
 
     def _score(
-        self, predicted: torch.Tensor, y: torch.Tensor, event_losses: torch.Tensor
+        self, predicted: torch.Tensor, y: torch.Tensor, scored_losses: torch.Tensor
     ) -> tuple[float, int]:
-        if not self._stochastic:
-            loss_sum = float(event_losses.sum())
-        else:
-            loss_sum = float(self._event_losses(predicted, y).sum())
+        loss_sum = float(scored_losses.sum(dtype=torch.float64))
         if self.task != "classification":
             return loss_sum, 0
         return loss_sum, int((predicted.argmax(dim=1) == y).sum())

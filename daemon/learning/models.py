@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from driftd.learning.standardize import RunningStandardizer
+
 if TYPE_CHECKING:
     from driftd.settings.root import ModelSettings
 
@@ -52,6 +54,8 @@ class SplitModel(nn.Module):
         embedding_dim: Width of the trunk's output.
         n_outputs: Width of the head's output.
         config: JSON-ready architecture description accepted by :func:`build_model`.
+        inputs: The running input standardiser applied before the trunk (``config``'s
+            ``standardize``), or None.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class SplitModel(nn.Module):
         config: dict[str, Any],
     ) -> None:
         super().__init__()
+        self.inputs = _standardizer(config)
         self.shared = shared
         self.head = head
         self.embedding_dim = embedding_dim
@@ -71,7 +76,9 @@ class SplitModel(nn.Module):
         self.config = copy.deepcopy(config)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Return ``head(shared(x))``."""
+        """Return ``head(shared(inputs(x)))`` (``inputs`` when the model standardises)."""
+        if self.inputs is not None:
+            x = self.inputs(x)
         out: Tensor = self.head(self.shared(x))
         return out
 
@@ -113,12 +120,21 @@ class OnlineBatchNorm2d(_OnlineBatchNorm, nn.BatchNorm2d):
     """``BatchNorm2d`` that accepts a training batch of one 1x1 sample."""
 
 
+def _standardizer(config: dict[str, Any]) -> RunningStandardizer | None:
+    if not config.get("standardize", False):
+        return None
+    horizon = int(config.get("standardize_horizon", 10_000))
+    return RunningStandardizer(int(config["n_features"]), horizon=horizon)
+
+
 def model_config_from_settings(settings: ModelSettings, n_features: int) -> dict[str, Any]:
     """Describe the architecture ``settings`` asks for, given ``n_features`` inputs."""
     n_outputs = settings.n_classes if settings.task == "classification" else settings.n_outputs
     kind = settings.kind if settings.kind in ("mlp", "cnn") else "factory"
     config: dict[str, Any] = {"kind": kind, "task": settings.task}
     config |= {"n_features": n_features, "n_outputs": n_outputs}
+    if settings.standardize:
+        config |= {"standardize": True, "standardize_horizon": settings.standardize_horizon}
     if kind == "factory":
         return config | {"factory": settings.kind}
     config |= {

@@ -77,6 +77,12 @@ class ModelSettings(Section):
         split_list
     )
 
+    standardize: bool = Field(
+        True, description="Standardise inputs by running per-feature mean/variance (in the model)."
+    )
+    standardize_horizon: int = Field(
+        10_000, ge=1, description="Events after which the input statistics forget exponentially."
+    )
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelSettings:
         if self.kind == "cnn" and len(self.input_shape) != 3:

@@ -61,7 +61,7 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 def test_config_from_default_settings_is_the_mlp_default() -> None:
     config = model_config_from_settings(ModelSettings(n_classes=3), n_features=10)
-    assert config == mlp_config()
+    assert config == mlp_config(standardize=True, standardize_horizon=10_000)
     assert json.loads(json.dumps(config)) == config
 
 
