@@ -72,17 +72,17 @@ class ModelSettings(Section):
     device: str = Field("cpu", description="`cpu`, `cuda` or `cuda:N`.")
     seed: int = 0
     loss: Literal["auto", "cross_entropy", "mse", "huber"] = "auto"
-
-    _lists = field_validator("hidden", "head_hidden", "input_shape", "channels", mode="before")(
-        split_list
-    )
-
     standardize: bool = Field(
         True, description="Standardise inputs by running per-feature mean/variance (in the model)."
     )
     standardize_horizon: int = Field(
         10_000, ge=1, description="Events after which the input statistics forget exponentially."
     )
+
+    _lists = field_validator("hidden", "head_hidden", "input_shape", "channels", mode="before")(
+        split_list
+    )
+
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelSettings:
         if self.kind == "cnn" and len(self.input_shape) != 3:
