@@ -29,6 +29,7 @@ class InMemoryRecordSource:
         start = dict(start_offsets or {})
         self._records = [r for r in records if r.offset >= start.get(r.topic_partition, 0)]
         self._position = 0
+        self._served: dict[TopicPartition, int] = {}  # next offset per partition, for lag()
         self.committed: dict[TopicPartition, int] = {}
         self.commits = 0
         self._ends: dict[TopicPartition, int] = {}
@@ -41,6 +42,8 @@ class InMemoryRecordSource:
         """The next ``max_records`` records; an empty list once all were served."""
         batch = self._records[self._position : self._position + max_records]
         self._position += len(batch)
+        for record in batch:
+            self._served[record.topic_partition] = record.offset + 1
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -52,9 +55,7 @@ class InMemoryRecordSource:
 
     def lag(self) -> Mapping[TopicPartition, int]:
         """Records of each partition not yet served."""
-        served: dict[TopicPartition, int] = {}
-        for record in self._records[: self._position]:
-            served[record.topic_partition] = record.offset + 1
+        served = self._served
         return {tp: end - served.get(tp, 0) for tp, end in self._ends.items()}
 
     @property
