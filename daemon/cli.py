@@ -57,6 +57,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Show each option's default (unless none or off); keep the descriptions' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
+
+
+_SETTINGS_HELP = """\
+settings come from, strongest first: DRIFTD_* environment variables (sections and
+fields joined by a double underscore), a .env file, the --config TOML file, defaults:
+  DRIFTD_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9092 DRIFTD_KAFKA__TOPICS=events \\
+  DRIFTD_MODEL__N_CLASSES=3 DRIFTD_SNAPSHOTS__DIR=./snap driftd run
+`driftd config` validates them and prints every effective setting with its value;
+README.md, Configuration, lists them."""
+_DEMO_HELP = """\
+Start the bundled Kafka-compatible broker on a free loopback port, replay a drifting
+stream into it (two concept changes and a few malformed records), train on it with a
+live progress line, write snapshots, a JSON log and an HTML report under --dir, and
+stop by itself. Needs no Kafka and no Docker."""
+_REPORT_HELP = """\
+Draw a run's timeline: accuracy, loss, learning rate, model size over the steps, with
+its drifts, adaptations, pruning and snapshots, into one self-contained HTML page.
+The log is the daemon's JSON lines (DRIFTD_LOG__JSON=true); `driftd demo` writes
+one, and this report, by itself."""
+_BENCH_HELP = """\
+Measure, on this machine: events/s from a real broker through decode, predict, learn
+and commit; the same without the broker; the model's compute bound; event-to-update
+latency; update-to-serving time; peak memory. Ratios to the compute bound are what
+compare across machines."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftd", description="Keep a PyTorch model learning from a Kafka stream."
@@ -68,23 +101,30 @@ def _parser() -> argparse.ArgumentParser:
         ("infer", "run a streaming inference worker on the newest snapshot"),
         ("config", "validate and print the effective configuration"),
     ):
-        command = commands.add_parser(name, help=text, description=text)
+        command = commands.add_parser(
+            name, help=text, description=text + ".", epilog=_SETTINGS_HELP, formatter_class=_Help
+        )
         command.add_argument("--config", help="TOML settings file (or set DRIFTD_CONFIG)")
-    demo = commands.add_parser("demo", help="run the embedded demo: broker, stream, daemon")
+    text = "run the embedded demo: broker, drifting stream, daemon, report"
+    demo = commands.add_parser("demo", help=text, description=_DEMO_HELP, formatter_class=_Help)
     demo.add_argument("--events", type=int, default=30_000, help="events in the stream")
-    demo.add_argument("--dir", default="./driftd-demo", help="where snapshots go")
+    demo.add_argument(
+        "--dir", default="./driftd-demo", help="where snapshots, the log and the report go"
+    )
     demo.add_argument("--seconds", type=float, default=60.0, help="upper bound on run time")
+    text = "write an HTML timeline of a run from its JSON log and/or snapshots"
     report = commands.add_parser(
-        "report", help="write an HTML timeline of a run from its JSON log and/or snapshots"
+        "report", help=text, description=_REPORT_HELP, formatter_class=_Help
     )
     report.add_argument(
         "--log", help="the run's JSON-lines log (DRIFTD_LOG__JSON=true); - reads stdin"
     )
     report.add_argument("--snapshots", help="a local snapshot directory: its manifests add points")
     report.add_argument("--out", default="driftd-report.html", help="the HTML file to write")
-    bench = commands.add_parser("bench", help="measure throughput, latency and memory")
+    text = "measure throughput, latency and memory"
+    bench = commands.add_parser("bench", help=text, description=_BENCH_HELP, formatter_class=_Help)
     bench.add_argument("--events", type=int, default=200_000, help="events per measurement")
-    bench.add_argument("--batch-size", type=int, default=256)
+    bench.add_argument("--batch-size", type=int, default=256, help="events per mini-batch")
     bench.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     bench.add_argument(
         "--section",
