@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -118,6 +119,43 @@ def test_start_offsets_win_then_a_new_member_resumes_at_the_commit(
     assert [r.offset for r in resumed[1]] == list(range(45, 50))
 
 
+class Member:
+    """Polls one group member on its own thread, as if it were its own process.
+
+    Each member must sit inside ``poll()`` while its rebalance completes: kafka-python 3.0.12
+    drops a JoinGroup+SyncGroup result that arrives between two polls and joins again, which
+    restarts the rebalance for every member. Two members polled in turn from one thread are
+    each outside ``poll()`` half of the time, so the group could rebalance again and again
+    (this test used to take over 60 s now and then that way).
+    """
+
+    def __init__(self, source: KafkaRecordSource) -> None:
+        self.source = source
+        self.records: list[Record] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self.records += self.source.poll(100, 0.1)
+
+    def stop(self) -> list[Record]:
+        """Stop polling (the caller may use the source again) and return what was read."""
+        self._stop.set()
+        self._thread.join(10)
+        assert not self._thread.is_alive()
+        return self.records
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 60) -> bool:
+    """Whether ``condition`` became true within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return condition()
+
+
 def test_a_partition_handed_back_resumes_at_this_members_own_position(
     unique_topic: TopicFactory, kafka_settings: SettingsFactory, sources: list
 ) -> None:
@@ -130,23 +168,21 @@ def test_a_partition_handed_back_resumes_at_this_members_own_position(
 
     second = KafkaRecordSource(settings)  # joining takes one partition away from the first
     sources.append(second)
-    read_by_second: list[Record] = []
-    deadline = time.monotonic() + 60  # a rebalance on a loaded 2-core machine can be slow
-    while time.monotonic() < deadline and not (
-        second.ready and len(second.assignment) == 1 and len(first.assignment) == 1
-    ):
-        read_by_first += first.poll(100, 0.1)
-        read_by_second += second.poll(100, 0.1)
-    assert len(second.assignment) == 1, "the rebalance did not finish within 60 s"
+    members = Member(first), Member(second)
+    split = wait_for(lambda: second.ready and len(second.assignment) == len(first.assignment) == 1)
+    read_by_first += members[0].stop()
+    read_by_second = members[1].stop()
+    assert split, "the rebalance did not finish within 60 s"
     [moved] = second.assignment
     read_by_second += second.poll(100, 0.3)
     assert [r.offset for r in read_by_second] == list(range(20))  # reset policy: earliest
     second.commit({moved: 10})  # behind where the first member had read
     second.close()
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and len(first.assignment) < 2:
-        read_by_first += first.poll(100, 0.1)
+    member = Member(first)
+    handed_back = wait_for(lambda: len(first.assignment) == 2)
+    read_by_first += member.stop()
+    assert handed_back, "the partition did not come back within 60 s"
     read_by_first += first.poll(100, 0.3)
     assert len(read_by_first) == 40  # handed back: resumed at its own 20, not the group's 10
 
