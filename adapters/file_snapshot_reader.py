@@ -132,26 +132,10 @@ class FileSnapshotReader:
         path = self.directory / version_name(version)
         try:
             manifest = _read_manifest(path / MANIFEST_FILE)
-            if manifest.get("format") != FORMAT:
-                raise SnapshotError(
-                    f"{path}: unsupported format {manifest.get('format')!r}", "unsupported"
-                )
-            if manifest.get("version") != version:
-                raise SnapshotError(f"{path}: manifest names version {manifest.get('version')!r}")
-            if published_only and manifest.get("published") is False:
-                raise SnapshotError(f"{path}: not published by the quality gate", "unpublished")
-            listed = manifest.get("files")
-            if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
-                raise SnapshotError(f"{path}: manifest lists no {WEIGHTS_FILE}", "missing")
-            wanted = list(listed)
-            if self.weights_only:
-                wanted = [WEIGHTS_FILE] + ([INT8_FILE] if self.int8 and INT8_FILE in listed else [])
-            for name in wanted:
-                if not TENSOR_FILE_NAME.fullmatch(name):
-                    raise SnapshotError(
-                        f"{path}: manifest lists {name[:80]!r}; only plain *.safetensors names "
-                        "inside the version directory are read"
-                    )
+            listed = check_manifest(str(path), manifest, version, published_only=published_only)
+            wanted = files_to_read(
+                str(path), listed, weights_only=self.weights_only, int8=self.int8
+            )
             loaded = {name: _read_verified(path / name, listed[name]) for name in wanted}
         except OSError as error:
             raise SnapshotError(f"{path}: cannot read: {error}", "missing") from error
@@ -217,6 +201,49 @@ def snapshot_of(
         version, loaded[WEIGHTS_FILE], loaded.get(TRAINING_FILE, {}), manifest,
         loaded.get(INT8_FILE, {}),
     )  # fmt: skip
+
+
+def check_manifest(
+    where: str, manifest: dict[str, Any], version: int, *, published_only: bool
+) -> dict[str, Any]:
+    """Check a parsed manifest of ``version`` (read from ``where``); return its ``files``.
+
+    Raises:
+        SnapshotError: An unknown format, another version, unpublished (if ``published_only``)
+            or no weights listed.
+    """
+    if manifest.get("format") != FORMAT:
+        raise SnapshotError(
+            f"{where}: unsupported format {manifest.get('format')!r}", "unsupported"
+        )
+    if manifest.get("version") != version:
+        raise SnapshotError(f"{where}: manifest names version {manifest.get('version')!r}")
+    if published_only and manifest.get("published") is False:
+        raise SnapshotError(f"{where}: not published by the quality gate", "unpublished")
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
+        raise SnapshotError(f"{where}: manifest lists no {WEIGHTS_FILE}", "missing")
+    return listed
+
+
+def files_to_read(
+    where: str, listed: Mapping[str, Any], *, weights_only: bool, int8: bool
+) -> list[str]:
+    """The listed files a reader reads: all, or (``weights_only``) the weights and int8 copy.
+
+    Raises:
+        SnapshotError: A name to read is not a plain ``*.safetensors`` file of the version.
+    """
+    wanted = list(listed)
+    if weights_only:
+        wanted = [WEIGHTS_FILE] + ([INT8_FILE] if int8 and INT8_FILE in listed else [])
+    for name in wanted:
+        if not TENSOR_FILE_NAME.fullmatch(name):
+            raise SnapshotError(
+                f"{where}: manifest lists {name[:80]!r}; only plain *.safetensors names "
+                "inside the version directory are read"
+            )
+    return wanted
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

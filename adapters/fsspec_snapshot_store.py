@@ -19,7 +19,8 @@ of which is atomic (a PUT replaces an object whole):
    never the published one.
 
 A failed save removes what it wrote (manifest first). One writer per prefix is assumed: there
-is no lock, so two trainers must not share a URL.
+is no lock, so two trainers must not share a URL. The read side (what ``HotModel`` and
+``driftd infer`` use) is :class:`~driftd.adapters.fsspec_snapshot_reader.FsspecSnapshotReader`.
 """
 
 from __future__ import annotations
@@ -29,28 +30,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-from driftd.adapters.file_snapshot_reader import (
-    FORMAT,
-    LATEST_FILE,
-    MANIFEST_FILE,
-    VERSION_NAME,
-    WEIGHTS_FILE,
-    SnapshotError,
-    check_entry,
-    parse_manifest,
-    snapshot_of,
-    verified_tensors,
-    version_name,
-)
+from driftd.adapters.file_snapshot_reader import LATEST_FILE, MANIFEST_FILE, version_name
 from driftd.adapters.file_snapshot_store import manifest_bytes, snapshot_files
+from driftd.adapters.fsspec_snapshot_reader import FsspecSnapshotReader
 from driftd.ports import Clock, Snapshot, SystemClock
 
 logger = logging.getLogger(__name__)
 
 
-class FsspecSnapshotStore:
+class FsspecSnapshotStore(FsspecSnapshotReader):
     """A :class:`~driftd.ports.SnapshotStore` on any fsspec filesystem (``s3://``, ...).
 
     Args:
@@ -59,6 +47,10 @@ class FsspecSnapshotStore:
         storage_options: Passed to fsspec (credentials, ``endpoint_url`` via
             ``client_kwargs``, ...).
         clock: Source of ``created_at`` when the manifest has none.
+
+    Raises:
+        ImportError: No fsspec filesystem for the URL's scheme is installed.
+        SnapshotStoreUnreachableError: The store does not answer, or its bucket is missing.
     """
 
     def __init__(
@@ -71,20 +63,9 @@ class FsspecSnapshotStore:
     ) -> None:
         if keep < 1:
             raise ValueError(f"keep must be at least 1, got {keep}")
-        try:
-            from fsspec.core import url_to_fs
-        except ImportError as error:  # pragma: no cover - depends on the install
-            raise ImportError(
-                f"snapshots.dir={url} needs fsspec: pip install 'driftd[s3]'"
-            ) from error
-        self.url = url.rstrip("/")
+        super().__init__(url, storage_options=storage_options, include_unpublished=True)
         self.keep = keep
         self._clock = clock or SystemClock()
-        self.fs, self.root = url_to_fs(self.url, **dict(storage_options or {}))
-        self.root = self.root.rstrip("/")
-
-    def _path(self, *parts: str) -> str:
-        return "/".join((self.root, *parts))
 
     def save(self, snapshot: Snapshot, *, publish: bool = True) -> Snapshot:
         """Write ``snapshot`` object by object, manifest last, LATEST last if ``publish``.
@@ -139,84 +120,3 @@ class FsspecSnapshotStore:
         for version in self.versions()[: -self.keep]:
             if version != protected:
                 self._remove_version(version_name(version))
-
-    def versions(self) -> list[int]:
-        """Versions whose manifest exists, oldest first (not verified)."""
-        self.fs.invalidate_cache(self.root)
-        try:
-            manifests = self.fs.glob(self._path("*", MANIFEST_FILE))
-        except FileNotFoundError:
-            return []
-        names = (str(path).rstrip("/").split("/")[-2] for path in manifests)
-        return sorted(int(name) for name in names if VERSION_NAME.fullmatch(name))
-
-    def latest_version(self) -> int | None:
-        """The version LATEST names (not verified), or ``None``."""
-        text = self._read_latest_text()
-        return int(text) if text is not None and VERSION_NAME.fullmatch(text) else None
-
-    def _read_latest_text(self) -> str | None:
-        try:
-            data: bytes = self.fs.cat_file(self._path(LATEST_FILE))
-        except FileNotFoundError:
-            return None
-        return data.decode(errors="replace").strip()
-
-    def location(self, version: int) -> str:
-        """The URL of ``version``'s prefix."""
-        return f"{self.url}/{version_name(version)}"
-
-    def load(self, version: int) -> Snapshot:
-        """Load and verify one version, published or not.
-
-        Raises:
-            SnapshotError: The version is missing, incomplete or corrupt.
-        """
-        where = self.location(version)
-        try:
-            manifest = parse_manifest(
-                f"{where}/{MANIFEST_FILE}",
-                self.fs.cat_file(self._path(version_name(version), MANIFEST_FILE)),
-            )
-            if manifest.get("format") != FORMAT:
-                raise SnapshotError(
-                    f"{where}: unsupported format {manifest.get('format')!r}", "unsupported"
-                )
-            if manifest.get("version") != version:
-                raise SnapshotError(f"{where}: manifest names version {manifest.get('version')!r}")
-            listed = manifest.get("files")
-            if not isinstance(listed, dict) or WEIGHTS_FILE not in listed:
-                raise SnapshotError(f"{where}: manifest lists no {WEIGHTS_FILE}", "missing")
-            loaded: dict[str, dict[str, torch.Tensor]] = {}
-            for file_name, entry in listed.items():
-                check_entry(f"{where}/{file_name}", entry)
-                data = self.fs.cat_file(self._path(version_name(version), file_name))
-                loaded[file_name] = verified_tensors(f"{where}/{file_name}", data, entry)
-        except OSError as error:  # FileNotFoundError among them
-            raise SnapshotError(f"{where}: cannot read: {error}", "missing") from error
-        return snapshot_of(version, loaded, manifest)
-
-    def load_latest(self) -> Snapshot | None:
-        """The version LATEST names, else the newest older published readable one, else None."""
-        latest = self.latest_version()
-        candidates = self.versions()
-        if latest is not None:
-            candidates = [v for v in candidates if v < latest] + [latest]
-        for version in sorted(set(candidates), reverse=True):
-            try:
-                snapshot = self.load(version)
-            except SnapshotError as error:
-                logger.warning("skipping unreadable snapshot: %s", error)
-                continue
-            if snapshot.manifest.get("published") is not False:
-                return snapshot
-        return None
-
-    def load_newest(self) -> Snapshot | None:
-        """The newest readable version, published or not (what training resumes from)."""
-        for version in reversed(self.versions()):
-            try:
-                return self.load(version)
-            except SnapshotError as error:
-                logger.warning("skipping unreadable snapshot: %s", error)
-        return None

@@ -1,7 +1,10 @@
 """``HotModel``: predict with the newest complete snapshot, reloaded in the background.
 
+Snapshots come from a directory or, through fsspec, from an object store (``s3://...``):
+the same verification and the same publish point (``LATEST``) either way.
+
 How a reload works: a background thread reads ``LATEST`` every ``poll_interval_s`` (one small
-file read: the only work done while nothing changes). When it names a version not served yet,
+file read or GET: the only work done while nothing changes). When it names a version not served yet,
 that version is read (``model.safetensors`` and ``manifest.json`` only, sha256-verified),
 its network rebuilt from ``manifest["model"]`` and the weights loaded strictly, all off to the
 side; then one reference is swapped. ``predict`` reads that reference once per call, so an
@@ -24,13 +27,14 @@ from typing import Any, Self
 
 import torch
 
-from driftd.adapters.file_snapshot_reader import FileSnapshotReader, SnapshotError
+from driftd.adapters.file_snapshot_reader import SnapshotError
 from driftd.adapters.served_model import (
     ServedModel,
     ServingContract,
     SnapshotRefusedError,
     load_served_model,
 )
+from driftd.adapters.snapshot_readers import open_snapshot_reader
 from driftd.ports import Clock, SystemClock
 from driftd.serving.values import ModelNotReadyError, ModelSwapped, Predictions, ReloadRefused
 
@@ -43,8 +47,12 @@ class HotModel:
     Thread-safe: any number of threads may call :meth:`predict` while versions change.
 
     Args:
-        snapshot_dir: A directory written by ``FileSnapshotStore`` (``driftd run``); it need
-            not exist yet. Nothing in it is ever created, locked or deleted.
+        snapshot_dir: A directory written by ``FileSnapshotStore`` (``driftd run``), or the
+            URL of an object store written by ``FsspecSnapshotStore`` (``s3://bucket/prefix``,
+            with ``driftd[s3]``); it need not hold snapshots yet. Nothing in it is ever
+            created, locked or deleted.
+        storage_options: fsspec options for a URL (credentials, ``client_kwargs``, ...); the
+            same as the trainer's ``snapshots.storage_options``.
         poll_interval_s: How often the background thread reads ``LATEST``.
         pin_version: Serve this version and do not follow ``LATEST`` (see :meth:`pin`).
         device: Where the model runs (``cpu``, ``cuda``, ``cuda:1``).
@@ -60,12 +68,16 @@ class HotModel:
 
     Raises:
         SnapshotError: ``pin_version`` was given and that version cannot be served.
+        ImportError: ``snapshot_dir`` is a URL whose fsspec filesystem is not installed.
+        SnapshotStoreUnreachableError: The store at the URL cannot be reached (fails at once
+            rather than never becoming ready).
     """
 
     def __init__(
         self,
         snapshot_dir: str | Path,
         *,
+        storage_options: Mapping[str, Any] | None = None,
         poll_interval_s: float = 0.2,
         pin_version: int | None = None,
         device: str | torch.device = "cpu",
@@ -78,7 +90,9 @@ class HotModel:
     ) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be positive, got {poll_interval_s}")
-        self._reader = FileSnapshotReader(Path(snapshot_dir), weights_only=True, int8=int8)
+        self._reader = open_snapshot_reader(
+            snapshot_dir, storage_options=storage_options, weights_only=True, int8=int8
+        )
         self._int8 = int8
         self._poll_interval_s = poll_interval_s
         self._device = torch.device(device)

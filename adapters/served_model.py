@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from driftd.adapters.file_snapshot_reader import FileSnapshotReader, SnapshotError
+from driftd.adapters.file_snapshot_reader import SnapshotError
+from driftd.adapters.snapshot_readers import SnapshotReader
 from driftd.learning.models import ModelConfigError, build_model
 from driftd.ports import Clock
 from driftd.pruning.quantize import load_int8
@@ -93,7 +94,7 @@ class ServedModel:
 
 
 def load_served_model(
-    reader: FileSnapshotReader,
+    reader: SnapshotReader,
     version: int,
     *,
     contract: ServingContract,

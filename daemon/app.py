@@ -52,7 +52,7 @@ from driftd.pruning.int8_export import Int8Exporter
 from driftd.pruning.stage import report_model_size
 from driftd.records import TopicPartition
 from driftd.serving.publish_gate import LabelWindow, PublishGate, PublishPolicy
-from driftd.settings.root import Settings
+from driftd.settings.root import ConfigurationError, Settings
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 
@@ -65,12 +65,15 @@ def make_snapshot_store(settings: Settings, clock: Clock) -> SnapshotStore:
     if snapshots.url is not None:
         from driftd.adapters.fsspec_snapshot_store import FsspecSnapshotStore
 
-        return FsspecSnapshotStore(
-            snapshots.url,
-            keep=snapshots.keep,
-            storage_options=snapshots.storage_options,
-            clock=clock,
-        )
+        try:
+            return FsspecSnapshotStore(
+                snapshots.url,
+                keep=snapshots.keep,
+                storage_options=snapshots.storage_options,
+                clock=clock,
+            )
+        except ImportError as error:  # the driftd[s3] extra is missing
+            raise ConfigurationError(f"snapshots.dir: {error}") from error
     return FileSnapshotStore(Path(snapshots.dir), keep=snapshots.keep, clock=clock)
 
 

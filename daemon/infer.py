@@ -2,7 +2,9 @@
 
 Like :mod:`driftd.app` for the trainer, the one place that knows both the serving core and the
 adapters. The worker starts its metrics endpoint at once, then waits (``/readyz`` answering 503)
-until a first snapshot can be served from ``snapshots.dir``; only then does it join the consumer
+until a first snapshot can be served from ``snapshots.dir`` (a directory, or an object-store URL
+read with ``snapshots.storage_options``: a missing ``driftd[s3]`` extra is a configuration
+error, an unreachable store fails at once); only then does it join the consumer
 group ``infer.group_id`` on ``infer.input_topics`` and start predicting into
 ``infer.output_topic``. Rejected records go to ``kafka.dead_letter_topic`` as in the trainer
 (empty: counted only); a worker reading the trainer's topic can be given its own one.
@@ -31,7 +33,7 @@ from driftd.loop import StopWhen
 from driftd.ports import Clock, DeadLetterSink, RecordSource, SystemClock
 from driftd.serving.inference_loop import InferenceLoop, InferenceProgress
 from driftd.serving.values import PredictionSink
-from driftd.settings.root import Settings
+from driftd.settings.root import ConfigurationError, Settings
 from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")
@@ -184,16 +186,10 @@ def build_inference_worker(
     kafka = settings.kafka.model_copy(
         update={"topics": list(settings.infer.input_topics), "group_id": settings.infer.group_id}
     )
-    model = HotModel(
-        settings.snapshots.dir,
-        poll_interval_s=settings.infer.reload_interval_s,
-        device=resolve_device(settings.model.device),
-        n_features=configured_n_features(settings),
-        clock=clock,
-        on_swapped=telemetry.model_swapped,
-        on_refused=telemetry.reload_refused,
-        int8=settings.infer.int8,
-    )
+    try:
+        model = _hot_model(settings, clock, telemetry)
+    except ImportError as error:  # snapshots.dir is a URL this install cannot read
+        raise ConfigurationError(f"snapshots.dir: {error}") from error
     worker = InferenceWorker(
         settings=settings,
         model=model,
@@ -220,3 +216,20 @@ def build_inference_worker(
             extra={"event": "metrics_listening", "port": port},
         )  # fmt: skip
     return worker
+
+
+def _hot_model(
+    settings: Settings, clock: Clock, telemetry: PrometheusInferenceTelemetry
+) -> HotModel:
+    """The model following ``snapshots.dir`` (a directory or an object-store URL)."""
+    return HotModel(
+        settings.snapshots.dir,
+        storage_options=settings.snapshots.storage_options,
+        poll_interval_s=settings.infer.reload_interval_s,
+        device=resolve_device(settings.model.device),
+        n_features=configured_n_features(settings),
+        clock=clock,
+        on_swapped=telemetry.model_swapped,
+        on_refused=telemetry.reload_refused,
+        int8=settings.infer.int8,
+    )

@@ -105,6 +105,10 @@ class UnreadableSnapshotsError(RuntimeError):
     """Snapshots exist but none can be read: starting a blank model would silently lose them."""
 
 
+class SnapshotStoreUnreachableError(UnreadableSnapshotsError):
+    """The snapshot store does not answer (or its bucket does not exist): nothing can be read."""
+
+
 class SnapshotStore(Protocol):
     """Where snapshots are kept: save atomically, load the newest readable one.
 
