@@ -1,10 +1,12 @@
 """``driftd report``: one self-contained HTML page that shows a run's timeline.
 
 Aligned panels over the step axis (prequential accuracy and loss, learning rate, parameters,
-sparsity), event lanes below them (drifts per detector/signal, adaptations per kind, pruning
-outcomes, snapshots published or not) with vertical lines through every panel, a legend and a
-summary table. The chart is inline SVG written here: the page needs no script, no font and no
-network, so it opens offline, in a CI artifact viewer or as an e-mail attachment.
+FLOPs per event, sparsity; each with its unit), drawn from the log's per-N-events ``progress``
+lines and the snapshots, event lanes below them (concept drifts and input alarms per
+detector/signal, adaptations per kind, pruning outcomes, snapshots published or not) with
+vertical lines through every panel, a legend and a summary table. The chart is inline SVG
+written here: the page needs no script, no font and no network, so it opens offline, in a CI
+artifact viewer or as an e-mail attachment.
 
 :func:`render_html` is pure; :func:`write_report` is the file edge the CLI calls.
 """
@@ -19,7 +21,15 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from driftd.tools.report_svg import LANES, Palette, hollow, render_svg
+from driftd.tools.report_svg import (
+    LANES,
+    Palette,
+    drawn_series,
+    hollow,
+    lane_of,
+    render_svg,
+    sparsity_stayed_zero,
+)
 from driftd.tools.run_summary import RunSummary
 from driftd.tools.timeline import Timeline, timeline_from_log
 from driftd.tools.timeline_events import Marker
@@ -63,7 +73,7 @@ def render_html(timeline: Timeline, *, title: str = "driftd run", sources: str =
         *(f'<p class="note">{escape(note)}</p>' for note in notes),
         svg,
         "<h2>Legend</h2>",
-        _legend(timeline.markers, palette),
+        _legend(timeline.markers, palette, drawn_series(timeline)),
         "<h2>Summary</h2>",
         _summary_table(timeline.summary),
         "</body>",
@@ -130,21 +140,27 @@ def _notes(timeline: Timeline) -> list[str]:
         notes.append(f"{timeline.malformed_manifests} snapshot manifests could not be read.")
     if timeline.unplaced:
         notes.append(f"{timeline.unplaced} events carried no step and are not drawn.")
+    if sparsity_stayed_zero(timeline):
+        notes.append(
+            "Sparsity stayed 0 and is not drawn: structured pruning removes whole units rather "
+            "than zeroing weights, so the parameters and FLOPs panels show what it did."
+        )
     if timeline.step_range() is None:
         notes.append("Nothing to draw: no points and no events with a step were found.")
     return notes
 
 
-def _legend(markers: list[Marker], palette: Palette) -> str:
-    """A swatch per series and per marker category present."""
+def _legend(markers: list[Marker], palette: Palette, shown: list[str]) -> str:
+    """A swatch per series drawn (``shown``) and per marker category present."""
     items = []
     for name, label in palette.series_labels():
-        items.append(_legend_item(palette.series_colour(name), label, filled=True))
+        if name in shown:
+            items.append(_legend_item(palette.series_colour(name), label, filled=True))
     seen: set[tuple[str, str]] = set()
-    for lane, events in LANES:
+    for index, lane in enumerate(LANES):
         for marker in markers:
             key = (marker.event, marker.category)
-            if marker.event in events and key not in seen:
+            if lane_of(marker) == index and key not in seen:
                 seen.add(key)
                 colour = palette.marker_colour(marker)
                 label = f"{lane}: {marker.category}"
@@ -161,6 +177,15 @@ def _legend_item(colour: str, label: str, *, filled: bool) -> str:
         f'<li><span class="swatch" style="background:{fill};border-color:{colour}"></span>'
         f"{escape(label)}</li>"
     )
+
+
+def _size(summary: RunSummary) -> str:
+    parts = []
+    if summary.final_parameters is not None:
+        parts.append(f"{summary.final_parameters:,} parameters")
+    if summary.final_flops is not None:
+        parts.append(f"{summary.final_flops:,} FLOPs per event")
+    return ", ".join(parts) or "-"
 
 
 def _summary_table(summary: RunSummary) -> str:
@@ -182,11 +207,13 @@ def _summary_table(summary: RunSummary) -> str:
         ("events consumed", count(summary.events_consumed)),
         ("events learned", count(summary.events_learned)),
         ("events invalid", count(summary.events_invalid)),
-        ("drifts detected", f"{summary.drifts:,} (and {summary.warnings:,} warnings)"),
+        ("concept drifts", f"{summary.drifts:,} (and {summary.warnings:,} warnings)"),
+        ("input alarms", f"{summary.input_alarms:,} (the inputs' distribution moved)"),
         ("adaptations", f"{sum(summary.adaptations.values()):,}: {by_kind(summary.adaptations)}"),
         ("pruning events", f"{summary.pruned:,}: {by_kind(summary.prunes)}"),
         ("snapshots", f"{summary.snapshots:,} ({summary.published:,} published)"),
         ("final prequential accuracy", accuracy),
+        ("final model size", _size(summary)),
     ]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'

@@ -1,10 +1,13 @@
 """The SVG chart of a :class:`~driftd.tools.timeline.Timeline`, drawn by hand (plain strings).
 
-One ``<svg>``: a panel per series that has points, stacked over a shared step axis, then one
-lane per kind of event. Each point list becomes one ``<polyline class="series">``; each marker
-one ``<g class="marker" data-event=... data-category=... data-step=...>`` holding its lane
-symbol, a vertical line through every panel (all but snapshots, which would crowd the chart)
-and a ``<title>`` tooltip. Tests count these elements, so keep one element per point list and
+One ``<svg>``: a panel per series that has points (units in its title), stacked over a shared
+step axis, then one lane per kind of event: concept drifts (the loss or error moved) apart from
+input alarms (the inputs' distribution moved). Series and markers never share a colour.
+
+Each point list becomes one ``<polyline class="series">``; each marker one
+``<g class="marker" data-event=... data-category=... data-step=...>`` holding its lane symbol,
+a vertical line through every panel (all but snapshots, which would crowd the chart) and a
+``<title>`` tooltip. Tests count these elements, so keep one element per point list and
 one group per marker.
 """
 
@@ -16,35 +19,36 @@ from html import escape
 
 from driftd.tools.report_axes import format_value, log_ticks, thin_markers, thin_points, ticks
 from driftd.tools.timeline import SERIES, Timeline
-from driftd.tools.timeline_events import Marker
+from driftd.tools.timeline_events import Marker, input_alarm
 
-LANES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("drift", ("drift_detected",)),
-    ("adaptation", ("adapted",)),
-    ("pruning", ("pruned", "prune_verdict")),
-    ("snapshot", ("snapshot",)),
-)
-"""Event lanes under the panels: (lane name, the marker events drawn in it)."""
+LANES = ("concept drift", "input alarm", "adaptation", "pruning", "snapshot")
+"""Event lanes under the panels, top to bottom (see :func:`lane_of`)."""
+_LANE_OF_EVENT = {"adapted": 2, "pruned": 3, "prune_verdict": 3, "snapshot": 4}
 
 _LABELS = {
-    "accuracy": "prequential accuracy",
-    "loss": "prequential loss",
-    "lr": "learning rate",
-    "parameters": "parameters",
-    "sparsity": "sparsity",
+    "accuracy": "prequential accuracy (fraction correct, recent window)",
+    "loss": "prequential loss (mean per labelled event, recent window)",
+    "lr": "learning rate (optimizer step size)",
+    "parameters": "parameters (count)",
+    "flops": "FLOPs per event (dense, one forward pass)",
+    "sparsity": "sparsity (fraction of weights at zero)",
 }
+STEP_LABEL = "step (gradient steps, one per mini-batch)"
 _SERIES_COLOURS = {
     "accuracy": "#1f77b4",
     "loss": "#d62728",
     "lr": "#2ca02c",
     "parameters": "#9467bd",
+    "flops": "#e377c2",
     "sparsity": "#8c564b",
 }
-# Marker colours avoid the series colours, so a marker never reads as a curve. Known
-# categories keep their colour from one report to the next; others take the next free one.
+# Every colour means one thing: markers avoid the series colours (a marker never reads as a
+# curve) and each other's. Known categories keep their colour from one report to the next;
+# others take the next free one of their lane's cycle.
 _CYCLES = {
-    "drift_detected": ("#e6550d", "#a50f15", "#e377c2", "#fdae6b", "#bcbd22", "#7b4173"),
-    "adapted": ("#e7969c", "#8c6d31", "#ad494a", "#9c9ede"),
+    "concept drift": ("#e6550d", "#a50f15", "#fdae6b", "#7b4173"),
+    "input alarm": ("#bcbd22", "#8c6d31", "#dbdb8d", "#e7cb94"),
+    "adaptation": ("#e7969c", "#ad494a", "#9c9ede", "#cedb9c"),
 }
 _FIXED = {
     ("adapted", "lr_boost"): "#17becf",
@@ -56,10 +60,12 @@ _FIXED = {
     ("adapted", "evict_head"): "#843c39",
     ("adapted", "replay"): "#e7ba52",
     ("adapted", "grow_classes"): "#ce6dbd",
+    ("adapted", "score_heads"): "#5254a3",
+    ("adapted", "keep_head"): "#8ca252",
     ("pruned", "pruned"): "#7f7f7f",
-    ("prune_verdict", "kept"): "#2ca02c",
-    ("prune_verdict", "recovered"): "#ff7f0e",
-    ("prune_verdict", "rolled_back"): "#d62728",
+    ("prune_verdict", "kept"): "#1b9e77",
+    ("prune_verdict", "recovered"): "#fd8d3c",
+    ("prune_verdict", "rolled_back"): "#67000d",
     ("prune_verdict", "interrupted"): "#9e9ac8",
     ("prune_verdict", "recover"): "#fdd0a2",
     ("snapshot", "published"): "#333333",
@@ -67,12 +73,37 @@ _FIXED = {
 }
 _FIXED_RANGE = {"accuracy": (0.0, 1.0), "sparsity": (0.0, 1.0)}
 
-WIDTH, LEFT, RIGHT, TOP = 960, 78, 16, 8
+WIDTH, LEFT, RIGHT, TOP = 960, 96, 16, 8
 PANEL_HEIGHT, PANEL_GAP, LANE_HEIGHT, AXIS_HEIGHT = 104, 24, 20, 36
 _SQUARE = ((-3.5, -3.5), (3.5, -3.5), (3.5, 3.5), (-3.5, 3.5))
 SYMBOL_SPACING = 10.0  # px between lane symbols at (nearly) the same step
 DOTS_UP_TO = 120
 MARKERS_UP_TO = 2_000  # points per series drawn as dots too (sparse, snapshot-based series)
+
+
+def lane_of(marker: Marker) -> int | None:
+    """The index in :data:`LANES` of the lane ``marker`` is drawn in (None: not drawn)."""
+    if marker.event == "drift_detected":
+        return 1 if input_alarm(marker) else 0
+    return _LANE_OF_EVENT.get(marker.event)
+
+
+def drawn_series(timeline: Timeline) -> list[str]:
+    """The series that get a panel: those with points, but not a sparsity that stayed 0.
+
+    Structured pruning removes whole units: the parameters and FLOPs panels tell, not sparsity.
+    """
+    drawn = [name for name in SERIES if timeline.series.get(name)]
+    if "sparsity" in drawn and sparsity_stayed_zero(timeline):
+        drawn.remove("sparsity")
+    return drawn
+
+
+def sparsity_stayed_zero(timeline: Timeline) -> bool:
+    """Sparsity is 0 at every point while the parameters or FLOPs series have points."""
+    sparsity = timeline.series.get("sparsity") or []
+    sized = timeline.series.get("parameters") or timeline.series.get("flops")
+    return bool(sparsity) and bool(sized) and all(value == 0 for _, value in sparsity)
 
 
 class Palette:
@@ -95,8 +126,10 @@ class Palette:
         if key in _FIXED:
             return _FIXED[key]
         if key not in self._assigned:
-            cycle = _CYCLES.get(marker.event, ("#7f7f7f",))
-            used = sum(1 for event, _ in self._assigned if event == marker.event)
+            lane = lane_of(marker)
+            name = LANES[lane] if lane is not None else ""
+            cycle = _CYCLES.get(name, ("#7f7f7f",))
+            used = sum(1 for other in self._assigned.values() if other in cycle)
             self._assigned[key] = cycle[used % len(cycle)]
         return self._assigned[key]
 
@@ -107,7 +140,7 @@ def render_svg(timeline: Timeline, palette: Palette) -> tuple[str, int]:
     Up to :data:`MARKERS_UP_TO` markers every one is drawn; past it, one per pixel column
     per kind (a week of snapshots would otherwise weigh megabytes and draw the same pixels).
     """
-    drawn = [name for name in SERIES if timeline.series.get(name)]
+    drawn = drawn_series(timeline)
     lanes_top = TOP + len(drawn) * (PANEL_HEIGHT + PANEL_GAP) + PANEL_GAP
     bottom = lanes_top + len(LANES) * LANE_HEIGHT
     height = bottom + AXIS_HEIGHT
@@ -125,22 +158,21 @@ def render_svg(timeline: Timeline, palette: Palette) -> tuple[str, int]:
     for step in ticks(first, last, count=8, integer=True):
         parts.append(_vline("grid", x(step), TOP + PANEL_GAP, bottom))
         parts.append(_text(x(step), bottom + 14, f"{int(step):,}", anchor="middle"))
-    parts.append(_text((LEFT + WIDTH - RIGHT) / 2, bottom + 30, "step", anchor="middle"))
+    parts.append(_text((LEFT + WIDTH - RIGHT) / 2, bottom + 30, STEP_LABEL, anchor="middle"))
     for index, name in enumerate(drawn):
         top = TOP + index * (PANEL_HEIGHT + PANEL_GAP) + PANEL_GAP
         parts.append(_panel(name, timeline.series[name], top, x, palette))
-    for index, (lane, _) in enumerate(LANES):
+    for index, lane in enumerate(LANES):
         middle = lanes_top + index * LANE_HEIGHT + LANE_HEIGHT / 2
         parts.append(_text(LEFT - 6, middle + 4, lane, anchor="end"))
         parts.append(_hline("grid", middle))
-    lane_of = {event: index for index, (_, events) in enumerate(LANES) for event in events}
     previous: dict[int, float] = {}  # per lane, where the last symbol went
     markers = timeline.markers
     if len(markers) > MARKERS_UP_TO:
         markers = thin_markers(markers, x)
     for marker in markers:
-        if marker.event in lane_of:
-            row = lane_of[marker.event]
+        row = lane_of(marker)
+        if row is not None:
             middle = lanes_top + row * LANE_HEIGHT + LANE_HEIGHT / 2
             at = x(marker.step)
             # Side by side rather than on top of each other (the line keeps the true step),
@@ -189,7 +221,7 @@ def _panel(
     )
     if len(points) <= DOTS_UP_TO:
         for step, value in points:
-            tooltip = f"{_LABELS[name]} {format_value(value)} at step {step:,}"
+            tooltip = f"{_LABELS[name].split(' (')[0]} {format_value(value)} at step {step:,}"
             parts.append(
                 f'<circle class="dot" cx="{x(step):.1f}" cy="{y(value):.1f}" r="2" fill="{colour}">'
                 f"<title>{escape(tooltip)}</title></circle>"

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from driftd.tools.timeline_events import Marker
+from driftd.tools.timeline_events import Marker, input_alarm
 
 
 @dataclass
@@ -18,8 +18,10 @@ class RunSummary:
         events_consumed: Summed over the runs' ``stopped`` lines, else None.
         events_learned: From the ``stopped`` lines, else the newest manifest's count.
         events_invalid: From the ``stopped`` lines, else the newest manifest's count.
-        drifts: ``drift_detected`` lines of kind ``drift``.
-        warnings: ``drift_detected`` lines of kind ``warning``.
+        drifts: Concept drifts: ``drift_detected`` lines of kind ``drift`` on the loss or error.
+        warnings: ``drift_detected`` lines of kind ``warning`` (binary detectors, concept only).
+        input_alarms: ``drift_detected`` lines on an input signal: the inputs' distribution
+            moved, whether or not the concept did.
         adaptations: Adaptations made, by kind.
         pruned: ``pruned`` lines (pruning events started).
         prunes: Final pruning verdicts, by outcome (not the ``recover`` steps on the way).
@@ -27,6 +29,8 @@ class RunSummary:
         published: Of which published.
         final_step: The last step with an accuracy point.
         final_accuracy: The prequential accuracy at ``final_step``.
+        final_parameters: The last parameter count seen.
+        final_flops: The last dense FLOPs per event seen (pruning runs).
     """
 
     runs: int = 0
@@ -35,6 +39,7 @@ class RunSummary:
     events_invalid: int | None = None
     drifts: int = 0
     warnings: int = 0
+    input_alarms: int = 0
     adaptations: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
     prunes: dict[str, int] = field(default_factory=dict)
@@ -42,6 +47,8 @@ class RunSummary:
     published: int = 0
     final_step: int | None = None
     final_accuracy: float | None = None
+    final_parameters: int | None = None
+    final_flops: int | None = None
 
 
 def summarise(
@@ -60,10 +67,12 @@ def summarise(
         counts: Events consumed, learned and invalid, if any source says.
     """
     consumed, learned, invalid = counts or (None, None, None)
-    drifts = [marker for marker in markers if marker.event == "drift_detected"]
+    alarms = [marker for marker in markers if marker.event == "drift_detected"]
+    drifts = [marker for marker in alarms if not input_alarm(marker)]
     snapshots = [marker for marker in markers if marker.event == "snapshot"]
     warnings = sum(marker.minor for marker in drifts)
     accuracy = series.get("accuracy") or []
+    parameters, flops = series.get("parameters") or [], series.get("flops") or []
     return RunSummary(
         runs=runs,
         events_consumed=consumed,
@@ -71,6 +80,7 @@ def summarise(
         events_invalid=invalid,
         drifts=len(drifts) - warnings,
         warnings=warnings,
+        input_alarms=len(alarms) - len(drifts),
         adaptations=dict(Counter(m.category for m in markers if m.event == "adapted")),
         pruned=sum(marker.event == "pruned" for marker in markers),
         prunes=dict(
@@ -80,4 +90,6 @@ def summarise(
         published=sum(not marker.minor for marker in snapshots),
         final_step=accuracy[-1][0] if accuracy else None,
         final_accuracy=accuracy[-1][1] if accuracy else None,
+        final_parameters=int(parameters[-1][1]) if parameters else None,
+        final_flops=int(flops[-1][1]) if flops else None,
     )

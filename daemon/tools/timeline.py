@@ -8,6 +8,9 @@ missing or unusable field only means a missing point or marker, never an error.
 
 What is read (``event`` field of a log line, extra fields as :mod:`driftd.logs` writes them):
 
+- ``progress`` (every N events learned, rate-limited): ``step``, ``accuracy``, ``loss``, ``lr``,
+  ``parameters``, ``flops``, ``events_consumed``, ``events_learned`` (a point per series: the
+  dips between snapshots show);
 - ``snapshot_written``: ``version``, ``published``, ``step``, ``accuracy``, ``loss``, ``lr``,
   ``parameters``, ``sparsity`` (a point per series, a snapshot marker);
 - ``snapshot_unpublished``: ``version`` (that snapshot was not published);
@@ -19,7 +22,8 @@ What is read (``event`` field of a log line, extra fields as :mod:`driftd.logs` 
 - ``start`` and ``stopped`` (the events consumed, learned and invalid of each run).
 
 A manifest adds the same points as a ``snapshot_written`` line (``step``, ``metrics``,
-``parameters``, ``sparsity``) and says whether its version was published.
+``parameters``, ``sparsity``, and with pruning the dense FLOPs per event) and says whether its
+version was published.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from driftd.tools.timeline_events import (
     whole_number,
 )
 
-SERIES = ("accuracy", "loss", "lr", "parameters", "sparsity")
+SERIES = ("accuracy", "loss", "lr", "parameters", "flops", "sparsity")
 """The time series of a timeline, in the order they are drawn."""
 
 _MANIFEST_SERIES = {
@@ -47,6 +51,7 @@ _MANIFEST_SERIES = {
     "loss": ("metrics", "prequential_loss"),
     "lr": ("metrics", "learning_rate"),
     "parameters": ("parameters",),
+    "flops": ("pruning", "flops_per_event", "dense"),
     "sparsity": ("sparsity",),
 }
 
@@ -173,6 +178,7 @@ class _Builder:
         self.stopped: list[tuple[int, int, int]] = []
         self.manifest_counts: tuple[int | None, int | None, int | None] | None = None
         self.manifest_step = -1
+        self.progress_counts: tuple[int | None, int | None, int | None] | None = None
         self.unplaced = 0
 
     def add_entry(self, entry: Mapping[str, Any]) -> None:
@@ -185,6 +191,8 @@ class _Builder:
                 self.stopped.append(counts)
         elif event in ("snapshot_written", "snapshot_unpublished"):
             self._snapshot_line(entry)
+        elif event == "progress":
+            self._progress_line(entry)
         elif event in ("drift_detected", "adapted", "pruned", "prune_verdict"):
             step = whole_number(entry.get("step"))
             if step is None:
@@ -230,6 +238,17 @@ class _Builder:
         elif isinstance(entry.get("published"), bool):
             snapshot.published = bool(entry["published"])
 
+    def _progress_line(self, entry: Mapping[str, Any]) -> None:
+        """Points of every series the line carries; its counters, for a run with no ``stopped``."""
+        step = whole_number(entry.get("step"))
+        if step is None:
+            self.unplaced += 1
+            return
+        for name in SERIES:
+            self._point(name, step, entry.get(name))
+        consumed, learned = entry.get("events_consumed"), entry.get("events_learned")
+        self.progress_counts = (whole_number(consumed), whole_number(learned), None)
+
     def _point(self, name: str, step: int, value: Any) -> None:
         number = finite_number(value)
         if number is not None:
@@ -257,7 +276,7 @@ class _Builder:
                 )
             )
         markers.sort(key=lambda marker: marker.step)
-        counts = self.stopped_counts() or self.manifest_counts
+        counts = self.stopped_counts() or self.manifest_counts or self.progress_counts
         summary = summarise(series, markers, runs=self.runs, counts=counts)
         return Timeline(series, markers, summary, unplaced=unplaced)
 

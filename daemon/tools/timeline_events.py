@@ -38,6 +38,16 @@ class Marker:
     minor: bool = False
 
 
+def input_alarm(marker: Marker) -> bool:
+    """A drift marker on an input signal (``input_mean``, ``input_rms``): the inputs moved.
+
+    The others watch the loss or the error: the concept changed (the model got worse).
+    """
+    return marker.event == "drift_detected" and marker.category.rpartition("/")[2].startswith(
+        "input_"
+    )
+
+
 def stopped_counts(entry: Mapping[str, Any]) -> tuple[int, int, int] | None:
     """Events consumed, learned and invalid of a ``stopped`` line (fields, else its message)."""
     counts = [whole_number(entry.get(name)) for name in _COUNTERS]

@@ -145,7 +145,7 @@ def test_legend_and_summary_say_what_happened() -> None:
     html = render_html(timeline_from_log(RUN))
     text = " ".join(parse(html).text)
 
-    for label in ("drift: adwin/loss", "drift: <ddm>/err&r", "adaptation: new_head",
+    for label in ("concept drift: adwin/loss", "concept drift: <ddm>/err&r", "adaptation: new_head",
                   "pruning: kept", "pruning: rolled_back", "snapshot: not published"):  # fmt: skip
         assert label in text
     rows = re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", html)
@@ -153,7 +153,8 @@ def test_legend_and_summary_say_what_happened() -> None:
     assert summary["events consumed"] == "3,200"
     assert summary["events learned"] == "3,100"
     assert summary["events invalid"] == "7"
-    assert summary["drifts detected"] == "2 (and 1 warnings)"
+    assert summary["concept drifts"] == "2 (and 1 warnings)"
+    assert summary["input alarms"] == "0 (the inputs' distribution moved)"
     assert summary["adaptations"] == "2: lr_boost 1, new_head 1"
     assert summary["pruning events"] == "1: kept 1, rolled_back 1"
     assert summary["snapshots"] == "5 (4 published)"
@@ -171,7 +172,7 @@ def test_an_empty_timeline_still_renders_a_page_that_says_so() -> None:
 def test_a_wide_learning_rate_range_is_drawn_on_a_log_scale() -> None:
     page = parse(render_html(timeline_from_log(RUN)))  # lr from 1e-2 to 4e-4
 
-    assert "learning rate (log scale)" in page.text
+    assert "learning rate (optimizer step size) (log scale)" in page.text
 
 
 def test_ticks_are_round_numbers_inside_the_range() -> None:
@@ -229,7 +230,8 @@ def test_cli_report_writes_the_page_and_says_what_it_found(
     assert main(["report", "--log", str(log), "--out", str(out)]) == 0
 
     assert capsys.readouterr().out == (
-        f"driftd report: {out}: 16 log lines (1 not JSON), 2 drifts, 2 adaptations, 5 snapshots\n"
+        f"driftd report: {out}: 16 log lines (1 not JSON), 2 concept drifts, 0 input alarms, "
+        "2 adaptations, 5 snapshots\n"
     )
     assert len(parse(out.read_text()).find("g", **{"class": "marker"})) == 13
 
@@ -253,7 +255,7 @@ def test_cli_report_reads_the_log_from_stdin(
 
     assert main(["report", "--log", "-", "--out", str(out)]) == 0
 
-    assert "16 log lines (1 not JSON), 2 drifts" in capsys.readouterr().out
+    assert "16 log lines (1 not JSON), 2 concept drifts" in capsys.readouterr().out
     assert len(parse(out.read_text()).find("g", **{"class": "marker"})) == 13
 
 
@@ -292,7 +294,7 @@ def test_past_the_cap_one_marker_per_pixel_and_kind_is_drawn_and_the_rest_counte
     assert 800 < len(drawn) < 1_000  # about one per pixel column of the plot
     assert f"{3_005 - len(drawn) - 5:,} markers fall on a pixel" in html
     rows = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", html))
-    assert rows["drifts detected"] == "3,000 (and 0 warnings)"
+    assert rows["concept drifts"] == "3,000 (and 0 warnings)"
 
 
 def test_known_kinds_keep_their_colour_from_one_report_to_the_next() -> None:
