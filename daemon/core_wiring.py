@@ -13,13 +13,14 @@ import torch
 
 from driftd.adaptation.policy import Adaptation
 from driftd.decode import JsonDecoder
+from driftd.learning.granularity import StepSizeController
 from driftd.learning.learner import OnlineLearner, make_optimizer
 from driftd.learning.lr import make_lr_policy
 from driftd.learning.models import build_model
 from driftd.ports import Clock
 from driftd.pruning.stage import PruningStage, make_pruning_stage
 from driftd.pruning.stored_heads import StoredHeadsFollower
-from driftd.settings.root import Settings
+from driftd.settings.root import LearnerSettings, Settings
 
 log = logging.getLogger("driftd.app")
 
@@ -58,6 +59,7 @@ def learner_builder(settings: Settings) -> Callable[[dict[str, Any]], OnlineLear
             huber_delta=learner_settings.huber_delta,
             grad_clip_norm=learner_settings.grad_clip_norm,
             device=device,
+            micro_batch=fixed_micro_batch(learner_settings),
         )
 
     return build
@@ -124,3 +126,22 @@ def pruning_builder(
         )  # fmt: skip
 
     return build
+
+
+def fixed_micro_batch(settings: LearnerSettings) -> int | None:
+    """The micro-batch size ``settings`` fixes, or the start size when it is ``auto``."""
+    if settings.micro_batch == "auto":
+        return min(32, settings.max_micro_batch)
+    return settings.micro_batch
+
+
+def step_size_controller(settings: LearnerSettings) -> StepSizeController | None:
+    """The controller that chooses the micro-batch size, when ``learner.micro_batch=auto``."""
+    if settings.micro_batch != "auto":
+        return None
+    coarsest = min(settings.max_micro_batch, settings.batch_size)  # a step never spans polls
+    return StepSizeController(
+        min_size=min(settings.min_micro_batch, coarsest),
+        max_size=coarsest,
+        start=fixed_micro_batch(settings) or 1,
+    )

@@ -19,10 +19,13 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from threading import Event
 
+from driftd.dead_letter_backlog import commit_offsets
 from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.learning.granularity import StepSizeController
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters
-from driftd.loop_progress import LoopProgress, StopWhen
+from driftd.loop_progress import LoopProgress, ProgressLogSchedule, StopWhen
+from driftd.non_finite import split_dropped
 from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
@@ -98,6 +101,9 @@ class TrainingLoop:
         on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
         gate: PublishGate | None = None,
         notifier: SnapshotNotifier | None = None,
+        max_dead_letter_backlog: int = 10_000,
+        progress_log: ProgressLogSchedule | None = None,
+        step_sizes: StepSizeController | None = None,
     ) -> None:
         self.source = source
         self.decoder = decoder
@@ -111,6 +117,10 @@ class TrainingLoop:
         self.snapshot_schedule = snapshot_schedule
         self.lag_schedule = lag_schedule
         self.flush_timeout_s = flush_timeout_s
+        self.max_dead_letter_backlog = max_dead_letter_backlog
+        self._consuming_paused = False
+        self.progress_log = progress_log or ProgressLogSchedule()
+        self.step_sizes = step_sizes
         self.publisher = SnapshotPublisher(
             store=store, telemetry=telemetry, gate=gate, notifier=notifier
         )
@@ -136,18 +146,34 @@ class TrainingLoop:
         while not self._stop.is_set():
             now = self.clock.monotonic()
             self.last_heartbeat = now
-            if self._should_stop(stop, started, last_record, now):
+            consumed = self.progress.events_consumed
+            reason = stop.reached(
+                consumed=consumed, started=started, last_record=last_record, now=now
+            )
+            if reason is not None:
+                self.progress.stopped_by = reason
                 break
-            records = self.source.poll(self._poll_size(stop), self.poll_timeout_s)
+            records = self._poll(stop)
             if records:
-                last_record = self.clock.monotonic()
+                self._choose_step_size(len(records))
                 self.process(records)
+                last_record = self.clock.monotonic()  # learning a batch is not idle time
             self._maybe_report_lag()
             if self._snapshot_due():
                 self.snapshot_and_commit()
         if self._dirty:
             self.snapshot_and_commit()
         return self.progress
+
+    def _choose_step_size(self, polled: int) -> None:
+        """Finer gradient steps while the consumer keeps up, coarser while a backlog grows."""
+        if self.step_sizes is None:
+            return
+        try:
+            backlog: int | None = sum(self.source.lag().values())
+        except Exception:  # a source that cannot say: keep the size
+            backlog = None
+        self.progress.step_size = self.step_sizes.observe(backlog, polled)
 
     def _snapshot_due(self) -> bool:
         # Not while a pruned model is being verified: a restart could not resume the verdict.
@@ -257,7 +283,10 @@ class TrainingLoop:
         if outcome.pruned is not None or verdict is not None:
             self.progress.parameters = count_parameters(pruning.learner.model)
 
-    def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> StepReport:
+    def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> tuple[StepReport, DecodedBatch]:
+        """Learn the batch; the report and the batch it describes (non-finite rows out)."""
+        if self.step_sizes is not None:
+            learner.micro_batch = self.step_sizes.size
         started = self.clock.monotonic()
         report = learner.learn_many(batch.x, batch.y, batch.labelled)
         seconds = self.clock.monotonic() - started

@@ -9,6 +9,11 @@ Figures (medians over repetitions; ratios matter more than absolute times on sha
 (d) p50/p99 event-to-update latency with a producer in another process at a fixed rate;
 (e) peak RSS of a fresh daemon process over the same topic;
 (f) the raw consume rate of the same Kafka client on the same topic, no processing.
+
+Targets (issue 13), printed PASS/MISS; the command exits 1 when one is missed: (a) at least
+40,000 events/s, and (e) within 10 % of the peak RSS recorded in ``bench_reference.json`` from
+the code the quality bench was rebuilt on. ``--section quality`` has its own targets
+(:mod:`~driftd.tools.quality_targets`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ from driftd.tools.streams import DriftingStream
 
 N_FEATURES = 10
 N_CLASSES = 3
+END_TO_END_TARGET = 40_000.0  # events/s, (a)
+PEAK_RSS_SLACK = 1.10  # (e) at most 10 % above the reference
 
 
 @dataclass
@@ -81,12 +88,21 @@ class _LatencyTap(PrometheusTelemetry):
         self.latencies.append(np.asarray(seconds, dtype=np.float64))
 
 
-def run_bench(*, events: int, batch_size: int, quick: bool, sections: list[str]) -> int:
-    """Run the chosen measurements and print the report; returns the exit code."""
+def run_bench(
+    *,
+    events: int,
+    batch_size: int,
+    quick: bool,
+    sections: list[str],
+    json_path: str | None = None,
+    jobs: int = 1,
+) -> int:
+    """Run the chosen measurements and print the report; returns the exit code (1: a miss)."""
     configure_logging("ERROR", json_lines=False)
     torch.set_num_threads(load_settings().learner.torch_threads)
+    missed = 0
     if "throughput" in sections:
-        _throughput(events=events, batch_size=batch_size, quick=quick)
+        missed += _throughput(events=events, batch_size=batch_size, quick=quick)
     if "adaptation" in sections:
         _adaptation(quick=quick)
     if "serving" in sections:
@@ -98,12 +114,12 @@ def run_bench(*, events: int, batch_size: int, quick: bool, sections: list[str])
     if "quality" in sections:
         from driftd.tools.quality_bench import print_quality
 
-        print_quality(quick=quick)
+        missed += print_quality(quick=quick, json_path=json_path, jobs=jobs)
         torch.set_num_threads(load_settings().learner.torch_threads)
-    return 0
+    return 1 if missed else 0
 
 
-def _throughput(*, events: int, batch_size: int, quick: bool) -> None:
+def _throughput(*, events: int, batch_size: int, quick: bool) -> int:
     repeats = 1 if quick else 3
     events = min(events, 20_000) if quick else events
     payloads = _payloads(events)
@@ -144,6 +160,26 @@ def _throughput(*, events: int, batch_size: int, quick: bool) -> None:
         f"  ratios: a/f {end_to_end / raw:.2f}, a/c {end_to_end / compute:.3f}, "
         f"b/c {in_process / compute:.3f}, a/b {end_to_end / in_process:.2f}"
     )
+    return _throughput_targets(end_to_end, peak_rss_mib)
+
+
+def _throughput_targets(end_to_end: float, peak_rss_mib: float) -> int:
+    """Print the throughput section's PASS/MISS lines; returns the number missed."""
+    from driftd.tools.quality_targets import load_reference
+
+    reference = load_reference()
+    rss_reference = reference.get("peak_rss_mib")
+    checks: list[tuple[bool | None, str]] = [
+        (end_to_end >= END_TO_END_TARGET,
+         f"(a) end to end >= {END_TO_END_TARGET:,.0f} events/s: {end_to_end:,.0f}"),
+        (None if rss_reference is None else peak_rss_mib <= PEAK_RSS_SLACK * rss_reference,
+         f"(e) peak RSS within {PEAK_RSS_SLACK - 1:.0%} of the reference: {peak_rss_mib:,.0f} vs "
+         f"{rss_reference or float('nan'):,.0f} MiB (commit "
+         f"{str(reference.get('commit', '?'))[:8]}, {reference.get('peak_rss_setup', '?')})"),
+    ]  # fmt: skip
+    for met, text in checks:
+        print(f"  {({True: 'PASS', False: 'MISS', None: 'n/a '})[met]}  {text}")
+    return sum(met is False for met, _ in checks)
 
 
 def _median(repeats: int, measure: Callable[[], float]) -> float:

@@ -1,47 +1,37 @@
 """Seeded, offline drifting streams with known drift points, for ``driftd bench --section quality``.
 
-Each generator returns a :class:`QualityStream`: the whole stream as arrays (small: a few
-thousand events), where its concept changes, and the model settings it wants. Nothing is
-downloaded; the same seed gives the same stream.
+Each maker returns a :class:`QualityStream` built from river's own generators (nothing is
+downloaded; the same seed gives the same stream):
 
-- :func:`sea_switches`: river's SEA generator, switched abruptly between its variants
-  (thresholds 8, 9, 7, 9.5 on ``x0 + x1``) at known points; a concept recurs.
-- :func:`rotating_hyperplane`: ``y = [w . x > 0]`` where ``w`` rotates by ``angle`` over
-  ``width`` events from each drift point (gradual drift), fixed in between.
-- :func:`moving_centroids`: a multi-class Gaussian-blob stream whose class centroids glide to
-  new places over ``width`` events from each drift point.
-- :func:`stationary`: the same generator as :func:`moving_centroids`, without moves (control).
-- :func:`glyph_shift`: 8x8 digit-like glyphs drawn here (10 patterns, jittered and noisy),
-  shown original -> rotated 90 degrees -> inverted -> original (a recurring image domain).
-- :func:`glyph_unlabelled_return`: original -> inverted, labelled, then original again with
-  *no labels* (a covariate shift only the inputs show: the recurring domain must be recognised
-  from them alone).
+- :func:`sea_abrupt`: SEA switched abruptly between variants, a concept recurring, 10 % label
+  noise (river's ``noise``), features on their raw [0, 10] scale;
+- :func:`sea_gradual`: SEA variant 0 -> 3 through ``ConceptDriftStream`` (gradual: the new
+  concept's share grows over ``width`` events), 5 % label noise;
+- :func:`hyperplane_moving`: river's ``Hyperplane`` with ``mag_change`` (continuous drift, no
+  change points), 5 % label noise;
+- :func:`agrawal_raw`: river's ``Agrawal`` switched between classification functions, raw
+  unscaled salary/commission/loan columns (tens of thousands) beside small integer ones, 5 % of
+  labels flipped;
+- :func:`rbf_moving`: river's ``RandomRBFDrift`` (moving centroids, 4 classes, continuous);
+- :func:`led_permuted`: river's ``LED`` (10 classes, 24 binary columns of which 7 carry the
+  digit, 10 % attribute noise); at the drift the columns are permuted so that the signal moves
+  to other inputs;
+- :func:`stagger_recurring`: river's ``STAGGER`` cycling through its three functions and back
+  to the first (clean labels).
+
+The real data sets (river's bundled Bananas, scikit-learn's digits) are in
+:mod:`~driftd.tools.quality_datasets`.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from river.datasets import synth
-
-GLYPHS = (
-    "..####.. .#....#. .#...##. .#..#.#. .#.#..#. .##...#. .#....#. ..####..",
-    "...##... ..###... .#.##... ...##... ...##... ...##... ...##... .######.",
-    "..####.. .#....#. ......#. .....#.. ....#... ...#.... ..#..... .######.",
-    "..####.. .#....#. ......#. ...###.. ......#. ......#. .#....#. ..####..",
-    ".....#.. ....##.. ...#.#.. ..#..#.. .#...#.. .######. .....#.. .....#..",
-    ".######. .#...... .#...... .#####.. ......#. ......#. .#....#. ..####..",
-    "...###.. ..#..... .#...... .#####.. .#....#. .#....#. .#....#. ..####..",
-    ".######. ......#. .....#.. ....#... ...#.... ...#.... ...#.... ...#....",
-    "..####.. .#....#. .#....#. ..####.. .#....#. .#....#. .#....#. ..####..",
-    "..####.. .#....#. .#....#. .#....#. ..#####. ......#. .....#.. ..###...",
-)
-"""Ten 8x8 digit patterns, 0 to 9, row by row (``#`` ink, ``.`` background)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,18 +41,17 @@ class QualityStream:
     Attributes:
         name: Short name (printed by the benchmark).
         description: What drifts and how.
-        features: ``(n_events, n_features)`` inputs.
+        features: ``(n_events, n_features)`` inputs, exactly the values every learner sees.
         labels: ``(n_events,)`` class labels.
         n_classes: Number of classes.
         drifts: Index of the first event of each new concept (a gradual drift starts there).
         widths: Events each drift takes to complete (1: abrupt), one per drift.
         concepts: Name of the concept in force from the start and after each drift; a name
             seen before marks a recurring concept.
-        model: ``model`` settings the stream needs (e.g. a CNN and its input shape).
-        learner: ``learner`` settings the stream needs (e.g. a higher LR for the CNN).
-        labelled: Per event, whether it carries its label (None: all do); the benchmark scores
-            the predictions of every event against ``labels`` all the same.
-        variants: Extra benchmark variants to run on it (names of ``quality_bench.VARIANTS``).
+        drift: ``abrupt``, ``gradual``, ``continuous`` (no change points: the concept moves all
+            the time) or ``none``.
+        model: ``model`` settings that are facts of the stream (a CNN's input shape), never
+            tuning.
     """
 
     name: str
@@ -73,10 +62,8 @@ class QualityStream:
     drifts: tuple[int, ...]
     widths: tuple[int, ...]
     concepts: tuple[str, ...]
+    drift: str = "abrupt"
     model: dict[str, Any] = field(default_factory=dict)
-    learner: dict[str, Any] = field(default_factory=dict)
-    labelled: np.ndarray | None = None
-    variants: tuple[str, ...] = ()
 
     @property
     def n_events(self) -> int:
@@ -98,210 +85,176 @@ class QualityStream:
         return bounds[first], bounds[first + 1]
 
     def events(self) -> Iterator[dict[str, object]]:
-        """Yield events in the driftd format (``id``, ``x``, ``y`` or null, ``domain``: unknown)."""
-        rounded = self.features.round(4)
-        labelled = self.labelled
-        for index in range(self.n_events):
-            known = labelled is None or bool(labelled[index])
-            yield {
-                "id": f"{self.name}-{index}",
-                "x": rounded[index].tolist(),
-                "y": int(self.labels[index]) if known else None,
-                "domain": None,
-            }
+        """Yield events in the driftd format (``id``, ``x``, ``y``, ``domain``: unknown)."""
+        for index, row in enumerate(self.features.tolist()):
+            yield {"id": f"{self.name}-{index}", "x": row, "y": int(self.labels[index]),
+                   "domain": None}  # fmt: skip
 
 
-def _segments(n_events: int, drifts: tuple[int, ...]) -> list[tuple[int, int]]:
-    bounds = (0, *drifts, n_events)
-    return list(itertools.pairwise(bounds))
-
-
-def sea_switches(
+def from_river(
+    name: str,
+    description: str,
+    segments: Iterable[tuple[str, Iterable[tuple[dict[Any, Any], Any]]]],
     *,
-    segment: int = 2_000,
-    variants: tuple[int, ...] = (2, 3, 2, 3),
-    noise: float = 0.0,
-    seed: int = 11,
+    n_classes: int,
+    widths: tuple[int, ...] | None = None,
+    drift: str = "abrupt",
+    flip: float = 0.0,
+    seed: int = 0,
+    transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
 ) -> QualityStream:
-    """River's SEA, one variant per ``segment`` events; features scaled from [0, 10] to [0, 1].
+    """A stream from river ``(x, y)`` pairs, one named concept per segment.
 
-    Variants 2 and 3 (thresholds 7 and 9.5) disagree on about a fifth of the input space.
+    Args:
+        name: The stream's name.
+        description: What drifts and how.
+        segments: ``(concept, pairs)`` in order; a drift point starts each but the first.
+        n_classes: Number of classes.
+        widths: Width of each drift (default: abrupt).
+        drift: The drift's kind (``none`` when there is a single segment and it is not
+            ``continuous``).
+        flip: Share of labels replaced by a uniformly drawn other class (label noise).
+        seed: Seeds the label flips.
+        transform: ``(concept, features) -> features`` applied per segment (a permutation).
     """
-    features, labels = [], []
-    for k, variant in enumerate(variants):
-        source = synth.SEA(variant=variant, noise=noise, seed=seed * 1_000 + k)
-        for x, y in source.take(segment):
-            features.append([x[0] / 10.0, x[1] / 10.0, x[2] / 10.0])
-            labels.append(int(y))
-    drifts = tuple(segment * k for k in range(1, len(variants)))
-    return QualityStream(
-        name="sea_abrupt",
-        description=f"river SEA variants {'->'.join(map(str, variants))}, {segment:,} each",
-        features=np.asarray(features, dtype=np.float32),
-        labels=np.asarray(labels, dtype=np.int64),
-        n_classes=2,
-        drifts=drifts,
-        widths=(1,) * len(drifts),
-        concepts=tuple(f"variant{v}" for v in variants),
-    )
-
-
-def rotating_hyperplane(
-    *,
-    n_events: int = 9_000,
-    n_features: int = 4,
-    drifts: tuple[int, ...] = (3_000, 6_000),
-    width: int = 1_000,
-    angle: float = math.pi / 2,
-    seed: int = 12,
-) -> QualityStream:
-    """``y = [w(t) . x > 0]``, ``x`` uniform in [-1, 1]; ``w`` turns by ``angle`` per drift."""
+    features: list[np.ndarray] = []
+    labels: list[int] = []
+    concepts: list[str] = []
+    drifts: list[int] = []
+    for concept, pairs in segments:
+        if concepts:
+            drifts.append(len(labels))
+        concepts.append(concept)
+        rows, ys = zip(*((list(x.values()), int(y)) for x, y in pairs), strict=True)
+        block = np.asarray(rows, dtype=np.float64)
+        features.append(transform(concept, block) if transform else block)
+        labels.extend(ys)
+    y = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng(seed)
-    basis, _ = np.linalg.qr(rng.normal(size=(n_features, 2)))  # the rotation plane
-    u, v = basis[:, 0], basis[:, 1]
-    turned = np.zeros(n_events)
-    for start in drifts:
-        progress = np.clip((np.arange(n_events) - start + 1) / width, 0.0, 1.0)
-        turned += angle * progress
-    weights = np.cos(turned)[:, None] * u + np.sin(turned)[:, None] * v
-    features = rng.uniform(-1.0, 1.0, size=(n_events, n_features))
-    labels = (np.einsum("ij,ij->i", features, weights) > 0).astype(np.int64)
-    return QualityStream(
-        name="hyperplane_gradual",
-        description=f"hyperplane turning {math.degrees(angle):.0f} deg over {width:,} events "
-        f"at {', '.join(f'{t:,}' for t in drifts)}",
-        features=features.astype(np.float32),
-        labels=labels,
-        n_classes=2,
-        drifts=drifts,
-        widths=(width,) * len(drifts),
-        concepts=tuple(f"angle{k}" for k in range(len(drifts) + 1)),
-    )
-
-
-def moving_centroids(
-    *,
-    n_events: int = 9_000,
-    n_features: int = 6,
-    n_classes: int = 5,
-    drifts: tuple[int, ...] = (3_000, 6_000),
-    width: int = 300,
-    spread: float = 2.0,
-    noise: float = 0.7,
-    seed: int = 13,
-    name: str = "centroids_moving",
-) -> QualityStream:
-    """Gaussian classes around centroids that glide to new random places at each drift."""
-    rng = np.random.default_rng(seed)
-    places = rng.normal(0.0, spread, size=(len(drifts) + 1, n_classes, n_features))
-    index = np.arange(n_events)
-    centroids = np.repeat(places[0][None], n_events, axis=0)
-    for k, start in enumerate(drifts):
-        progress = np.clip((index - start + 1) / width, 0.0, 1.0)[:, None, None]
-        centroids = centroids + progress * (places[k + 1] - places[k])[None]
-    labels = rng.integers(0, n_classes, size=n_events)
-    features = centroids[index, labels] + rng.normal(0.0, noise, size=(n_events, n_features))
-    moves = f"moving over {width:,} events at {', '.join(f'{t:,}' for t in drifts)}"
+    flipped = rng.random(len(y)) < flip
+    y[flipped] = (y[flipped] + rng.integers(1, n_classes, size=int(flipped.sum()))) % n_classes
     return QualityStream(
         name=name,
-        description=f"{n_classes} classes, {n_features} features, centroids "
-        + (moves if drifts else "fixed"),
-        features=features.astype(np.float32),
-        labels=labels.astype(np.int64),
+        description=description,
+        features=np.round(np.concatenate(features), 4).astype(np.float32),
+        labels=y,
         n_classes=n_classes,
-        drifts=drifts,
-        widths=(width,) * len(drifts),
-        concepts=tuple(f"places{k}" for k in range(len(drifts) + 1)),
+        drifts=tuple(drifts),
+        widths=widths or (1,) * len(drifts),
+        concepts=tuple(concepts),
+        drift=drift if drifts or drift == "continuous" else "none",
     )
 
 
-def stationary(*, n_events: int = 6_000, seed: int = 14) -> QualityStream:
-    """The :func:`moving_centroids` generator with no drift: the control stream."""
-    return moving_centroids(n_events=n_events, drifts=(), seed=seed, name="stationary")
-
-
-def glyph_images(labels: np.ndarray, rng: np.random.Generator, noise: float = 0.15) -> np.ndarray:
-    """``(n, 8, 8)`` images of the glyphs ``labels``: shifted by up to a pixel, noisy, in [0, 1]."""
-    patterns = np.array(
-        [[[char == "#" for char in row] for row in glyph.split()] for glyph in GLYPHS],
-        dtype=np.float32,
-    )
-    images = patterns[labels] * rng.uniform(0.7, 1.0, size=(len(labels), 1, 1))
-    shifts = rng.integers(-1, 2, size=(len(labels), 2))
-    for dy, dx in itertools.product((-1, 0, 1), repeat=2):
-        chosen = (shifts[:, 0] == dy) & (shifts[:, 1] == dx)
-        images[chosen] = np.roll(images[chosen], (dy, dx), axis=(1, 2))
-    images += rng.normal(0.0, noise, size=images.shape).astype(np.float32)
-    clipped: np.ndarray = np.clip(images, 0.0, 1.0)
-    return clipped
-
-
-DOMAINS = {
-    "original": lambda images: images,
-    "rotated": lambda images: np.rot90(images, k=1, axes=(1, 2)),
-    "inverted": lambda images: 1.0 - images,
-}
-
-
-def glyph_shift(
-    *,
-    segment: int = 2_500,
-    domains: tuple[str, ...] = ("original", "rotated", "inverted", "original"),
-    seed: int = 15,
-) -> QualityStream:
-    """8x8 glyphs (64 features, CNN ``1,8,8``) through image domains, ``segment`` events each."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, len(GLYPHS), size=segment * len(domains))
-    images = glyph_images(labels, rng)
-    for k, domain in enumerate(domains):
-        part = slice(k * segment, (k + 1) * segment)
-        images[part] = DOMAINS[domain](images[part])
-    drifts = tuple(segment * k for k in range(1, len(domains)))
-    return QualityStream(
-        name="glyphs_domain",
-        description=f"8x8 glyphs {' -> '.join(domains)}, {segment:,} each (CNN)",
-        features=images.reshape(len(labels), 64).astype(np.float32),
-        labels=labels.astype(np.int64),
-        n_classes=len(GLYPHS),
-        drifts=drifts,
-        widths=(1,) * len(drifts),
-        concepts=domains,
-        model={"kind": "cnn", "input_shape": [1, 8, 8]},
-        learner={"lr": 0.003},  # the default 1e-3 leaves the CNN at ~0.45 after 5,000 events
-    )
-
-
-def glyph_unlabelled_return(*, segment: int = 3_000, seed: int = 16) -> QualityStream:
-    """Glyphs original -> inverted (both labelled), then original again, unlabelled (CNN)."""
-    stream = glyph_shift(segment=segment, domains=("original", "inverted", "original"), seed=seed)
-    labelled = np.arange(stream.n_events) < 2 * segment
-    return QualityStream(
-        name="glyphs_unlabelled",
-        description=f"8x8 glyphs original -> inverted -> original, {segment:,} each; the last "
-        "unlabelled (CNN)",
-        features=stream.features,
-        labels=stream.labels,
-        n_classes=stream.n_classes,
-        drifts=stream.drifts,
-        widths=stream.widths,
-        concepts=stream.concepts,
-        model=stream.model,
-        learner=stream.learner,
-        labelled=labelled,
-        variants=("ignore",),
-    )
-
-
-def quality_streams(*, quick: bool = False) -> list[QualityStream]:
-    """The benchmark's streams; ``quick`` halves their lengths (a smoke test)."""
-    scale = 2 if quick else 1
-    return [
-        sea_switches(segment=5_000 // scale),
-        rotating_hyperplane(
-            n_events=9_000 // scale, drifts=(3_000 // scale, 6_000 // scale), width=1_000 // scale
-        ),
-        moving_centroids(n_events=9_000 // scale, drifts=(3_000 // scale, 6_000 // scale)),
-        stationary(n_events=6_000 // scale),
-        glyph_shift(segment=5_000 // scale),
-        glyph_unlabelled_return(segment=3_000 // scale),
+def sea_abrupt(*, segment: int = 1_500, seed: int = 0) -> QualityStream:
+    """SEA variants 0 -> 2 -> 3 -> 0 (thresholds 8, 7, 9.5, 8 on ``x0 + x1``), 10 % noise."""
+    variants = (0, 2, 3, 0)
+    segments = [
+        (f"variant{v}", synth.SEA(variant=v, noise=0.1, seed=seed * 100 + k).take(segment))
+        for k, v in enumerate(variants)
     ]
+    return from_river(
+        "sea_abrupt", f"river SEA {'->'.join(map(str, variants))}, {segment:,} each, 10% noise",
+        segments, n_classes=2,
+    )  # fmt: skip
+
+
+def sea_gradual(*, n_events: int = 6_000, width: int = 1_000, seed: int = 0) -> QualityStream:
+    """SEA variant 0 -> 3 via river's ``ConceptDriftStream`` at the middle, 5 % noise."""
+    position = n_events // 2
+    stream = synth.ConceptDriftStream(
+        stream=synth.SEA(variant=0, noise=0.05, seed=seed),
+        drift_stream=synth.SEA(variant=3, noise=0.05, seed=seed + 1_000),
+        position=position, width=width, seed=seed,
+    )  # fmt: skip
+    pairs = list(stream.take(n_events))
+    half = position - width // 2  # river centres the sigmoid on ``position``
+    return from_river(
+        "sea_gradual", f"river SEA 0->3 over {width:,} events around {position:,}, 5% noise",
+        [("variant0", pairs[:half]), ("variant3", pairs[half:])], n_classes=2,
+        widths=(width,), drift="gradual",
+    )  # fmt: skip
+
+
+def hyperplane_moving(*, n_events: int = 6_000, seed: int = 0) -> QualityStream:
+    """River's rotating ``Hyperplane``: 10 features, 5 drifting by ``mag_change`` 0.001/event."""
+    source = synth.Hyperplane(
+        seed=seed, n_features=10, n_drift_features=5, mag_change=0.001,
+        noise_percentage=0.05, sigma=0.1,
+    )  # fmt: skip
+    return from_river(
+        "hyperplane_moving", "river Hyperplane, 5 of 10 weights moving continuously, 5% noise",
+        [("moving", source.take(n_events))], n_classes=2, drift="continuous",
+    )  # fmt: skip
+
+
+def agrawal_raw(*, segment: int = 2_000, seed: int = 0) -> QualityStream:
+    """River's ``Agrawal`` functions 0 -> 2 -> 4, raw feature scales, 5 % labels flipped."""
+    functions = (0, 2, 4)
+    segments = [
+        (f"f{f}", synth.Agrawal(classification_function=f, seed=seed * 100 + k).take(segment))
+        for k, f in enumerate(functions)
+    ]
+    return from_river(
+        "agrawal_raw", f"river Agrawal functions {'->'.join(map(str, functions))}, {segment:,} "
+        "each, raw salary/loan scales, 5% flips", segments, n_classes=2, flip=0.05, seed=seed,
+    )  # fmt: skip
+
+
+def rbf_moving(*, n_events: int = 6_000, seed: int = 0) -> QualityStream:
+    """River's ``RandomRBFDrift``: 4 classes, 10 features, 10 of 20 centroids moving."""
+    source = synth.RandomRBFDrift(
+        seed_model=seed, seed_sample=seed + 1, n_classes=4, n_features=10, n_centroids=20,
+        change_speed=0.001, n_drift_centroids=10,
+    )  # fmt: skip
+    return from_river(
+        "rbf_moving", "river RandomRBFDrift, 4 classes, 10 of 20 centroids moving",
+        [("moving", source.take(n_events))], n_classes=4, drift="continuous",
+    )  # fmt: skip
+
+
+def led_permuted(*, segment: int = 3_000, seed: int = 0) -> QualityStream:
+    """River's ``LED`` (7 relevant of 24 columns, 10 % noise); the columns permuted at the drift.
+
+    The permutation sends the seven relevant columns to irrelevant positions, so a model whose
+    first layer learnt which inputs matter must relearn it.
+    """
+    rng = np.random.default_rng(seed)
+    moved = rng.permutation(np.arange(7, 24))[:7]  # where the seven digit segments go
+    order = np.arange(24)
+    order[moved], order[:7] = np.arange(7), moved  # column j of the new layout: old order[j]
+
+    def permute(concept: str, block: np.ndarray) -> np.ndarray:
+        return block[:, order] if concept == "moved" else block
+
+    source = synth.LED(seed=seed, noise_percentage=0.1, irrelevant_features=True)
+    pairs = source.take(2 * segment)
+    segments = [("original", itertools.islice(pairs, segment)), ("moved", pairs)]
+    return from_river(
+        "led_permuted", f"river LED, 10 classes, 10% noise; the 7 digit columns move at "
+        f"{segment:,}", segments, n_classes=10, transform=permute,
+    )  # fmt: skip
+
+
+def stagger_recurring(*, segment: int = 1_500, seed: int = 0) -> QualityStream:
+    """River's ``STAGGER`` functions 0 -> 1 -> 2 -> 0, ``segment`` events each, clean."""
+    functions = (0, 1, 2, 0)
+    segments = [
+        (f"f{f}", synth.STAGGER(classification_function=f, seed=seed * 100 + k).take(segment))
+        for k, f in enumerate(functions)
+    ]
+    return from_river(
+        "stagger_recurring", f"river STAGGER {'->'.join(map(str, functions))}, {segment:,} each",
+        segments, n_classes=2,
+    )  # fmt: skip
+
+
+SYNTHETIC: dict[str, Callable[..., QualityStream]] = {
+    "sea_abrupt": sea_abrupt,
+    "sea_gradual": sea_gradual,
+    "hyperplane_moving": hyperplane_moving,
+    "agrawal_raw": agrawal_raw,
+    "rbf_moving": rbf_moving,
+    "led_permuted": led_permuted,
+    "stagger_recurring": stagger_recurring,
+}

@@ -1,135 +1,172 @@
-"""The quality benchmark's streams: seeded, with the drift points and shapes they claim."""
+"""The quality benchmark's streams: seeded, offline, with the drift points and shapes they claim."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from driftd.tools.quality_bench import detection_figures, recovery_to_earlier
-from driftd.tools.quality_streams import (
-    QualityStream,
-    glyph_shift,
-    glyph_unlabelled_return,
-    moving_centroids,
-    quality_streams,
-    rotating_hyperplane,
-    sea_switches,
-    stationary,
+from driftd.tools import quality_streams as synthetic
+from driftd.tools.quality_datasets import bananas, bench_streams, digits_domains
+from driftd.tools.quality_runs import (
+    accuracy_after,
+    detection_figures,
+    quiet_events,
+    recovery_to_earlier,
 )
+from driftd.tools.quality_streams import QualityStream
+
+SMALL = {
+    "sea_abrupt": {"segment": 200},
+    "sea_gradual": {"n_events": 800, "width": 200},
+    "hyperplane_moving": {"n_events": 500},
+    "agrawal_raw": {"segment": 200},
+    "rbf_moving": {"n_events": 500},
+    "led_permuted": {"segment": 300},
+    "stagger_recurring": {"segment": 200},
+}
 
 
-def test_same_seed_same_stream_other_seed_other_stream() -> None:
-    makers = (sea_switches, rotating_hyperplane, moving_centroids, stationary, glyph_shift,
-              glyph_unlabelled_return)  # fmt: skip
-    for make in makers:
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_same_seed_same_stream_other_seed_other_stream(name: str) -> None:
+    make = synthetic.SYNTHETIC[name]
+    first, again, other = (make(seed=s, **SMALL[name]) for s in (1, 1, 2))
+    np.testing.assert_array_equal(first.features, again.features)
+    np.testing.assert_array_equal(first.labels, again.labels)
+    assert not np.array_equal(first.features, other.features)
+
+
+def test_real_data_sets_are_seeded_too() -> None:
+    for make in (bananas, digits_domains):
         first, again, other = make(seed=1), make(seed=1), make(seed=2)
         np.testing.assert_array_equal(first.features, again.features)
-        np.testing.assert_array_equal(first.labels, again.labels)
         assert not np.array_equal(first.features, other.features), make.__name__
 
 
-def test_shapes_classes_and_event_format() -> None:
-    for stream in quality_streams(quick=True):
+def test_every_bench_stream_has_the_shape_it_claims() -> None:
+    streams = bench_streams(seed=0, quick=True)
+    assert len(streams) >= 7
+    kinds = {stream.drift for stream in streams}
+    assert {"abrupt", "gradual", "continuous", "none"} <= kinds
+    assert any(stream.recurring for stream in streams)
+    for stream in streams:
         assert stream.features.shape[0] == stream.labels.shape[0] == stream.n_events
         assert stream.features.dtype == np.float32
         assert set(np.unique(stream.labels)) == set(range(stream.n_classes)), stream.name
         assert len(stream.widths) == len(stream.drifts)
         assert len(stream.concepts) == len(stream.drifts) + 1
         event = next(stream.events())
-        assert set(event) == {"id", "x", "y", "domain"}
-        assert len(event["x"]) == stream.features.shape[1]  # type: ignore[arg-type]
-        assert event["domain"] is None
+        assert event["x"] == stream.features[0].tolist()
+        assert event["y"] == int(stream.labels[0])
+    full = {stream.name: stream.n_events for stream in bench_streams(seed=0)}
+    assert all(5_000 <= n <= 20_000 for n in full.values()), full
 
 
-def test_sea_labels_follow_each_variants_threshold() -> None:
-    stream = sea_switches(segment=500, variants=(2, 3, 2))
-    assert stream.drifts == (500, 1000)
-    assert stream.recurring == (1000,)
-    assert stream.first_seen(1000) == (0, 500)
-    total = stream.features[:, 0] + stream.features[:, 1]  # scaled by 1/10
-    for (start, end), threshold in zip(
-        [(0, 500), (500, 1000), (1000, 1500)], [0.7, 0.95, 0.7], strict=True
-    ):
-        np.testing.assert_array_equal(stream.labels[start:end], total[start:end] > threshold)
+def test_sea_abrupt_follows_each_variants_threshold_with_ten_percent_noise() -> None:
+    stream = synthetic.sea_abrupt(segment=2_000)
+    assert stream.drifts == (2_000, 4_000, 6_000)
+    assert stream.recurring == (6_000,)
+    assert stream.first_seen(6_000) == (0, 2_000)
+    total = stream.features[:, 0] + stream.features[:, 1]  # raw [0, 10] scale
+    assert stream.features.max() > 9.0
+    for k, threshold in enumerate((8.0, 7.0, 9.5, 8.0)):
+        part = slice(2_000 * k, 2_000 * (k + 1))
+        agree = ((total[part] > threshold) == stream.labels[part]).mean()
+        assert agree == pytest.approx(0.9, abs=0.03)
 
 
-def test_hyperplane_is_fixed_between_drifts_and_turns_within_them() -> None:
-    stream = rotating_hyperplane(n_events=4000, drifts=(2000,), width=500, angle=np.pi)
-    # Refit the plane on each stretch: labels agree with a linear rule before, flip after.
-    x, y = stream.features.astype(np.float64), stream.labels
-    w, *_ = np.linalg.lstsq(x[:2000], 2.0 * y[:2000] - 1.0, rcond=None)
-    assert ((x[:2000] @ w > 0) == y[:2000]).mean() > 0.9
-    assert ((x[2500:] @ w > 0) == y[2500:]).mean() < 0.1  # turned by 180 degrees
-    assert ((x[2000:2500] @ w > 0) == y[2000:2500]).mean() == pytest.approx(0.5, abs=0.2)
+def test_agrawal_keeps_raw_scales_and_flips_five_percent_of_labels() -> None:
+    stream = synthetic.agrawal_raw(segment=2_000)
+    assert stream.features[:, 0].max() > 10_000  # salary
+    assert stream.features[:, 2].max() < 100  # age
+    clean = synthetic.agrawal_raw(segment=2_000)  # same seed, same flips
+    np.testing.assert_array_equal(stream.labels, clean.labels)
+    from river.datasets import synth
+
+    truth = [int(y) for _, y in synth.Agrawal(classification_function=0, seed=0).take(2_000)]
+    assert (np.asarray(truth) != stream.labels[:2_000]).mean() == pytest.approx(0.05, abs=0.015)
 
 
-def test_centroids_move_only_at_drifts() -> None:
-    stream = moving_centroids(n_events=6000, drifts=(3000,), width=100, noise=0.1)
-    means = [
-        [stream.features[part][stream.labels[part] == c].mean(axis=0) for c in range(5)]
-        for part in (slice(0, 1500), slice(1500, 3000), slice(3100, 6000))
-    ]
-    np.testing.assert_allclose(means[0], means[1], atol=0.05)
-    assert np.abs(np.array(means[2]) - np.array(means[1])).max() > 0.5
-    assert stationary(n_events=100).drifts == ()
+def test_led_permutation_moves_the_digit_to_other_columns() -> None:
+    stream = synthetic.led_permuted(segment=3_000)
+    before, after = slice(0, 3_000), slice(3_000, 6_000)
+
+    def informative(part: slice) -> set[int]:
+        x, y = stream.features[part], stream.labels[part]
+        spread = [np.ptp([x[y == c, j].mean() for c in range(10)]) for j in range(24)]
+        return {j for j, value in enumerate(spread) if value > 0.5}
+
+    assert informative(before) == set(range(7))
+    moved = informative(after)
+    assert len(moved) == 7
+    assert not moved & set(range(7))
 
 
-def test_glyph_domains_rotate_invert_and_recur() -> None:
-    stream = glyph_shift(segment=400)
+def test_continuous_streams_have_no_change_points() -> None:
+    for make in (synthetic.hyperplane_moving, synthetic.rbf_moving):
+        stream = make(n_events=500)
+        assert stream.drift == "continuous"
+        assert stream.drifts == ()
+        assert quiet_events(stream) == 500
+
+
+def test_gradual_sea_mixes_both_concepts_within_its_width() -> None:
+    stream = synthetic.sea_gradual(n_events=6_000, width=1_000)
+    assert stream.drift == "gradual"
+    assert stream.drifts == (2_500,)
+    assert stream.widths == (1_000,)
+    total = stream.features[:, 0] + stream.features[:, 1]
+    old = (total > 8.0) == stream.labels
+    assert old[:2_000].mean() > 0.9
+    assert old[4_000:].mean() < old[:2_000].mean() - 0.05  # variant 3 (9.5) disagrees there
+
+
+def test_digits_rotate_invert_and_recur_on_the_raw_pixel_scale() -> None:
+    stream = digits_domains(segment=500)
     assert stream.model == {"kind": "cnn", "input_shape": [1, 8, 8]}
-    assert stream.drifts == (400, 800, 1200)
-    assert stream.recurring == (1200,)
+    assert stream.drifts == (500, 1_000, 1_500)
+    assert stream.recurring == (1_500,)
     images = stream.features.reshape(-1, 8, 8)
     assert images.min() >= 0.0
-    assert images.max() <= 1.0
-    ink = [images[k * 400 : (k + 1) * 400].mean() for k in range(4)]
-    assert ink[2] > 0.5 > ink[0]  # inverted: mostly ink
-    assert abs(ink[0] - ink[3]) < 0.02
-    assert abs(ink[0] - ink[1]) < 0.02
-    # Class means: rotated ones are the originals turned by 90 degrees.
+    assert images.max() <= 16.0
+    ink = [images[k * 500 : (k + 1) * 500].mean() for k in range(4)]
+    assert ink[2] == pytest.approx(16.0 - ink[0], abs=0.5)  # inverted
+    assert abs(ink[0] - ink[3]) < 0.5
     for digit in (1, 7):
-        original = images[:400][stream.labels[:400] == digit].mean(axis=0)
-        rotated = images[400:800][stream.labels[400:800] == digit].mean(axis=0)
-        assert np.abs(np.rot90(original) - rotated).mean() < 0.1
+        original = images[:500][stream.labels[:500] == digit].mean(axis=0)
+        rotated = images[500:1_000][stream.labels[500:1_000] == digit].mean(axis=0)
+        assert np.abs(np.rot90(original) - rotated).mean() < 1.5
+        assert np.abs(original - rotated).mean() > 2.0
 
 
-def test_detection_delays_and_false_alarms() -> None:
-    stream = QualityStream(
-        name="t", description="", features=np.zeros((3000, 1), np.float32),
-        labels=np.zeros(3000, np.int64), n_classes=2, drifts=(1000, 2000), widths=(1, 1),
+def test_bananas_is_river_bundled_data_set_in_a_seeded_order() -> None:
+    stream = bananas(seed=0)
+    assert stream.n_events == 5_300
+    assert stream.drift == "none"
+    assert quiet_events(stream) == 5_300  # every detection on it is a false alarm
+
+
+def _toy(n: int = 3_000) -> QualityStream:
+    return QualityStream(
+        name="t", description="", features=np.zeros((n, 1), np.float32),
+        labels=np.zeros(n, np.int64), n_classes=2, drifts=(1_000, 2_000), widths=(1, 1),
         concepts=("a", "b", "a"),
     )  # fmt: skip
+
+
+def test_detection_delays_false_alarms_and_quiet_events() -> None:
+    stream = _toy()
     delays, false_alarms = detection_figures([500, 1040, 1100, 2999], stream, alarm_window=500)
     assert delays == [40, 999]
     assert false_alarms == 2  # 500 (before any drift) and 2999 (past the window)
     assert detection_figures([], stream) == ([None, None], 0)
+    assert quiet_events(stream, alarm_window=500) == 3_000 - 2 * 501
 
 
-def test_recovery_to_earlier_counts_events_to_the_first_segments_level() -> None:
-    stream = QualityStream(
-        name="t", description="", features=np.zeros((3000, 1), np.float32),
-        labels=np.zeros(3000, np.int64), n_classes=2, drifts=(1000, 2000), widths=(1, 1),
-        concepts=("a", "b", "a"),
-    )  # fmt: skip
-    correct = np.ones(3000, dtype=bool)
-    correct[1000:2300] = False
-    assert recovery_to_earlier(correct, stream, 2000, window=100, tolerance=0.0) == 400
-    assert (
-        recovery_to_earlier(correct, stream, 2000, window=100, tolerance=0.0, counted_to="start")
-        == 300
-    ), "the first at-level window starts where the errors end"
-    correct[2000:] = False
-    assert recovery_to_earlier(correct, stream, 2000, window=100) is None
-    assert recovery_to_earlier(correct, stream, 2000, window=100, counted_to="start") is None
-
-
-def test_the_unlabelled_return_hides_only_the_last_segments_labels() -> None:
-    stream = glyph_unlabelled_return(segment=300)
-    assert stream.concepts == ("original", "inverted", "original")
-    assert stream.recurring == (600,)
-    assert stream.variants == ("ignore",)
-    labels = [event["y"] for event in stream.events()]
-    assert labels[:600] == stream.labels[:600].tolist()
-    assert labels[600:] == [None] * 300
-    inverted = stream.features[300:600].mean()
-    assert inverted > stream.features[600:].mean() + 0.2, "inverted glyphs are mostly ink"
+def test_recovery_counts_events_lost_before_the_first_segments_level() -> None:
+    stream = _toy()
+    correct = np.ones(3_000, dtype=bool)
+    correct[1_000:2_300] = False
+    assert recovery_to_earlier(correct, stream, 2_000, window=100, tolerance=0.0) == 300
+    assert accuracy_after(correct, stream) == [0.0, 0.7]
+    correct[2_000:] = False
+    assert recovery_to_earlier(correct, stream, 2_000, window=100) is None
