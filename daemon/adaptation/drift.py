@@ -24,6 +24,7 @@ and not reported as drifts. Input signals report changes either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -108,13 +109,27 @@ class SignalMonitor:
         self.detector = make_detector(detector, self.params)
         self._binary = is_binary(detector)
         self.seen = 0  # values offered so far
+        self.dropped = 0  # non-finite values offered, never fed
         self._phase = 0  # offered values to skip before the next fed one
         self._ref_sum, self._ref_n = 0.0, 0
         self._tail: list[float] = []
         self._warning = False
 
     def update_many(self, values: Sequence[float]) -> list[Fired]:
-        """Feed a batch of values; return what fired, where in ``values``."""
+        """Feed a batch of values; return what fired, where in ``values``.
+
+        Non-finite values are offered but never fed (counted in :attr:`dropped`): one ``inf``
+        in ADWIN's window, or a NaN in any detector's sums, would blind it for good.
+        """
+        if not all(map(math.isfinite, values)):
+            kept = [i for i, value in enumerate(values) if math.isfinite(value)]
+            found = self._update_finite([values[i] for i in kept])
+            self.seen += len(values) - len(kept)
+            self.dropped += len(values) - len(kept)
+            return [fired._replace(position=kept[fired.position]) for fired in found]
+        return self._update_finite(values)
+
+    def _update_finite(self, values: Sequence[float]) -> list[Fired]:
         n = len(values)
         if n == 0:
             return []
@@ -169,6 +184,7 @@ class SignalMonitor:
             "signal": self.signal,
             "state": detector_state(self.detector),
             "seen": self.seen,
+            "dropped": self.dropped,
             "phase": self._phase,
             "reference": [self._ref_sum, self._ref_n],
             "tail": self._tail,
@@ -184,6 +200,7 @@ class SignalMonitor:
         self.detector = make_detector(self.name, self.params)
         load_detector_state(self.detector, state["state"])
         self.seen, self._phase = int(state["seen"]), int(state["phase"])
+        self.dropped = int(state.get("dropped", 0))
         self._ref_sum, self._ref_n = float(state["reference"][0]), int(state["reference"][1])
         self._tail = [float(v) for v in state["tail"]]
         self._warning = bool(state["warning"])
@@ -227,7 +244,8 @@ class DriftMonitor:
             all_labelled = bool(labelled.all())
             if self.concept_signal == "loss":
                 values = event_losses.tolist()
-            else:
+            else:  # on the CPU, with the labels: the model's device may differ
+                predictions = predictions.detach().cpu()
                 wrong = predictions != y if all_labelled else predictions[labelled] != y[labelled]
                 values = wrong.to(torch.float64).tolist()
             for fired in self.concept.update_many(values):
@@ -284,7 +302,11 @@ class DriftMonitor:
 
 
 def _input_values(flat: torch.Tensor, monitor: SignalMonitor) -> list[float]:
-    """The covariate signal of ``monitor``: the batch's value, or each event's (rows)."""
+    """The covariate signal of ``monitor``: the batch's value, or each event's (rows).
+
+    In float64: squares of inputs finite in float32 (up to ``3.4e38``) stay finite.
+    """
+    flat = flat.to(torch.float64)
     if monitor.batch_mean:  # one value: over the whole batch
         whole = flat.mean() if monitor.signal == "input_mean" else flat.square().mean().sqrt()
         return [float(whole)]

@@ -19,6 +19,7 @@ this order of precedence, from:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -65,8 +66,10 @@ class HeadSwitch:
             x = batch.x if every else batch.x[labelled]
             self.replay.extend(x, batch.y if every else batch.y[labelled])
         if self.pending is not None:
-            self.pending["loss_sum"] += float(report.event_losses.sum())
-            self.pending["count"] += len(report.event_losses)
+            losses = report.event_losses.detach()
+            losses = losses[torch.isfinite(losses)]  # the live head's level stays a number
+            self.pending["loss_sum"] += float(losses.sum(dtype=torch.float64))
+            self.pending["count"] += len(losses)
             self.pending["events"] += len(batch)
 
     def activate(self, domain: str, outcome: StepOutcome) -> None:
@@ -96,7 +99,9 @@ class HeadSwitch:
         else:  # a covariate drift started looking (its head stored): now the loss shows it too
             self.pending |= {"marker": marker, "start": start, "trigger": "concept"}
         assert self.pending is not None
-        self.pending |= {"loss_sum": float(losses_after.sum()), "count": len(losses_after)}
+        losses_after = losses_after[torch.isfinite(losses_after)]
+        loss_sum = float(losses_after.sum(dtype=torch.float64))
+        self.pending |= {"loss_sum": loss_sum, "count": len(losses_after)}
 
     def on_covariate_drift(self, marker: int, start: int, why: str, outcome: StepOutcome) -> None:
         """Store the active head and look for its successor (``score_heads``)."""
@@ -132,14 +137,19 @@ class HeadSwitch:
         x, y = self.replay.since(first, marker + 1)
         if len(x) < 4 or self.heads is None:
             return marker
-        return first + change_point(self.heads.live_event_losses(self.learner, x, y))
+        losses = self.heads.live_event_losses(self.learner, x, y)
+        if not bool(torch.isfinite(losses).all()):
+            return marker  # no level to compare: score from the detection on
+        return first + change_point(losses)
 
     def _start(self, marker: int, start: int, trigger: str, outcome: StepOutcome) -> None:
         """Store the active head with its reference loss (just before ``start``)."""
         heads, learner = self.heads, self.learner
         assert heads is not None
         x, y = self.replay.since(max(0, start - self.settings.score_events * 4), start)
-        reference = heads.score_live(learner, x, y) if len(x) else learner.window.loss
+        reference = heads.score_live(learner, x, y) if len(x) else None
+        if reference is None or not math.isfinite(reference):
+            reference = learner.window.loss
         self._store(self.active, reference, outcome)
         if self.settings.replay == "reservoir":
             self.replay.clear()
@@ -173,6 +183,8 @@ class HeadSwitch:
         x, y = self.replay.since(pending["marker"])
         live = pending["loss_sum"] / max(1, pending["count"])
         scores = heads.scores(self.learner, x, y) if len(x) else {}
+        # a head whose loss is not a number is no candidate (NaN would compare false either way)
+        scores = {name: s if math.isfinite(s) else math.inf for name, s in scores.items()}
         fitting = [
             name for name, score in scores.items()
             if score < live and self._fits_reference(name, score)

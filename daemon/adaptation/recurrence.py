@@ -75,10 +75,13 @@ class InputStats:
     squares: torch.Tensor | None = None
 
     def update(self, x: torch.Tensor) -> None:
-        """Add the events (rows) of ``x``."""
+        """Add the events (rows) of ``x`` (rows holding a NaN or infinity are left out)."""
         if len(x) == 0:
             return
         flat = x.detach().reshape(len(x), -1).to("cpu", torch.float64)
+        flat = flat[torch.isfinite(flat).all(dim=1)]
+        if len(flat) == 0:
+            return
         if self.total is None or self.squares is None or self.total.shape != flat.shape[1:]:
             self.count = 0
             self.total, self.squares = (

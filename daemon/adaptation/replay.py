@@ -44,7 +44,14 @@ class ReplayBuffer:
         return self._size
 
     def extend(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Offer labelled events (rows of ``x`` and ``y``), oldest first."""
+        """Offer labelled events (rows of ``x`` and ``y``), oldest first.
+
+        Rows holding a NaN or infinity are left out (they would poison every replayed step and
+        head score); they get no arrival number.
+        """
+        finite = _finite_rows(x) & _finite_rows(y)
+        if not bool(finite.all()):
+            x, y = x[finite], y[finite]
         n = len(x)
         if n == 0:
             return
@@ -121,3 +128,10 @@ class ReplayBuffer:
         self._x[:size], self._y[:size] = x[:size], y[:size]
         self._arrival[:size] = tensors["arrival"][:size]
         self._size = size
+
+
+def _finite_rows(values: torch.Tensor) -> torch.Tensor:
+    """Whether each row of ``values`` is all finite (always, for integer labels)."""
+    if not values.is_floating_point():
+        return torch.ones(len(values), dtype=torch.bool, device=values.device)
+    return torch.isfinite(values.reshape(len(values), -1)).all(dim=1)

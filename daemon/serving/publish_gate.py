@@ -170,11 +170,13 @@ class LabelWindow:
         return self._count
 
     def update(self, y: torch.Tensor, labelled: torch.Tensor) -> None:
-        """Add the labelled targets of one batch (unlabelled rows are ignored)."""
+        """Add the labelled targets of one batch (unlabelled and non-finite rows are ignored)."""
         mask = labelled.detach().cpu().numpy().astype(bool)
-        if not mask.any():
-            return
         targets = y.detach().cpu().numpy()[mask]
+        if targets.dtype.kind == "f":  # one NaN target would make the baseline NaN for good
+            targets = targets[np.isfinite(targets.reshape(len(targets), -1)).all(axis=1)]
+        if not len(targets):
+            return
         if self.task == "classification":
             self._append(np.bincount(targets.astype(np.int64)), len(targets))
         else:
