@@ -301,6 +301,10 @@ def make_lr_policy(settings: LRSettings, base_lr: float) -> LRPolicy:
         return CosineRestartsLR(
             cycle_steps=settings.cycle_steps, cycle_mult=settings.cycle_mult, **bounds
         )
+    # The loss-aware policy moves only within [min_scale, max_scale] x the base rate: a noisy
+    # plateau can slow learning, never starve it (and lr.min_lr/max_lr still apply).
+    bounds["min_lr"] = clamp(base_lr * settings.min_scale, settings.min_lr, settings.max_lr)
+    bounds["max_lr"] = clamp(base_lr * settings.max_scale, bounds["min_lr"], settings.max_lr)
     return AdaptiveLR(
         smoothing=settings.smoothing,
         patience=settings.patience,

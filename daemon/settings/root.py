@@ -123,6 +123,12 @@ class LRSettings(Section):
     policy: Literal["constant", "step", "exponential", "cosine_restarts", "adaptive"] = "adaptive"
     min_lr: float = Field(1e-6, gt=0.0)
     max_lr: float = Field(1e-1, gt=0.0)
+    min_scale: float = Field(
+        0.1, gt=0.0, le=1.0, description="adaptive: the rate never falls below this x learner.lr."
+    )
+    max_scale: float = Field(
+        10.0, ge=1.0, description="adaptive: the rate never rises above this x learner.lr."
+    )
     step_size: int = Field(1_000, ge=1, description="step: steps between decays.")
     gamma: float = Field(0.5, gt=0.0, le=1.0, description="step/exponential: decay factor.")
     cycle_steps: int = Field(1_000, ge=1, description="cosine_restarts: first cycle length.")

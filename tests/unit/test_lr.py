@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from collections.abc import Callable
 
 import pytest
@@ -225,7 +226,8 @@ def test_make_lr_policy_from_settings() -> None:
     for name, kind in kinds.items():
         policy = make_lr_policy(LRSettings(policy=name), base_lr=0.002)
         assert type(policy) is kind
-        assert (policy.lr, policy.min_lr, policy.max_lr, policy.name) == (0.002, 1e-6, 0.1, name)
+        bounds = (2e-4, 0.02) if name == "adaptive" else (1e-6, 0.1)  # adaptive: relative
+        assert (policy.lr, policy.min_lr, policy.max_lr, policy.name) == (0.002, *bounds, name)
     step = make_lr_policy(LRSettings(policy="step", step_size=7, gamma=0.3), base_lr=5.0)
     assert isinstance(step, StepDecayLR)
     assert (step.step_size, step.gamma, step.lr) == (7, 0.3, 0.1)  # base clamped to max_lr
@@ -305,3 +307,17 @@ def test_restored_policy_continues_identically(
     after = [apply(restored, op) for op in ops[split:]]
     assert before + after == expected
     assert restored.state_dict() == uninterrupted.state_dict()
+
+
+def test_the_default_adaptive_policy_never_starves_and_recovers() -> None:
+    policy = make_lr_policy(LRSettings(), base_lr=1e-3)
+    rng = random.Random(0)
+    rates = [policy.step(1.0 + rng.random()) for _ in range(5_000)]  # noise, never improving
+    assert min(rates) == pytest.approx(1e-4), "floored at min_scale x the base rate"
+    assert rates[-1] == pytest.approx(1e-4)
+    loss = 1.0
+    for _ in range(2_000):  # a steady improvement raises it again
+        loss *= 0.995
+        policy.step(loss)
+    assert policy.lr > 3e-4
+    assert policy.lr <= 1e-2 + 1e-12, "and never past max_scale x the base rate"
