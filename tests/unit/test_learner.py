@@ -76,12 +76,23 @@ def test_no_labels_takes_no_step() -> None:
     assert all(torch.equal(a, b) for a, b in zip(before, learner.model.parameters(), strict=True))
 
 
-def test_non_finite_loss_skips_the_step() -> None:
+def test_non_finite_loss_rows_are_dropped_and_the_rest_learned() -> None:
     learner = _learner(task="regression")
     x = torch.randn(4, 4)
     y = torch.tensor([[1.0], [2.0], [3e38], [3e38]])  # squared error overflows float32
-    before = [p.clone() for p in learner.model.parameters()]
     report = learner.learn_many(x, y, torch.ones(4, dtype=torch.bool))
+    assert report.dropped is not None
+    assert report.dropped.tolist() == [False, False, True, True]
+    assert (report.skipped, report.n_learned, learner.steps) == (None, 2, 1)
+    assert learner.window.count == 2
+
+
+def test_non_finite_loss_on_every_row_skips_the_step() -> None:
+    learner = _learner(task="regression")
+    x = torch.randn(2, 4)
+    y = torch.tensor([[3e38], [3e38]])
+    before = [p.clone() for p in learner.model.parameters()]
+    report = learner.learn_many(x, y, torch.ones(2, dtype=torch.bool))
     assert report.skipped == "non_finite_loss"
     assert report.n_learned == 0
     assert learner.steps_skipped == 1
