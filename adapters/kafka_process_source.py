@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from driftd.logs import JsonLinesFormatter, configure_logging
@@ -145,6 +147,9 @@ class KafkaProcessSource:
                 self._control.send((0, _STOP, None))
         except (OSError, ValueError):
             pass
+        # A child still waiting for a broker exits on SIGTERM at once (it may be blocked in a
+        # bootstrap for request_timeout_ms); a connected one ignores it and stops in order.
+        self._process.terminate()
         self._process.join(timeout=15)
         if self._process.is_alive():
             self._process.kill()
@@ -221,12 +226,13 @@ def _consume(
     """The child: poll into the data pipe with its status, answer commits between polls."""
     # Ctrl-C reaches the whole process group: the parent stops this child, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_while_unconnected)
     configure_logging("WARNING", json_lines=json_logs)  # the parent's format: one log stream
     start = {TopicPartition(topic, partition): offset for topic, partition, offset in offsets}
     source = _connect(KafkaSettings(**settings), start, control)
     if source is None:
         return
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # connected: the parent's stop request ends it
     sent: Status | None = None
     try:
         while _answer(source, control):
@@ -239,6 +245,11 @@ def _consume(
         pass  # the parent is gone (even kill -9): leave the group, do not consume on
     finally:
         source.close()
+
+
+def _exit_while_unconnected(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM before a broker answered: nothing to leave or commit, so exit now."""
+    os._exit(0)
 
 
 def _status(source: KafkaRecordSource) -> Status:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +35,66 @@ class JsonLinesFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class ClientLogSummary(logging.Filter):
+    """A Kafka client's warnings and errors, summarised into driftd's own rate-limited line.
+
+    While a broker is down kafka-python logs a few lines a second. The first one passes at once,
+    rewritten as a ``driftd.kafka`` line (``event=kafka_client_errors``); later ones are only
+    counted, and the next one after ``every_s`` passes with the count of those suppressed.
+    Lines below WARNING and other loggers' lines pass unchanged.
+
+    Args:
+        every_s: Least seconds between two summary lines.
+        logger: The client's logger name (its children included).
+        clock: Monotonic seconds (injected by tests).
+    """
+
+    def __init__(
+        self,
+        every_s: float = 30.0,
+        *,
+        logger: str = "kafka",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._prefix = logger
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = -math.inf
+        self._suppressed = 0
+        self.total = 0  #: client warnings and errors seen, reported or not
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Pass ``record`` (rewritten when it is the client's) or drop it, counted."""
+        name = record.name
+        if record.levelno < logging.WARNING or not (
+            name == self._prefix or name.startswith(self._prefix + ".")
+        ):
+            return True
+        with self._lock:
+            self.total += 1
+            now = self._clock()
+            if now - self._last < self.every_s:
+                self._suppressed += 1
+                return False
+            suppressed, self._suppressed, self._last = self._suppressed, 0, now
+        message = record.getMessage()
+        record.msg = "Kafka client (%s): %s [%d similar lines suppressed; at most one every %.0f s]"
+        record.args = (name, message, suppressed, self.every_s)
+        record.name = "driftd.kafka"
+        record.event = "kafka_client_errors"
+        record.suppressed = suppressed
+        return True
+
+
 def configure_logging(level: str, *, json_lines: bool) -> None:
-    """Send driftd's logs to stderr in the chosen format (replaces earlier handlers)."""
+    """Send driftd's logs to stderr in the chosen format (replaces earlier handlers).
+
+    The Kafka client's own warnings and errors are summarised (:class:`ClientLogSummary`).
+    """
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ClientLogSummary())
     if json_lines:
         handler.setFormatter(JsonLinesFormatter())
     else:
@@ -59,5 +120,3 @@ def add_json_log_file(path: Path, level: str = "INFO") -> logging.Handler:
     driftd.addHandler(handler)
     driftd.setLevel(min(driftd.getEffectiveLevel(), handler.level))
     return handler
-    # kafka-python is chatty at INFO about every (re)connection.
-    logging.getLogger("kafka").setLevel(logging.WARNING)

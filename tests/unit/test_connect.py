@@ -42,3 +42,37 @@ def test_a_stop_ends_the_retries_with_none() -> None:
         raise TimeoutError("no broker answers")
 
     assert connect_with_backoff(make, "prediction sink", stop=stop) is None
+
+
+def test_a_stop_does_not_wait_for_a_blocked_attempt_and_the_late_client_is_closed() -> None:
+    stop, release, closed = threading.Event(), threading.Event(), threading.Event()
+    created: list[str] = []
+
+    def make() -> str:  # blocks like a bootstrap against a broker that does not answer
+        release.wait(30)
+        created.append("client")
+        return "client"
+
+    threading.Timer(0.2, stop.set).start()  # e.g. SIGTERM while the attempt is blocked
+    client = connect_with_backoff(
+        make, "source", stop=stop, close=lambda client: closed.set() if client else None
+    )
+    assert client is None
+    assert not release.is_set()  # returned while the attempt still blocked
+    assert created == []
+    release.set()  # the attempt completes after all: its client is closed, not leaked
+    assert closed.wait(10)
+    assert created == ["client"]
+
+
+def test_with_a_stop_event_errors_are_still_retried_and_a_client_returned() -> None:
+    attempts: list[int] = []
+
+    def make() -> str:
+        attempts.append(len(attempts))
+        if len(attempts) < 3:
+            raise TimeoutError("no broker answers")
+        return "client"
+
+    assert connect_with_backoff(make, "source", stop=threading.Event()) == "client"
+    assert len(attempts) == 3
