@@ -46,7 +46,8 @@ def test_classification_has_no_regression_metrics() -> None:
 def _sklearn_like(predicted: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
     error = predicted - y
     sst = ((y - y.mean(axis=0)) ** 2).sum()
-    return float(np.abs(error).mean()), float(np.sqrt((error**2).mean())), 1 - (error**2).sum() / sst
+    r2 = 1 - float((error**2).sum() / sst)
+    return float(np.abs(error).mean()), float(np.sqrt((error**2).mean())), r2
 
 
 @pytest.mark.parametrize("outputs", [1, 3])
