@@ -84,6 +84,8 @@ class EmbeddedBroker:
             build also has ``s3://bucket/``).
         env: Extra environment for the child, e.g. the ``AWS_*`` variables an ``s3://``
             engine reads (``AWS_ENDPOINT``, ``AWS_ALLOW_HTTP``, credentials).
+        port: Listen on this loopback port (one attempt: a taken port fails the start);
+            None or 0: a free one.
     """
 
     def __init__(
@@ -95,8 +97,10 @@ class EmbeddedBroker:
         stop_timeout_s: float = 2.0,
         storage_engine: str | None = None,
         env: Mapping[str, str] | None = None,
+        port: int | None = None,
     ) -> None:
         self._binary = binary
+        self._wanted_port = port or None
         self._storage_engine = storage_engine
         self._extra_env = dict(env or {})
         self._last_port: int | None = None  # kept across stop/kill, for restart()
@@ -145,6 +149,9 @@ class EmbeddedBroker:
         """
         if self.running:
             return self
+        wanted = self._wanted_port
+        if wanted is not None:
+            return self._start_on([lambda: wanted])
         return self._start_on(_free_loopback_port for _ in range(self._max_attempts))
 
     def restart(self) -> EmbeddedBroker:
