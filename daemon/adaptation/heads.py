@@ -124,7 +124,7 @@ class HeadRegistry:
         for key, p in head.named_parameters():
             saved = entry.moments.get(key)
             if saved:
-                state[p] = {k: v.clone() for k, v in saved.items()}
+                state[p] = {k: _moment_for(p, k, v) for k, v in saved.items()}
             else:
                 state.pop(p, None)
 
@@ -150,8 +150,9 @@ class HeadRegistry:
         head = head_of(learner)
         scores = {}
         for name, entry in self._entries.items():
-            embedding = functional_call(model.shared, entry.trunk, (x,)) if entry.trunk else live
-            outputs = functional_call(head, entry.weights, (embedding,))
+            trunk = _on_device(entry.trunk, x.device)  # restored from a snapshot: on the CPU
+            embedding = functional_call(model.shared, trunk, (x,)) if trunk else live
+            outputs = functional_call(head, _on_device(entry.weights, x.device), (embedding,))
             scores[name] = learner.event_losses(outputs, y).detach().to("cpu")
         return scores
 
@@ -219,3 +220,21 @@ class HeadRegistry:
             self._entries[str(item["name"])] = HeadEntry(
                 weights, moments, item["reference_loss"], trunk, inputs
             )
+
+
+def _on_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """``tensors`` on ``device`` (the same dict when they are there already)."""
+    if all(value.device == device for value in tensors.values()):
+        return tensors
+    return {key: value.to(device) for key, value in tensors.items()}
+
+
+def _moment_for(param: torch.Tensor, key: str, value: torch.Tensor) -> torch.Tensor:
+    """A copy of optimizer state ``key`` for ``param``, placed as torch's optimizers place it.
+
+    ``step`` stays where it was (Adam keeps it on the CPU), the rest goes to the parameter's
+    device (stored heads restored from a snapshot come back on the CPU).
+    """
+    if key == "step" or value.device == param.device:
+        return value.clone()
+    return value.to(param.device)
