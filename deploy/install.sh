@@ -13,10 +13,11 @@
 #                    https://download.pytorch.org/whl/cu128
 #   DRIFTD_EXTRAS    optional extras to install, comma separated (e.g. "s3")
 #
-# torch is installed first, alone, from TORCH_INDEX_URL, at the exact version pyproject.toml
-# pins: installing it together with driftd from PyPI would pull the multi-GB CUDA build even
-# for a CPU image. Then driftd and its other dependencies come from the default index; pip
-# sees torch already satisfied and leaves it. The last step runs the installed `driftd`.
+# Every package at the version constraints.txt pins (the versions the tests passed with).
+# torch is installed first, alone, from TORCH_INDEX_URL: installing it together with driftd
+# from PyPI would pull the multi-GB CUDA build even for a CPU image. Then driftd and its other
+# dependencies come from the default index; pip sees torch already satisfied and leaves it.
+# The last step runs the installed `driftd`.
 set -euo pipefail
 
 dry_run=0
@@ -34,22 +35,20 @@ python=${PYTHON:-python3}
 torch_index=${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
 extras=${DRIFTD_EXTRAS:-}
 
-if [ ! -f "$source_dir/pyproject.toml" ]; then
-    echo "install.sh: no pyproject.toml in $source_dir" >&2
+for file in pyproject.toml constraints.txt; do
+    if [ ! -f "$source_dir/$file" ]; then
+        echo "install.sh: no $file in $source_dir" >&2
+        exit 2
+    fi
+done
+constraints=$source_dir/constraints.txt
+
+# The torch pin of constraints.txt (e.g. torch==2.13.0).
+torch_requirement=$(grep -E '^torch==' "$constraints" || true)
+if [ "$(printf '%s\n' "$torch_requirement" | grep -c '^torch==')" -ne 1 ]; then
+    echo "install.sh: expected one torch==X line in $constraints" >&2
     exit 2
 fi
-
-# The torch requirement exactly as pyproject.toml writes it (e.g. torch==2.13.0).
-torch_requirement=$("$python" - "$source_dir/pyproject.toml" <<'EOF'
-import sys, tomllib
-with open(sys.argv[1], "rb") as file:
-    dependencies = tomllib.load(file)["project"]["dependencies"]
-pins = [d for d in dependencies if d.replace(" ", "").startswith("torch==")]
-if len(pins) != 1:
-    sys.exit(f"install.sh: expected one torch==X pin in pyproject.toml, found {pins}")
-print(pins[0].replace(" ", ""))
-EOF
-)
 
 target=$source_dir
 if [ -n "$extras" ]; then
@@ -69,7 +68,7 @@ step() {
 step "$python" -m venv "$prefix"
 step "$prefix/bin/pip" install --no-cache-dir --upgrade pip
 step "$prefix/bin/pip" install --no-cache-dir --index-url "$torch_index" "$torch_requirement"
-step "$prefix/bin/pip" install --no-cache-dir "$target"
+step "$prefix/bin/pip" install --no-cache-dir -c "$constraints" "$target"
 # Smoke test of what was installed: the console script starts and validates its defaults.
 step "$prefix/bin/driftd" --version
 step env -u DRIFTD_CONFIG "$prefix/bin/driftd" config
