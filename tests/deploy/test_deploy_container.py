@@ -126,8 +126,8 @@ def dry_run(prefix: Path, **env: str) -> list[list[str]]:
 
 
 def test_install_puts_cpu_torch_first_at_the_pinned_version(tmp_path: Path) -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    (pin,) = [d for d in pyproject["project"]["dependencies"] if d.startswith("torch==")]
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
+    (pin,) = [line for line in constraints if line.startswith("torch==")]
     prefix = tmp_path / "venv"
     steps = dry_run(prefix)
     pip = str(prefix / "bin" / "pip")
@@ -136,7 +136,7 @@ def test_install_puts_cpu_torch_first_at_the_pinned_version(tmp_path: Path) -> N
         [pip, "install", "--no-cache-dir", "--upgrade", "pip"],
         [pip, "install", "--no-cache-dir", "--index-url",
          "https://download.pytorch.org/whl/cpu", pin],
-        [pip, "install", "--no-cache-dir", str(ROOT)],
+        [pip, "install", "--no-cache-dir", "-c", str(ROOT / "constraints.txt"), str(ROOT)],
         [str(prefix / "bin" / "driftd"), "--version"],
         ["env", "-u", "DRIFTD_CONFIG", str(prefix / "bin" / "driftd"), "config"],
     ]  # fmt: skip
@@ -147,7 +147,7 @@ def test_install_takes_the_cuda_index_and_extras(tmp_path: Path) -> None:
     cuda = "https://download.pytorch.org/whl/cu128"
     steps = dry_run(tmp_path / "venv", TORCH_INDEX_URL=cuda, DRIFTD_EXTRAS="s3")
     assert steps[2][4] == cuda
-    assert steps[3][-1] == f"{ROOT}[s3]"
+    assert steps[3][-3:] == ["-c", str(ROOT / "constraints.txt"), f"{ROOT}[s3]"]
 
 
 def test_install_refuses_a_tree_without_pyproject(tmp_path: Path) -> None:
@@ -155,6 +155,29 @@ def test_install_refuses_a_tree_without_pyproject(tmp_path: Path) -> None:
                  clean_env(PYTHON=sys.executable), ROOT)  # fmt: skip
     assert result.returncode == 2
     assert "no pyproject.toml" in result.stderr
+
+
+def test_constraints_pin_every_dependency_within_the_declared_ranges() -> None:
+    # The package declares ranges (it lives in other people's environments); constraints.txt
+    # pins one tested version of each, inside those ranges.
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(text) for text in project["dependencies"]]
+    for extra in project["optional-dependencies"].values():
+        declared += [Requirement(text) for text in extra]
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    for requirement in declared:
+        version = pins[canonicalize_name(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+    (torch,) = [r for r in declared if r.name == "torch"]
+    assert str(torch.specifier) != f"=={pins['torch']}", "a range, not the tested pin"
+    assert "crc32c" in pins, "extras' own requirements are pinned too"
 
 
 @pytest.mark.skipif(
