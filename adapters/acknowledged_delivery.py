@@ -59,6 +59,11 @@ class AcknowledgedDelivery(Generic[Item]):
         """Items not yet acknowledged (in flight, or failed and awaiting a retry)."""
         return len(self._in_flight) + len(self._failed)
 
+    def unacknowledged(self) -> list[Item]:
+        """The pending items not known to be acknowledged: failed ones, then those in flight."""
+        in_flight = [item for item, future in self._in_flight if not future.succeeded()]
+        return [*self._failed, *in_flight]
+
     def send(self, item: Item) -> None:
         """Queue one item; once a delivery has failed, queue without trying (flush retries)."""
         if self._failed or not self._try_send(item):

@@ -93,6 +93,13 @@ class KafkaDeadLetterSink:
         """Rejections not yet acknowledged (in flight, or failed and awaiting a retry)."""
         return self._delivery.pending
 
+    def undelivered(self) -> list[Rejection]:
+        """The rejections not yet acknowledged, by partition and offset (a snapshot keeps them)."""
+        rejections = [item.rejection for item in self._delivery.unacknowledged()]
+        return sorted(
+            rejections, key=lambda r: (r.record.topic, r.record.partition, r.record.offset)
+        )
+
     def send(self, rejection: Rejection) -> None:
         """Queue one rejection; once a delivery has failed, queue without trying (flush retries).
 

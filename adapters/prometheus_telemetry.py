@@ -48,9 +48,10 @@ SNAPSHOT_WRITE_BUCKETS = (
 PRUNE_OUTCOMES = ("kept", "recovered", "rolled_back", "interrupted")
 #: Why a gradient step is skipped (``driftd.learning.learner``).
 SKIP_REASONS = ("non_finite_loss",)
-#: Why a snapshot failed: a dead-letter flush, else the errno name of the failed save
-#: (``driftd.loop.failure_reason``); these are the ones a full, read-only or lost disk gives.
-SNAPSHOT_FAILURE_REASONS = ("dead_letter_flush", "ENOSPC", "EDQUOT", "EACCES", "EROFS", "EIO")
+#: Why a snapshot failed: the errno name of the failed save (``driftd.loop.failure_reason``);
+#: these are the ones a full, read-only or lost disk gives. (A dead-letter outage no longer
+#: fails snapshots: see ``driftd_dead_letter_backlog``.)
+SNAPSHOT_FAILURE_REASONS = ("ENOSPC", "EDQUOT", "EACCES", "EROFS", "EIO")
 #: The quality gate's refusals (``driftd.serving.publish_gate``).
 UNPUBLISHED_REASONS = ("non_finite", "unscored", "below_baseline", "regressed")
 #: Exception names of a failed publish notification; the one an unreachable broker gives.
@@ -132,6 +133,16 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             "driftd_snapshot_write_seconds",
             "Time to write one snapshot durably.",
             buckets=SNAPSHOT_WRITE_BUCKETS,
+            registry=r,
+        )
+        self._dead_letter_backlog = Gauge(
+            "driftd_dead_letter_backlog",
+            "Rejected records waiting for the dead-letter topic to acknowledge them.",
+            registry=r,
+        )
+        self._dead_letter_backpressure = Gauge(
+            "driftd_dead_letter_backpressure",
+            "1 while consuming is stopped because the dead-letter backlog is full, else 0.",
             registry=r,
         )
         self._published_version = Gauge(
@@ -250,6 +261,11 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written; training goes on."""
         self._snapshot_failures.labels(reason).inc()
+
+    def dead_letter_backlog(self, n: int, *, paused: bool) -> None:
+        """Rejections waiting for the dead-letter topic; whether consuming is stopped for them."""
+        self._dead_letter_backlog.set(n)
+        self._dead_letter_backpressure.set(1 if paused else 0)
 
     def snapshot_published(self, version: int) -> None:
         """``LATEST`` now names ``version``."""

@@ -40,6 +40,7 @@ class RecordingTelemetry:
         snapshot_version: Version of the latest durable snapshot.
         snapshot_seconds: Write time of each durable snapshot, in order.
         snapshot_failures: Failed snapshots, by reason.
+        dead_letter_backlogs: Every ``(backlog, paused)`` report, in order.
         published_version: Version LATEST names (the latest published report).
         unpublished: Durable snapshots not published, by reason.
         notification_failures: Publish notifications not sent, by reason.
@@ -67,6 +68,7 @@ class RecordingTelemetry:
     snapshot_version: int | None = None
     snapshot_seconds: list[float] = field(default_factory=list)
     snapshot_failures: Counter[str] = field(default_factory=Counter)
+    dead_letter_backlogs: list[tuple[int, bool]] = field(default_factory=list)
     published_version: int | None = None
     unpublished: Counter[str] = field(default_factory=Counter)
     notification_failures: Counter[str] = field(default_factory=Counter)
@@ -135,6 +137,10 @@ class RecordingTelemetry:
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written."""
         self.snapshot_failures[reason] += 1
+
+    def dead_letter_backlog(self, n: int, *, paused: bool) -> None:
+        """Rejections waiting for the dead-letter sink, and whether consuming is stopped."""
+        self.dead_letter_backlogs.append((n, paused))
 
     def snapshot_published(self, version: int) -> None:
         """``LATEST`` now names ``version``."""

@@ -304,6 +304,7 @@ def build_trainer(
         ),
         invalid_log_every_s=settings.log.invalid_every_seconds,
         flush_timeout_s=settings.kafka.dead_letter_flush_timeout_s,
+        max_dead_letter_backlog=settings.kafka.dead_letter_max_backlog,
         on_step=on_step,
         on_report=on_report,
         gate=gate,

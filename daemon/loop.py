@@ -5,6 +5,12 @@ the snapshot holding the model *and* the next offsets is made durable, and only 
 offsets committed to the source. A restart resumes from the snapshot's offsets, so every event
 after them is learned exactly once into the restored state.
 
+A dead-letter outage does not stop that: rejections the sink has not acknowledged are saved in
+the snapshot (and sent again by a restarted loop), and the offsets committed stop at the oldest
+of them in each partition (:mod:`driftd.dead_letter_backlog`). Their number is bounded by
+``max_dead_letter_backlog``: once that many wait, the loop stops polling (back-pressure) and
+retries the flush every poll timeout until they are delivered; nothing is dropped.
+
 Publishing is separate from durability: the quality gate (:mod:`driftd.serving.publish_gate`)
 decides, before the save, whether the snapshot also becomes the published one (``LATEST``, what
 inference follows). Either way it is saved and its offsets committed; a published one is then
@@ -119,6 +125,7 @@ class TrainingLoop:
         self.flush_timeout_s = flush_timeout_s
         self.max_dead_letter_backlog = max_dead_letter_backlog
         self._consuming_paused = False
+        self._consuming_paused = False
         self.progress_log = progress_log or ProgressLogSchedule()
         self.step_sizes = step_sizes
         self.publisher = SnapshotPublisher(
@@ -134,6 +141,18 @@ class TrainingLoop:
         self._on_report = on_report
         self._stop = Event()
         self._dirty = False
+        self._resend(state.undelivered)
+
+    def _resend(self, rejections: Sequence[Rejection]) -> None:
+        """Queue again the dead letters the restored snapshot held undelivered."""
+        for rejection in rejections:
+            self.dead_letters.send(rejection)
+        if rejections:
+            log.warning(
+                "sending again %d dead letters the snapshot held undelivered", len(rejections),
+                extra={"event": "dead_letters_resent", "count": len(rejections)},
+            )  # fmt: skip
+
 
     def request_stop(self) -> None:
         """Finish the current batch, snapshot, commit and return (safe from a signal handler)."""
@@ -193,17 +212,61 @@ class TrainingLoop:
         self.state.advance(records)
         self._dirty = True
 
-    def snapshot_and_commit(self) -> bool:
-        """Flush dead letters, save a snapshot, then commit its offsets. True on success."""
-        if not self.state.has_model:
-            return self._commit_without_model()
+    def _poll(self, stop: StopWhen) -> Sequence[Record]:
+        """The next batch; nothing while the dead-letter backlog is full and will not drain."""
+        if self.dead_letters.pending >= self.max_dead_letter_backlog and not self._drain():
+            return ()
+        return self.source.poll(self._poll_size(stop), self.poll_timeout_s)
+
+    def _drain(self) -> bool:
+        """Back-pressure: flush the full backlog; if that fails, wait one poll timeout."""
+        if self._flush_dead_letters():
+            if self._consuming_paused:
+                log.warning("dead letters delivered: consuming again",
+                            extra={"event": "consuming_resumed"})  # fmt: skip
+                self._consuming_paused = False
+            return True
+        if not self._consuming_paused:
+            log.error(
+                "dead-letter backlog full (%d of %d): consuming stops until it drains",
+                self.dead_letters.pending, self.max_dead_letter_backlog,
+                extra={"event": "consuming_paused", "backlog": self.dead_letters.pending},
+            )  # fmt: skip
+            self._consuming_paused = True
+            self._report_backlog()
+        self._stop.wait(self.poll_timeout_s)  # a stop request ends the wait at once
+        return False
+
+    def _flush_dead_letters(self) -> bool:
+        """Flush the dead-letter sink; on failure log it (the undelivered stay queued)."""
         try:
             self.dead_letters.flush(timeout_s=self.flush_timeout_s)
         except Exception as error:
-            log.error("dead-letter flush failed, snapshot postponed: %s", error)
-            self.telemetry.snapshot_failed("dead_letter_flush")
-            self.snapshot_schedule.fired(self.state.steps)  # retry when the next one is due
+            log.error(
+                "dead-letter flush failed (%d waiting; snapshots keep them, commits stop at "
+                "the oldest): %s", self.dead_letters.pending, error,
+                extra={"event": "dead_letter_flush_failed"},
+            )  # fmt: skip
+            self._report_backlog()
             return False
+        self._report_backlog()
+        return True
+
+    def _report_backlog(self) -> None:
+        self.telemetry.dead_letter_backlog(self.dead_letters.pending, paused=self._consuming_paused)
+
+    def snapshot_and_commit(self) -> bool:
+        """Flush dead letters, save a snapshot, then commit its offsets. True on success.
+
+        A dead-letter outage does not stop durability: the snapshot holds the learned offsets
+        and the rejections still undelivered (a restart sends them again), and the offsets
+        committed to the source stop at the oldest undelivered one of each partition.
+        """
+        if not self.state.has_model:
+            return self._commit_without_model()
+        self._flush_dead_letters()
+        undelivered = list(self.dead_letters.undelivered())
+        self.state.undelivered = undelivered
         started = self.clock.monotonic()
         snapshot, decision = self.publisher.decide(self.state.to_snapshot(self.clock.time()))
         try:
@@ -219,7 +282,7 @@ class TrainingLoop:
         manifest = saved.manifest
         self.telemetry.model_shape(manifest["parameters"], manifest["sparsity"])
         self.snapshot_schedule.fired(self.state.steps)
-        self._dirty = False
+        self._dirty = bool(undelivered)  # the next snapshot moves the commit on once delivered
         log.info(
             "snapshot %d written at step %d (%s: %s)", saved.version, self.state.steps,
             "published" if decision.published else "not published", decision.reason,
@@ -231,23 +294,19 @@ class TrainingLoop:
                    "lr": manifest["metrics"]["learning_rate"],
                    "parameters": manifest["parameters"], "sparsity": manifest["sparsity"]},
         )  # fmt: skip
-        self._commit(self.state.offsets)
+        self._commit(commit_offsets(self.state.offsets, undelivered))
         if self.publisher.saved(saved, decision):
             self.progress.published_version = saved.version
         return True
 
     def _commit_without_model(self) -> bool:
-        # Only rejected records so far: once they are dead-lettered their offsets can move on.
-        try:
-            self.dead_letters.flush(timeout_s=self.flush_timeout_s)
-        except Exception as error:
-            log.error("dead-letter flush failed: %s", error)
-            self.snapshot_schedule.fired(self.state.steps)
-            return False
-        self._commit(self.state.offsets)
-        self._dirty = False
+        # Only rejected records so far: offsets move on up to the oldest undelivered one (no
+        # snapshot keeps them, so a restart must read them again).
+        delivered = self._flush_dead_letters()
+        self._commit(commit_offsets(self.state.offsets, self.dead_letters.undelivered()))
+        self._dirty = not delivered
         self.snapshot_schedule.fired(self.state.steps)
-        return True
+        return delivered
 
     def _commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         try:

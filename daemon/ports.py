@@ -77,6 +77,15 @@ class DeadLetterSink(Protocol):
         """Block until every queued rejection is durable; raise if it cannot be made so."""
         ...
 
+    @property
+    def pending(self) -> int:
+        """Rejections sent but not yet known to be durable (the dead-letter backlog)."""
+        ...
+
+    def undelivered(self) -> Sequence[Rejection]:
+        """The rejections not yet known to be durable, oldest first (kept in snapshots)."""
+        ...
+
     def close(self) -> None:
         """Flush what is pending and release resources."""
         ...
@@ -245,6 +254,10 @@ class Telemetry(Protocol):
 
     def snapshot_failed(self, reason: str) -> None:
         """A snapshot could not be written; training goes on."""
+        ...
+
+    def dead_letter_backlog(self, n: int, *, paused: bool) -> None:
+        """``n`` rejections wait for the dead-letter sink; ``paused``: consuming stopped for it."""
         ...
 
     def snapshot_published(self, version: int) -> None:

@@ -8,9 +8,11 @@ together, restored together, so a restart replays exactly what came after.
 Layout: ``weights`` hold the live model only (shared trunk + active head: all inference needs;
 after structured pruning, the shrunk layers, described by the manifest's ``model`` config);
 ``training`` holds the optimizer tensors and, under ``adaptation.``, the stored heads, replay
-rows and generator state, and under ``pruning.`` the masks, Taylor scores and recent window;
-the manifest holds ``domains`` (one entry per known domain), ``adaptation`` (policy, detector
-and registry state as JSON; never pickle) and ``pruning`` (schedule, controller, sizes).
+rows and generator state, under ``pruning.`` the masks, Taylor scores and recent window, and
+under ``dead_letters.`` the bytes of rejections not yet acknowledged; the manifest holds
+``domains`` (one entry per known domain), ``adaptation`` (policy, detector and registry state
+as JSON; never pickle), ``pruning`` (schedule, controller, sizes) and ``dead_letters`` (those
+rejections' partition, offset and reason: :mod:`driftd.dead_letter_backlog`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from driftd import __version__
 from driftd.adaptation.policy import Adaptation
 from driftd.adaptation.transfer import transfer_weights, transferred_config
+from driftd.dead_letter_backlog import backlog_state, restore_backlog
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner
 from driftd.learning.models import SplitModel, count_parameters, sparsity
@@ -30,7 +33,7 @@ from driftd.learning.tensor_state import flatten_optimizer_state, unflatten_opti
 from driftd.ports import Snapshot
 from driftd.pruning.int8_export import Int8Exporter
 from driftd.pruning.stage import PruningStage
-from driftd.records import Record, TopicPartition
+from driftd.records import Record, Rejection, TopicPartition
 
 ModelConfigFor = Callable[[int], dict[str, Any]]
 LearnerFromConfig = Callable[[dict[str, Any]], OnlineLearner]
@@ -40,6 +43,7 @@ PruningFor = Callable[[OnlineLearner, Adaptation | None], PruningStage | None]
 log = logging.getLogger("driftd.training_state")
 _ADAPTATION = "adaptation."
 _PRUNING = "pruning."
+_DEAD_LETTERS = "dead_letters."
 
 
 class TrainingState:
@@ -76,6 +80,9 @@ class TrainingState:
         self.model_config: dict[str, Any] | None = None
         self.offsets: dict[TopicPartition, int] = {}
         self.events_rejected = 0
+        # Dead letters not acknowledged when the snapshot was taken (set by the loop just
+        # before, restored from it): saved with the offsets they were rejected below.
+        self.undelivered: list[Rejection] = []
         self.watermark: float | None = None
         self.snapshot_version: int | None = None
         if n_features is not None:
@@ -136,6 +143,8 @@ class TrainingState:
         if self.pruning is not None:
             tensors, pruning_meta = self.pruning.state_dict()
             training |= {_PRUNING + key: value for key, value in tensors.items()}
+        backlog, dead_letters = backlog_state(self.undelivered)
+        training |= {_DEAD_LETTERS + key: value for key, value in backlog.items()}
         serving: dict[str, Any] = {}
         int8_meta: dict[str, Any] | None = None
         if self.int8 is not None:
@@ -151,6 +160,7 @@ class TrainingState:
             "step": learner.steps,
             "events_learned": learner.events_learned,
             "events_rejected": self.events_rejected,
+            "dead_letters": dead_letters,
             "watermark": self.watermark,
             "metrics": {
                 "prequential_accuracy": learner.window.accuracy,
@@ -209,6 +219,9 @@ class TrainingState:
             self.pruning.load_state_dict(_part(snapshot.training, _PRUNING), saved_pruning)
         self.offsets = _offsets_from(manifest["offsets"])
         self.events_rejected = int(manifest["events_rejected"])
+        self.undelivered = restore_backlog(
+            _part(snapshot.training, _DEAD_LETTERS), manifest.get("dead_letters") or []
+        )
         self.watermark = manifest.get("watermark")
         self.snapshot_version = snapshot.version
 

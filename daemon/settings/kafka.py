@@ -19,6 +19,16 @@ class KafkaSettings(Section):
     dead_letter_flush_timeout_s: float = Field(
         30.0, gt=0.0, description="How long a snapshot waits for dead letters to be acknowledged."
     )
+    dead_letter_max_backlog: int = Field(
+        10_000,
+        ge=1,
+        description=(
+            "Dead letters waiting for acknowledgement at most. While the dead-letter topic "
+            "cannot be written, training and snapshots go on (the snapshots keep the waiting "
+            "records; commits stop at the oldest one); once this many wait, the trainer stops "
+            "consuming until they are delivered (back-pressure: none is dropped)."
+        ),
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     assignment: Literal["manual", "group"] = Field(
         "manual",

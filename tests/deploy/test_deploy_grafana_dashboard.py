@@ -126,6 +126,7 @@ def test_the_panels_an_operator_needs_are_there() -> None:
         "driftd_model_age_seconds", "driftd_model_reloads_total",
         "driftd_event_to_serving_seconds_bucket", "driftd_events_invalid_total",
         "driftd_step_seconds_bucket", "driftd_event_to_update_seconds_bucket",
+        "driftd_dead_letter_backlog", "driftd_dead_letter_backpressure",
     ):  # fmt: skip
         assert metric in exprs, f"no panel shows {metric}"
     annotations = {a["name"]: a for a in BOARD["annotations"]["list"]}

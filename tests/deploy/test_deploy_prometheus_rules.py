@@ -67,7 +67,7 @@ def test_the_required_alerts_exist() -> None:
     required = {
         "DriftdDown", "DriftdDriftStorm", "DriftdAccuracyDrop", "DriftdConsumerLagGrowing",
         "DriftdNoRecentSnapshot", "DriftdServingModelTooOld", "DriftdInvalidEventRateHigh",
-        "DriftdSnapshotFailures",
+        "DriftdSnapshotFailures", "DriftdDeadLettersUndelivered", "DriftdDeadLetterBackpressure",
     }  # fmt: skip
     assert required <= names
 

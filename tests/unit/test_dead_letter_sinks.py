@@ -152,3 +152,18 @@ def test_in_memory_sinks_keep_or_count() -> None:
     assert counted.discarded == 2
     with pytest.raises(RuntimeError):
         kept.send(rejection(3))
+
+
+def test_undelivered_lists_failed_and_unacknowledged_rejections_with_their_bytes() -> None:
+    producers = Producers(FakeProducer(fail_with=KafkaTimeoutError("down")), FakeProducer())
+    sink = KafkaDeadLetterSink(SETTINGS, producer_factory=producers)
+    sink.send(rejection(9, value=b"\x00raw"))
+    sink.send(rejection(4))
+    both = [rejection(4), rejection(9, value=b"\x00raw")]  # by offset, bytes untouched
+    assert sink.undelivered() == both  # in flight, their futures failed
+    with pytest.raises(DeadLetterError):
+        sink.flush(timeout_s=1)
+    assert sink.undelivered() == both  # failed, awaiting the retry
+    sink.flush(timeout_s=1)  # the second producer delivers them
+    assert sink.undelivered() == []
+    assert sink.pending == 0
