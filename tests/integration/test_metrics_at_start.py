@@ -83,9 +83,7 @@ def test_counters_start_at_zero_for_each_known_label(exposed: Exposed) -> None:
         return {labels[label] for labels, value in exposed[name] if value == 0}
 
     assert zeros("driftd_steps_skipped_total", "reason") == {"non_finite_loss"}
-    assert {"ENOSPC", "EACCES", "EROFS"} <= zeros(
-        "driftd_snapshot_failures_total", "reason"
-    )
+    assert {"ENOSPC", "EACCES", "EROFS"} <= zeros("driftd_snapshot_failures_total", "reason")
     assert zeros("driftd_snapshots_unpublished_total", "reason") == {
         "non_finite", "unscored", "below_baseline", "regressed",
     }  # fmt: skip
