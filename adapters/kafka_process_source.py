@@ -123,6 +123,8 @@ class KafkaProcessSource:
 
         Records the child fetched ahead count as lag. No I/O.
         """
+        if self._closed:
+            return {}
         highwater, position = self._highwater, self._position
         return {
             tp: max(0, highwater[tp] - position[tp])

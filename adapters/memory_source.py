@@ -1,23 +1,26 @@
 """``InMemoryRecordSource``: replays a fixed list of records through the RecordSource port.
 
 Used by the in-process benchmark, dry runs over captured data and the loop's tests. It honours
-start offsets and commits exactly like the Kafka source, so the same contract tests run on both.
+start offsets, commits and lag exactly like the Kafka sources: one contract suite
+(``tests/integration/test_record_source_contract.py``) runs over all three.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 
 from driftd.records import Record, TopicPartition
 
 
 class InMemoryRecordSource:
-    """Serves records in the order given, starting after any ``start_offsets``.
+    """Serves records in the order given, starting after any start or committed offsets.
 
     Args:
         records: The records to replay; each partition's offsets must increase.
         start_offsets: Next offset to read per partition (e.g. from a snapshot); earlier records
-            of that partition are skipped.
+            of that partition are skipped. They win over ``committed``.
+        committed: The group's committed next offsets, shared by the sources of one "group"
+            (a new source resumes there, as a Kafka consumer does); None: a fresh, empty one.
     """
 
     def __init__(
@@ -25,25 +28,35 @@ class InMemoryRecordSource:
         records: Iterable[Record],
         *,
         start_offsets: Mapping[TopicPartition, int] | None = None,
+        committed: MutableMapping[TopicPartition, int] | None = None,
     ) -> None:
-        start = dict(start_offsets or {})
+        self.committed: MutableMapping[TopicPartition, int] = (
+            committed if committed is not None else {}
+        )
+        start = {**self.committed, **(start_offsets or {})}
         self._records = [r for r in records if r.offset >= start.get(r.topic_partition, 0)]
         self._position = 0
-        self._served: dict[TopicPartition, int] = {}  # next offset per partition, for lag()
-        self.committed: dict[TopicPartition, int] = {}
         self.commits = 0
+        self._next: dict[TopicPartition, int] = {}  # next offset poll() serves, per partition
         self._ends: dict[TopicPartition, int] = {}
         for record in self._records:
             tp = record.topic_partition
+            self._next.setdefault(tp, record.offset)
             self._ends[tp] = max(self._ends.get(tp, 0), record.offset + 1)
         self.closed = False
 
     def poll(self, max_records: int, timeout_s: float) -> Sequence[Record]:
-        """The next ``max_records`` records; an empty list once all were served."""
+        """The next ``max_records`` records; an empty list once all were served.
+
+        Raises:
+            RuntimeError: If the source is closed.
+        """
+        if self.closed:
+            raise RuntimeError("InMemoryRecordSource is closed")
         batch = self._records[self._position : self._position + max_records]
         self._position += len(batch)
         for record in batch:
-            self._served[record.topic_partition] = record.offset + 1
+            self._next[record.topic_partition] = record.offset + 1
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
@@ -54,9 +67,10 @@ class InMemoryRecordSource:
         self.commits += 1
 
     def lag(self) -> Mapping[TopicPartition, int]:
-        """Records of each partition not yet served."""
-        served = self._served
-        return {tp: end - served.get(tp, 0) for tp, end in self._ends.items()}
+        """Per partition: offsets from the next one ``poll`` serves to the end of the replay."""
+        if self.closed:
+            return {}
+        return {tp: end - self._next[tp] for tp, end in self._ends.items()}
 
     @property
     def ready(self) -> bool:
@@ -64,5 +78,5 @@ class InMemoryRecordSource:
         return not self.closed
 
     def close(self) -> None:
-        """Mark the source closed."""
+        """Mark the source closed (safe to call twice)."""
         self.closed = True

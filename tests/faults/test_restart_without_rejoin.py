@@ -43,7 +43,8 @@ BEFORE, AFTER = 120, 40  # events learned before the kill; events produced after
 def group_state(bootstrap: str, group: str) -> ConsumerGroupState:
     """The group's state as the broker reports it (confluent-kafka's admin client)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    return admin.describe_consumer_groups([group])[group].result(10).state
+    state: ConsumerGroupState = admin.describe_consumer_groups([group])[group].result(10).state
+    return state
 
 
 def learned(snapshots: Path) -> int:
