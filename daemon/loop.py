@@ -148,6 +148,7 @@ class TrainingLoop:
         for rejection in rejections:
             self.dead_letters.send(rejection)
         if rejections:
+            self._dirty = True  # the next snapshot flushes them and moves the commit on
             log.warning(
                 "sending again %d dead letters the snapshot held undelivered", len(rejections),
                 extra={"event": "dead_letters_resent", "count": len(rejections)},

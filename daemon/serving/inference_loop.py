@@ -115,10 +115,12 @@ class InferenceLoop:
     def run(self, stop: StopWhen | None = None) -> InferenceProgress:
         """Process batches until a stop condition or :meth:`request_stop`."""
         stop = stop or StopWhen()
-        started = last_record = self.clock.monotonic()
+        started = self.clock.monotonic()
+        last_record: float | None = None  # the idle clock starts at the first record
         while not self._stop.is_set():
             now = self.last_heartbeat = self.clock.monotonic()
-            if _should_stop(stop, self.progress, started, last_record, now):
+            consumed = self.progress.events_consumed
+            if stop.reached(consumed=consumed, started=started, last_record=last_record, now=now):
                 break
             if self._undelivered and not self.deliver_and_commit():
                 # Back off, doubling up to 5 s; read nothing more until the output recovers.
@@ -126,9 +128,9 @@ class InferenceLoop:
                 continue
             records = self.source.poll(self._poll_size(stop), self.poll_timeout_s)
             if records:
-                last_record = self.clock.monotonic()
                 self.process(records)
                 self.deliver_and_commit()
+                last_record = self.clock.monotonic()  # predicting a batch is not idle time
             if self.lag_schedule.due(0):
                 self.telemetry.consumer_lag(self.source.lag())
                 self.lag_schedule.fired(0)
@@ -262,13 +264,3 @@ def _event_id(value: bytes | None, id_field: str) -> Any:
         except (ValueError, RecursionError):
             return None
     return event.get(id_field) if isinstance(event, dict) else None
-
-
-def _should_stop(
-    stop: StopWhen, progress: InferenceProgress, started: float, last_record: float, now: float
-) -> bool:
-    if stop.max_events is not None and progress.events_consumed >= stop.max_events:
-        return True
-    if stop.max_seconds is not None and now - started >= stop.max_seconds:
-        return True
-    return stop.idle_seconds is not None and now - last_record >= stop.idle_seconds
