@@ -41,6 +41,7 @@ from driftd.ports import (
     SnapshotStore,
     Telemetry,
 )
+from driftd.pruning import flops_per_event
 from driftd.pruning.stage import report_interrupted, report_pruning
 from driftd.records import Record, Rejection, TopicPartition
 from driftd.serving.publish_gate import PublishGate
@@ -125,7 +126,6 @@ class TrainingLoop:
         self.flush_timeout_s = flush_timeout_s
         self.max_dead_letter_backlog = max_dead_letter_backlog
         self._consuming_paused = False
-        self._consuming_paused = False
         self.progress_log = progress_log or ProgressLogSchedule()
         self.step_sizes = step_sizes
         self.publisher = SnapshotPublisher(
@@ -154,7 +154,6 @@ class TrainingLoop:
                 extra={"event": "dead_letters_resent", "count": len(rejections)},
             )  # fmt: skip
 
-
     def request_stop(self) -> None:
         """Finish the current batch, snapshot, commit and return (safe from a signal handler)."""
         self._stop.set()
@@ -162,7 +161,9 @@ class TrainingLoop:
     def run(self, stop: StopWhen | None = None) -> LoopProgress:
         """Process batches until a stop condition or :meth:`request_stop`; snapshot at the end."""
         stop = stop or StopWhen()
-        started = last_record = self.clock.monotonic()
+        started = self.clock.monotonic()
+        last_record: float | None = None  # the idle clock starts at the first record
+        self.progress.stopped_by = "request"
         while not self._stop.is_set():
             now = self.clock.monotonic()
             self.last_heartbeat = now
@@ -319,13 +320,14 @@ class TrainingLoop:
         learner = self.state.learner_for(batch)
         adaptation = self.state.adaptation
         if adaptation is None:
-            self._prune(batch, self._step(learner, batch))
+            report, batch = self._step(learner, batch)
+            self._prune(batch, report)
             return
         parts, grown = adaptation.plan(batch)  # class growth, then one part per domain
         self._adapted(grown, batch)
-        for domain, part in parts:
-            self._adapted(adaptation.activate(domain), part)
-            report = self._step(learner, part)
+        for domain, planned in parts:
+            self._adapted(adaptation.activate(domain), planned)
+            report, part = self._step(learner, planned)
             self._adapted(adaptation.observe(report, part), part)
             self._prune(part, report)
 
@@ -350,10 +352,13 @@ class TrainingLoop:
         started = self.clock.monotonic()
         report = learner.learn_many(batch.x, batch.y, batch.labelled)
         seconds = self.clock.monotonic() - started
+        if report.dropped is not None:  # dead-lettered, never seen by what follows
+            batch, rejections = split_dropped(batch, report.dropped)
+            self._dead_letter(rejections)
         self._report(report, batch, learner, seconds)
         if self._on_report is not None:
             self._on_report(report, batch)
-        return report
+        return report, batch
 
     def _adapted(self, outcome: StepOutcome, batch: DecodedBatch) -> None:
         """Report drifts and adaptations; expose the active domain when it changed."""
@@ -366,10 +371,13 @@ class TrainingLoop:
             offsets = _offsets_text(self.state.offsets)
             report_outcome(outcome, batch.records, self.telemetry, step=self.state.steps,
                            offsets=offsets)  # fmt: skip
-            drifts = sum(drift.kind == "drift" for drift in outcome.drifts)
+            drifts = [drift for drift in outcome.drifts if drift.kind == "drift"]
             if drifts:
                 self.publisher.drifted()
-            progress.drifts += drifts
+            progress.drifts += len(drifts)
+            inputs = sum(drift.signal.startswith("input_") for drift in drifts)
+            progress.input_drifts += inputs
+            progress.concept_drifts += len(drifts) - inputs
             progress.adaptations += len(outcome.adaptations)
         adaptation = self.state.adaptation
         if adaptation is not None and adaptation.active != progress.domain:
@@ -387,6 +395,8 @@ class TrainingLoop:
             log.warning("step skipped: %s", report.skipped, extra={"event": "step_skipped"})
         window = learner.window
         telemetry.step_completed(seconds, window.accuracy, window.loss)
+        if window.task == "regression":
+            telemetry.regression_metrics(window.mae, window.rmse, window.r2)
         telemetry.learning_rate(learner.lr_policy.lr)
         if report.n_learned:
             telemetry.events_learned(report.n_learned)
@@ -396,9 +406,31 @@ class TrainingLoop:
         progress.events_learned += report.n_learned
         progress.steps += 1
         progress.accuracy, progress.loss = window.accuracy, window.loss
+        progress.mae, progress.rmse, progress.r2 = window.mae, window.rmse, window.r2
         progress.lr = learner.lr_policy.lr
+        if self.progress_log.due(progress.events_learned, self.clock.monotonic()):
+            self._log_progress(learner)
         if self._on_step is not None:
             self._on_step(progress)
+
+    def _log_progress(self, learner: OnlineLearner) -> None:
+        """One ``progress`` line: the window's accuracy and loss, the LR and size, at this step."""
+        progress, pruning = self.progress, self.state.pruning
+        model = (pruning.learner if pruning is not None else learner).model
+        progress.parameters = count_parameters(model)
+        extra = {
+            "event": "progress", "step": self.state.steps, "accuracy": progress.accuracy,
+            "loss": progress.loss, "lr": progress.lr, "events_consumed": progress.events_consumed,
+            "events_learned": progress.events_learned, "parameters": progress.parameters,
+        }  # fmt: skip
+        if progress.mae is not None:  # regression: no accuracy, these instead
+            extra |= {"mae": progress.mae, "rmse": progress.rmse, "r2": progress.r2}
+        if pruning is not None:  # structured pruning shrinks layers: FLOPs tell, sparsity not
+            extra["flops"] = flops_per_event(model)["dense"]
+        log.info(
+            "progress: step %d, %d events learned, accuracy %s", self.state.steps,
+            progress.events_learned, progress.accuracy, extra=extra,
+        )  # fmt: skip
 
     def _dead_letter(self, rejections: Sequence[Rejection]) -> None:
         for rejection in rejections:
@@ -419,13 +451,6 @@ class TrainingLoop:
         if stop.max_events is None:
             return self.batch_size
         return max(1, min(self.batch_size, stop.max_events - self.progress.events_consumed))
-
-    def _should_stop(self, stop: StopWhen, started: float, last_record: float, now: float) -> bool:
-        if stop.max_events is not None and self.progress.events_consumed >= stop.max_events:
-            return True
-        if stop.max_seconds is not None and now - started >= stop.max_seconds:
-            return True
-        return stop.idle_seconds is not None and now - last_record >= stop.idle_seconds
 
 
 def failure_reason(error: OSError) -> str:

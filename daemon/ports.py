@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from driftd.records import Record, Rejection, TopicPartition
+
+if TYPE_CHECKING:  # annotations only: the CLI and the consumer child start without torch
+    import numpy as np
+    import torch
 
 
 class Clock(Protocol):
@@ -234,6 +235,10 @@ class Telemetry(Protocol):
 
     def step_completed(self, seconds: float, accuracy: float | None, loss: float | None) -> None:
         """A mini-batch was predicted and learned; the prequential window is given."""
+        ...
+
+    def regression_metrics(self, mae: float | None, rmse: float | None, r2: float | None) -> None:
+        """Regression quality over the prequential window (None: not known yet)."""
         ...
 
     def learning_rate(self, lr: float) -> None:
