@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from prometheus_client import CollectorRegistry
 
+from driftd.adaptation.drift import make_monitor
 from driftd.adaptation.policy import make_adaptation
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
@@ -36,6 +37,7 @@ from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
 from driftd.learning.models import count_parameters, model_config_from_settings, sparsity
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
+from driftd.loop_progress import ProgressLogSchedule
 from driftd.ports import (
     Clock,
     DeadLetterSink,
@@ -216,6 +218,15 @@ class Trainer:
             self.server = None
 
 
+def drift_signals(settings: Settings) -> list[tuple[str, str]]:
+    """The ``(detector, signal)`` pairs the drift monitor watches (none when it is off)."""
+    monitor = make_monitor(settings.drift, task=settings.model.task)
+    if monitor is None:
+        return []
+    watches = [monitor.concept, *monitor.covariate]
+    return [(watch.name, watch.signal) for watch in watches if watch is not None]
+
+
 def dead_letter_sink(settings: Settings) -> DeadLetterSink:
     """The dead-letter topic's sink, or one that only counts when no topic is configured."""
     if settings.kafka.dead_letter_topic:
@@ -262,7 +273,9 @@ def build_trainer(
     state = restore_state(settings, store, gate, clock)
     n_features = state.model_config["n_features"] if state.model_config else None
     decoder = make_decoder(settings, n_features)
-    telemetry = telemetry or PrometheusTelemetry(registry, clock=clock)
+    telemetry = telemetry or PrometheusTelemetry(
+        registry, clock=clock, drift_signals=drift_signals(settings)
+    )
     if gate.reference is not None:
         telemetry.snapshot_published(gate.reference.version)
     if notifier is None:
@@ -309,6 +322,10 @@ def build_trainer(
         on_report=on_report,
         gate=gate,
         notifier=notifier,
+        progress_log=ProgressLogSchedule(
+            every_events=settings.log.progress_every_events,
+            every_seconds=settings.log.progress_every_seconds,
+        ),
     )
     trainer = Trainer(loop, source, dead_letters, store, registry, notifier)
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:

@@ -171,7 +171,8 @@ def _report(args: argparse.Namespace) -> int:
     summary = timeline.summary
     print(
         f"driftd report: {args.out}: {timeline.log_lines} log lines "
-        f"({timeline.malformed_lines} not JSON), {summary.drifts} drifts, "
+        f"({timeline.malformed_lines} not JSON), {summary.drifts} concept drifts, "
+        f"{summary.input_alarms} input alarms, "
         f"{sum(summary.adaptations.values())} adaptations, {summary.snapshots} snapshots"
     )
     return 0

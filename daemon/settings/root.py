@@ -7,7 +7,9 @@ nests), a ``.env`` file, a TOML file (``--config`` or ``DRIFTD_CONFIG``), then t
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -21,9 +23,12 @@ from pydantic_settings import (
 )
 
 from driftd.settings.adaptation import AdaptationSettings, DriftSettings
+from driftd.settings.environment import stray_message, stray_variables
 from driftd.settings.kafka import KafkaSettings
 from driftd.settings.pruning import PruningSettings
 from driftd.settings.section import IntList, Section, StrList, split_list
+
+log = logging.getLogger("driftd.settings")
 
 # The sections that live in their own modules are part of this module's interface.
 __all__ = [
@@ -232,6 +237,12 @@ class LogSettings(Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(False, alias="json")
     invalid_every_seconds: float = Field(10.0, ge=0.0, description="Rate limit of bad-record logs.")
+    progress_every_events: int = Field(
+        10_000, ge=0, description="A `progress` line per this many events learned (0: none)."
+    )
+    progress_every_seconds: float = Field(
+        10.0, ge=0.0, description="At most one `progress` line per this many seconds."
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -361,11 +372,18 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         config_file: A TOML file; ``None`` falls back to ``DRIFTD_CONFIG`` if set.
         **overrides: Section values that win over every other source (used by demo and bench).
 
+    A ``DRIFTD_*`` variable that names no setting (``DRIFTD_SNAPSHOTS_DIR``: one underscore)
+    is logged as a warning with the nearest real name; it is not an error, as the environment
+    may hold other tools' variables.
+
     Raises:
-        ConfigurationError: Listing every invalid field as ``path: reason``.
+        ConfigurationError: Listing every invalid field as ``path: reason``; a TOML file that
+            does not parse is named with the parser's line and column.
     """
     from pydantic import ValidationError
 
+    for name, suggestion in stray_variables(os.environ, Settings):
+        log.warning(stray_message(name, suggestion), extra={"event": "unknown_setting"})
     unknown = unknown_environment_sections(os.environ)
     if unknown:
         raise ConfigurationError(
@@ -383,5 +401,9 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             location = ".".join(str(part) for part in problem["loc"]) or "(root)"
             lines.append(f"{location}: {problem['msg']}")
         raise ConfigurationError("invalid configuration:\n  " + "\n  ".join(lines)) from None
-    except ValueError as error:  # raised by sources, e.g. unreadable TOML or JSON in env
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigurationError(
+            f"invalid configuration: {path}: not valid TOML: {error}"
+        ) from None
+    except ValueError as error:  # raised by sources, e.g. JSON in env
         raise ConfigurationError(f"invalid configuration: {error}") from None
