@@ -1,8 +1,9 @@
 """`driftd run` on the real broker over a drifting stream, its JSON log kept in a file, then
 `driftd report` on that log and the snapshot directory, both as subprocesses.
 
-The page must show exactly the drifts, adaptations, pruning events and snapshots the log
-recorded, the accuracy points of every snapshot, and the run's counters in its summary table.
+The page must show exactly the drifts (concept drifts apart from input alarms), adaptations,
+pruning events and snapshots the log recorded, the accuracy points of every snapshot and every
+``progress`` line, and the run's counters in its summary table.
 """
 
 from __future__ import annotations
@@ -92,6 +93,8 @@ def test_report_of_a_real_run_shows_every_logged_drift_and_snapshot(
         DRIFTD_SNAPSHOTS__EVERY_STEPS="16",
         DRIFTD_SNAPSHOTS__EVERY_SECONDS="1",
         DRIFTD_SNAPSHOTS__KEEP="1000",
+        DRIFTD_LOG__PROGRESS_EVERY_EVENTS="320",  # a point every 10 steps, between snapshots
+        DRIFTD_LOG__PROGRESS_EVERY_SECONDS="0",
         DRIFTD_PRUNING__ENABLED="true",  # a few pruning events, to draw their markers
         DRIFTD_PRUNING__EVERY_STEPS="40",
         DRIFTD_PRUNING__N_EVENTS="4",
@@ -132,17 +135,24 @@ def test_report_of_a_real_run_shows_every_logged_drift_and_snapshot(
     assert {m["version"] for m in manifests} == versions  # keep=1000: none deleted
     assert len(markers("snapshot")) == len(versions)
 
-    # One accuracy point per snapshot step (log lines and manifests agree on the step).
+    # One accuracy point per snapshot step and per progress line (log lines and manifests agree
+    # on the step); the progress lines fall between the snapshots.
     (accuracy,) = page.find("polyline", data_series="accuracy")
     steps = {m["step"] for m in manifests if m["metrics"]["prequential_accuracy"] is not None}
-    assert len(accuracy["points"].split()) == len(steps)
+    progress = {entry["step"] for entry in logged("progress") if entry["accuracy"] is not None}
+    assert len(progress) >= 2 * PHASE // 320 - 1
+    assert len(progress - steps) > len(steps) // 2
+    assert len(accuracy["points"].split()) == len(steps | progress)
 
     rows = dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", html))
     assert unescape(rows["events learned"]) == f"{2 * PHASE:,}"
     assert unescape(rows["events consumed"]) == f"{2 * PHASE:,}"
     kinds = [entry for entry in drifts if entry["kind"] == "drift"]
-    assert rows["drifts detected"].startswith(f"{len(kinds):,} ")
+    inputs = [entry for entry in kinds if entry["signal"].startswith("input_")]
+    concept = len(kinds) - len(inputs)
+    assert rows["concept drifts"].startswith(f"{concept:,} ")
+    assert rows["input alarms"].startswith(f"{len(inputs):,} ")
     newest = max(manifests, key=lambda manifest: manifest["step"])
     final = newest["metrics"]["prequential_accuracy"]
     assert rows["final prequential accuracy"] == f"{final:.4f} (step {newest['step']:,})"
-    assert f" {len(kinds)} drifts," in report.stdout
+    assert f" {concept} concept drifts, {len(inputs)} input alarms," in report.stdout
