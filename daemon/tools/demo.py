@@ -17,17 +17,26 @@ from typing import Any
 
 import orjson
 
+from driftd import __version__
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_clients import build_producer
 from driftd.app import build_trainer
 from driftd.logs import add_json_log_file, configure_logging
 from driftd.loop import LoopProgress, StopWhen
 from driftd.settings.root import Settings, load_settings
+from driftd.tools.invocation import driftd_command
+from driftd.tools.progress_line import ProgressLine
+from driftd.tools.report import write_report
 from driftd.tools.streams import DriftingStream
 
 TOPIC = "driftd-demo-events"
 DEAD_LETTER_TOPIC = "driftd-demo-dead-letters"
+demo_log = logging.getLogger("driftd.demo")
 BAD_RECORDS = (b"not json", b'{"x": [1, 2], "y": 0}', b'{"x": "oops"}', b'{"y": 1}')
+BAD_EVERY = 1000  # one bad record after every 1000 events
+#: Stop this long after the last record (counted from the first: joining is not idle).
+IDLE_SECONDS = 30.0
+REPLAY_SECONDS = 15.0  # the stream is produced over this long at most (a quarter of --seconds)
 
 
 def run_demo(*, events: int, directory: str, seconds: float) -> int:
@@ -38,25 +47,47 @@ def run_demo(*, events: int, directory: str, seconds: float) -> int:
     if snapshots.exists():
         shutil.rmtree(snapshots)  # a new broker has new offsets: old snapshots do not apply
     root.mkdir(parents=True, exist_ok=True)
-    log_file = add_json_log_file(root / "driftd.jsonl")  # for `driftd report`
+    log_path = root / "driftd.jsonl"
+    log_path.unlink(missing_ok=True)  # one run per log, as the snapshots above are one run's
+    log_file = add_json_log_file(log_path)  # for `driftd report`
     try:
+        demo_log.info("driftd %s demo starting", __version__, extra={"event": "start"})
         progress = _run(events, snapshots, seconds)
+        _log_stopped(progress)
     finally:
         logging.getLogger("driftd").removeHandler(log_file)
         log_file.close()
-    _summary(progress, snapshots)
-    print(
-        f"  timeline: driftd report --log {root / 'driftd.jsonl'} --snapshots {snapshots} "
-        f"--out {root / 'report.html'}"
-    )
+    if progress.events_learned == 0:
+        print(f"driftd demo: learned nothing: {_why_nothing(progress, seconds)}", file=sys.stderr)
+        return 1
+    _summary(progress, snapshots, events)
+    driftd = driftd_command()
+    report = root / "report.html"
+    write_report(log=log_path, snapshots=snapshots, out=report)
+    print(f"  report  : {report.resolve()} (a timeline of this run; open it in a browser)")
+    print(f"  redraw  : {driftd} report --log {log_path} --snapshots {snapshots} --out {report}")
+    print(f"  next: `{driftd} broker` starts this broker alone for `{driftd} run` — see README.md")
     return 0
+
+
+def _why_nothing(progress: LoopProgress, seconds: float) -> str:
+    """Why a demo run learned nothing, in words a first-time user can act on."""
+    if progress.events_consumed == 0:
+        return (
+            f"no record arrived within {seconds:g} s (--seconds): the consumer did not join "
+            "its group in time; on a busy machine try a larger --seconds"
+        )
+    if progress.events_invalid == progress.events_consumed:
+        return f"all {progress.events_consumed} records consumed were invalid"
+    return f"stopped ({progress.stopped_by}) after {progress.events_consumed} records, no step"
 
 
 def _run(events: int, snapshots: Path, seconds: float) -> LoopProgress:
     """Broker, producer and daemon for one demo run; returns the loop's progress."""
     stream = DriftingStream(n_events=events, change_every=max(1, events // 3))
+    replay_s = min(seconds / 4, REPLAY_SECONDS)
     print(
-        f"driftd demo: {events:,} events replayed over ~{seconds / 4:.0f} s, "
+        f"driftd demo: {events:,} events replayed over ~{replay_s:.0f} s, "
         f"concept changes every {stream.change_every:,}"
     )
     with EmbeddedBroker() as broker:
@@ -65,16 +96,18 @@ def _run(events: int, snapshots: Path, seconds: float) -> LoopProgress:
         print(f"  broker   : Kafka-compatible (tansu) on {broker.bootstrap_servers}")
         settings = demo_settings(broker.bootstrap_servers, snapshots)
         producer = threading.Thread(
-            target=_replay, args=(settings, stream, seconds / 4), name="demo-producer"
+            target=_replay, args=(settings, stream, replay_s), name="demo-producer"
         )
         producer.start()
-        progress_line = _ProgressLine()
+        progress_line = ProgressLine(sys.stdout)
         trainer = build_trainer(settings, on_step=progress_line.update)
         assert trainer.server is not None
         print(f"  metrics  : http://127.0.0.1:{trainer.server.port}/metrics")
         print(f"  snapshots: {snapshots.resolve()}")
         try:
-            progress = trainer.run(StopWhen(max_seconds=seconds, idle_seconds=4.0))
+            records = events + events // BAD_EVERY  # stop once every record produced is read
+            stop = StopWhen(max_events=records, max_seconds=seconds, idle_seconds=IDLE_SECONDS)
+            progress = trainer.run(stop)
         finally:
             producer.join()
         progress_line.finish(progress)
@@ -96,6 +129,7 @@ def demo_settings(bootstrap: str, snapshots: Path) -> Settings:
         learner={"batch_size": 64, "lr": 0.005},
         snapshots={"dir": str(snapshots), "every_steps": 100, "every_seconds": 5.0},
         metrics={"port": 0, "lag_every_seconds": 1.0},
+        log={"progress_every_events": 256, "progress_every_seconds": 0.0},  # report points
         pruning={"enabled": True, "structured": True, "every_steps": 40, "n_events": 3},
     )
 
@@ -109,8 +143,9 @@ def _replay(settings: Settings, stream: DriftingStream, duration_s: float) -> No
         for index, event in enumerate(stream.events()):
             event["ts"] = time.time()
             producer.send(TOPIC, key=str(index).encode(), value=orjson.dumps(event))
-            if index % 1000 == 999:
-                producer.send(TOPIC, value=BAD_RECORDS[(index // 1000) % len(BAD_RECORDS)])
+            if index % BAD_EVERY == BAD_EVERY - 1:
+                bad = BAD_RECORDS[(index // BAD_EVERY) % len(BAD_RECORDS)]
+                producer.send(TOPIC, value=bad)
             ahead = index / per_second - (time.monotonic() - started)
             if ahead > 0.05:
                 time.sleep(ahead)
@@ -119,43 +154,38 @@ def _replay(settings: Settings, stream: DriftingStream, duration_s: float) -> No
         producer.close()
 
 
-class _ProgressLine:
-    """A single, rewritten status line (at most a few updates per second)."""
-
-    def __init__(self) -> None:
-        self._started = time.monotonic()
-        self._last = 0.0
-
-    def update(self, progress: LoopProgress) -> None:
-        now = time.monotonic()
-        if now - self._last >= 0.25:
-            self._last = now
-            sys.stdout.write("\r" + self._text(progress, now))
-            sys.stdout.flush()
-
-    def finish(self, progress: LoopProgress) -> None:
-        sys.stdout.write("\r" + self._text(progress, time.monotonic()) + "\n")
-
-    def _text(self, progress: LoopProgress, now: float) -> str:
-        rate = progress.events_consumed / max(now - self._started, 1e-9)
-        accuracy = f"{progress.accuracy:.3f}" if progress.accuracy is not None else "  -  "
-        lr = f"{progress.lr:.1e}" if progress.lr is not None else "-"
-        return (
-            f"  events {progress.events_consumed:>7,} | {rate:>6,.0f} ev/s | "
-            f"accuracy {accuracy} | lr {lr} | drifts {progress.drifts} | "
-            f"head {progress.domain or '-'} | params {progress.parameters or '-'} | "
-            f"invalid {progress.events_invalid} | snapshot v{progress.snapshot_version or 0}  "
-        )
+def _log_stopped(progress: LoopProgress) -> None:
+    """The ``stopped`` line ``driftd report`` sums, as ``driftd run`` writes it."""
+    demo_log.info(
+        "stopped: %d events consumed, %d learned, %d invalid, snapshot %s",
+        progress.events_consumed, progress.events_learned, progress.events_invalid,
+        progress.snapshot_version,
+        extra={"event": "stopped", "events_consumed": progress.events_consumed,
+               "events_learned": progress.events_learned,
+               "events_invalid": progress.events_invalid},
+    )  # fmt: skip
 
 
-def _summary(progress: LoopProgress, snapshots: Path) -> None:
+def _summary(progress: LoopProgress, snapshots: Path, events: int) -> None:
     reasons = ", ".join(f"{k}={v}" for k, v in sorted(progress.invalid_by_reason.items()))
     latest = (snapshots / "LATEST").read_text().strip() if (snapshots / "LATEST").exists() else "-"
     print(f"done: {progress.events_learned:,} events learned in {progress.steps:,} steps")
-    print(f"  drifts detected: {progress.drifts}, adaptations: {progress.adaptations}")
+    if progress.stopped_by == "max_seconds":
+        print(f"  stopped at the time bound (--seconds) with {progress.events_learned:,} of "
+              f"{events:,} events learned: a larger --seconds reads all")  # fmt: skip
+    indent = "\n" + " " * 18  # two lines each: the summary stays within 80 columns
+    print(
+        f"  concept drifts: {progress.concept_drifts} (the loss rose: the stream changes concept "
+        f"twice,{indent}and a change is often caught again while the model re-learns)"
+    )
+    print(
+        f"  input alarms  : {progress.input_drifts} (the inputs' distribution moved, as each "
+        f"change here{indent}also does; an input alarm can start or switch a head)"
+    )
+    print(f"  adaptations   : {progress.adaptations}, live head {progress.domain or '-'}")
     prunes = ", ".join(f"{k} {v}" for k, v in sorted(progress.prunes.items())) or "none yet"
     print(f"  pruning (structured, 50% of the trunk's units): {prunes}; "
           f"parameters now {progress.parameters or '-'}")  # fmt: skip
     print(f"  invalid records: {progress.events_invalid} ({reasons or 'none'}), dead-lettered")
-    print(f"  newest snapshot: {snapshots / latest}/manifest.json")
-    print("  next: `driftd run` against your own Kafka — see README.md, Configuration")
+    if latest != "-":
+        print(f"  newest snapshot: {snapshots / latest}/manifest.json")
