@@ -108,7 +108,14 @@ class ModelSettings(Section):
 class LearnerSettings(Section):
     """Mini-batches and the optimizer."""
 
-    batch_size: int = Field(256, ge=1, le=1_000_000)
+    batch_size: int = Field(256, ge=1, le=1_000_000, description="Events per poll.")
+    micro_batch: int | Literal["auto"] = Field(
+        "auto",
+        description="Events per gradient step: a number, or `auto` (finer while the consumer "
+        "keeps up, coarser while a backlog grows, within min/max_micro_batch).",
+    )
+    min_micro_batch: int = Field(1, ge=1, description="auto: the finest step.")
+    max_micro_batch: int = Field(256, ge=1, description="auto: the coarsest step.")
     poll_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
     lr: float = Field(1e-3, gt=0.0, le=10.0)
