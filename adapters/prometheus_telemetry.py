@@ -105,6 +105,25 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             registry=r,
         )
         self._lr = Gauge("driftd_learning_rate", "Learning rate now in force.", registry=r)
+        # Regression quality (classification leaves them NaN; regression leaves accuracy NaN).
+        self._mae = Gauge(
+            "driftd_prequential_mae",
+            "Test-then-train mean absolute error over the recent window (regression; else NaN).",
+            registry=r,
+        )
+        self._rmse = Gauge(
+            "driftd_prequential_rmse",
+            "Test-then-train root mean squared error over the recent window (regression).",
+            registry=r,
+        )
+        self._r2 = Gauge(
+            "driftd_prequential_r2",
+            "Test-then-train R² (1 - SSE/SST) over the recent window (regression; NaN while the "
+            "targets are constant).",
+            registry=r,
+        )
+        for gauge in (self._mae, self._rmse, self._r2):
+            gauge.set(math.nan)
         self._parameters = Gauge(
             "driftd_model_parameters", "Number of model parameters.", registry=r
         )
@@ -234,6 +253,12 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             self._accuracy.set(accuracy)
         if loss is not None:
             self._loss.set(loss)
+
+    def regression_metrics(self, mae: float | None, rmse: float | None, r2: float | None) -> None:
+        """Regression quality over the window; ``None`` keeps the previous value."""
+        for gauge, value in ((self._mae, mae), (self._rmse, rmse), (self._r2, r2)):
+            if value is not None:
+                gauge.set(value)
 
     def learning_rate(self, lr: float) -> None:
         """The learning rate now in force."""

@@ -34,6 +34,9 @@ class RecordingTelemetry:
         step_seconds: Duration of each completed step, in order.
         accuracy: Latest prequential accuracy.
         loss: Latest prequential loss.
+        mae: Latest prequential mean absolute error (regression).
+        rmse: Latest prequential root mean squared error (regression).
+        r2: Latest prequential R² (regression).
         lr: Latest learning rate.
         parameters: Latest parameter count.
         sparsity: Latest fraction of zero weights.
@@ -62,6 +65,9 @@ class RecordingTelemetry:
     step_seconds: list[float] = field(default_factory=list)
     accuracy: float | None = None
     loss: float | None = None
+    mae: float | None = None
+    rmse: float | None = None
+    r2: float | None = None
     lr: float | None = None
     parameters: int | None = None
     sparsity: float | None = None
@@ -106,6 +112,12 @@ class RecordingTelemetry:
             self.accuracy = accuracy
         if loss is not None:
             self.loss = loss
+
+    def regression_metrics(self, mae: float | None, rmse: float | None, r2: float | None) -> None:
+        """Regression quality over the window; ``None`` keeps the previous value."""
+        self.mae = mae if mae is not None else self.mae
+        self.rmse = rmse if rmse is not None else self.rmse
+        self.r2 = r2 if r2 is not None else self.r2
 
     def learning_rate(self, lr: float) -> None:
         """The learning rate now in force."""

@@ -162,11 +162,7 @@ class TrainingState:
             "events_rejected": self.events_rejected,
             "dead_letters": dead_letters,
             "watermark": self.watermark,
-            "metrics": {
-                "prequential_accuracy": learner.window.accuracy,
-                "prequential_loss": learner.window.loss,
-                "learning_rate": learner.lr_policy.lr,
-            },
+            "metrics": _window_metrics(learner),
             "parameters": count_parameters(learner.model),
             "sparsity": sparsity(learner.model),
             "domains": self._domains(),
@@ -260,6 +256,20 @@ class TrainingState:
         config = getattr(self.learner.model, "config", None)
         if isinstance(config, dict):
             self.model_config = dict(config)
+
+
+def _window_metrics(learner: OnlineLearner) -> dict[str, Any]:
+    """The manifest's ``metrics``: the prequential window (accuracy is None for regression)."""
+    window = learner.window
+    metrics: dict[str, Any] = {
+        "prequential_accuracy": window.accuracy,
+        "prequential_loss": window.loss,
+        "learning_rate": learner.lr_policy.lr,
+    }
+    if window.task == "regression":
+        metrics |= {"prequential_mae": window.mae, "prequential_rmse": window.rmse,
+                    "prequential_r2": window.r2}  # fmt: skip
+    return metrics
 
 
 def _part(tensors: Mapping[str, Any], prefix: str) -> dict[str, Any]:
