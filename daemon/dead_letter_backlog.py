@@ -20,6 +20,8 @@ import torch
 from driftd.records import Record, Rejection, TopicPartition
 
 BYTES_KEY = "bytes"
+#: A saved detail is cut here (the dead-letter header keeps at most 1 KiB of it anyway).
+MAX_DETAIL_CHARS = 1024
 
 
 def commit_offsets(
@@ -50,7 +52,7 @@ def backlog_state(
                 "offset": record.offset,
                 "timestamp_ms": record.timestamp_ms,
                 "reason": rejection.reason,
-                "detail": rejection.detail,
+                "detail": rejection.detail[:MAX_DETAIL_CHARS],
                 "key_bytes": None if record.key is None else len(record.key),
                 "value_bytes": None if record.value is None else len(record.value),
             }
