@@ -212,9 +212,11 @@ class KafkaRecordSource:
 
     @property
     def ready(self) -> bool:
-        """Whether the consumer is a stable group member with partitions and a live coordinator.
+        """Whether the consumer has partitions and a live broker.
 
-        Safe to call from another thread (a health endpoint): it only reads state.
+        A group member must also be stable with a live coordinator; with manual assignment, a
+        live connection is enough. Safe to call from another thread (a health endpoint): it
+        only reads state.
         """
         if self._closed or not self._assigned:
             return False
