@@ -105,6 +105,9 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             registry=r,
         )
         self._lr = Gauge("driftd_learning_rate", "Learning rate now in force.", registry=r)
+        self._step_size = Gauge(
+            "driftd_step_size_events", "Events per gradient step (micro-batch) now.", registry=r
+        )
         # Regression quality (classification leaves them NaN; regression leaves accuracy NaN).
         self._mae = Gauge(
             "driftd_prequential_mae",
@@ -263,6 +266,10 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
     def learning_rate(self, lr: float) -> None:
         """The learning rate now in force."""
         self._lr.set(lr)
+
+    def step_size(self, events: int) -> None:
+        """Events per gradient step (the micro-batch size) now in force."""
+        self._step_size.set(events)
 
     def event_latencies(self, seconds: np.ndarray) -> None:
         """Bin one step's event-to-update delays without a Python call per value.

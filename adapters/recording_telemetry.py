@@ -69,6 +69,7 @@ class RecordingTelemetry:
     rmse: float | None = None
     r2: float | None = None
     lr: float | None = None
+    step_sizes: list[int] = field(default_factory=list)
     parameters: int | None = None
     sparsity: float | None = None
     snapshot_version: int | None = None
@@ -122,6 +123,10 @@ class RecordingTelemetry:
     def learning_rate(self, lr: float) -> None:
         """The learning rate now in force."""
         self.lr = lr
+
+    def step_size(self, events: int) -> None:
+        """Events per gradient step (the micro-batch size) now in force."""
+        self.step_sizes.append(events)
 
     def event_latencies(self, seconds: np.ndarray) -> None:
         """Keep a copy of the finite delays of one step."""

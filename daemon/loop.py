@@ -194,7 +194,10 @@ class TrainingLoop:
             backlog: int | None = sum(self.source.lag().values())
         except Exception:  # a source that cannot say: keep the size
             backlog = None
-        self.progress.step_size = self.step_sizes.observe(backlog, polled)
+        size = self.step_sizes.observe(backlog, polled)
+        if size != self.progress.step_size:
+            self.telemetry.step_size(size)
+        self.progress.step_size = size
 
     def _snapshot_due(self) -> bool:
         # Not while a pruned model is being verified: a restart could not resume the verdict.

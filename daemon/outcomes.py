@@ -15,8 +15,8 @@ log = logging.getLogger("driftd.adaptation")
 
 
 AdaptationKind = Literal[
-    "lr_boost", "lr_restart", "trunk_freeze", "trunk_unfreeze", "new_head", "reuse_head",
-    "evict_head", "replay", "grow_classes", "score_heads", "keep_head",
+    "lr_boost", "lr_restart", "trunk_freeze", "trunk_unfreeze", "trunk_keep", "trunk_release",
+    "new_head", "reuse_head", "evict_head", "replay", "grow_classes", "score_heads", "keep_head",
 ]  # fmt: skip
 #: Every kind, for metrics that expose each series from the start.
 ADAPTATION_KINDS: tuple[AdaptationKind, ...] = get_args(AdaptationKind)
@@ -27,10 +27,11 @@ class Adapted:
     """One adaptation made (counted in ``driftd_adaptations_total{kind}``).
 
     Attributes:
-        kind: ``lr_boost``, ``lr_restart``, ``trunk_freeze``, ``trunk_unfreeze``, ``new_head``,
-            ``reuse_head``, ``evict_head``, ``replay``, ``grow_classes``, ``score_heads`` (a
-            covariate drift started looking for a stored head) or ``keep_head`` (it found the
-            inputs still the active domain's).
+        kind: ``lr_boost``, ``lr_restart``, ``trunk_freeze``, ``trunk_unfreeze``,
+            ``trunk_keep``/``trunk_release`` (the post-drift evidence on the held trunk),
+            ``new_head``, ``reuse_head``, ``evict_head``, ``replay``, ``grow_classes``,
+            ``score_heads`` (a covariate drift started looking for a stored head) or
+            ``keep_head`` (it found the inputs still the active domain's).
         domain: The domain it concerns.
         detail: A human-readable explanation for the log.
     """

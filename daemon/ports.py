@@ -245,6 +245,10 @@ class Telemetry(Protocol):
         """The learning rate now in force."""
         ...
 
+    def step_size(self, events: int) -> None:
+        """Events per gradient step (the micro-batch size) now in force."""
+        ...
+
     def event_latencies(self, seconds: np.ndarray) -> None:
         """Event-timestamp-to-model-update delays of the events in one step."""
         ...

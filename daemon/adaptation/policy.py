@@ -48,9 +48,10 @@ from driftd.adaptation.head_switch import HeadSwitch
 from driftd.adaptation.heads import HeadRegistry, head_of
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
+from driftd.adaptation.trunk_evidence import trunk_still_serves
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
-from driftd.outcomes import Adapted, StepOutcome
+from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
 
 if TYPE_CHECKING:
     from driftd.settings.root import AdaptationSettings, Settings
@@ -86,6 +87,8 @@ class Adaptation:
         self.steps = 0
         self._drift_step: int | None = None
         self._boosting = False
+        self._trunk_check_from: int | None = None  # replay arrival the trunk evidence starts at
+        self._trunk_released = False
         self._apply_scales()
 
     @property
@@ -155,8 +158,25 @@ class Adaptation:
                 self._on_covariate_drift(drift, batch, arrivals, outcome)
         if heads and switch.after_step(batch, outcome):
             self._boosting = False  # a stored head fits: no need to learn fast
+        self._check_trunk(outcome)
         self._apply_scales(outcome)
         return outcome
+
+    def _check_trunk(self, outcome: StepOutcome) -> None:
+        """After ``score_events`` post-drift events, release a held trunk that does not serve."""
+        start = self._trunk_check_from
+        if start is None or self.replay.arrivals - start < self.settings.score_events:
+            return
+        self._trunk_check_from = None
+        x, y = self.replay.since(start)
+        learner = self.learner
+        evidence = trunk_still_serves(
+            learner.model, x.to(learner.device), y.to(learner.device),
+            loss_fn=learner.event_losses, generator=self.generator,
+        )  # fmt: skip
+        self._trunk_released = not evidence.serves
+        kind: AdaptationKind = "trunk_keep" if evidence.serves else "trunk_release"
+        outcome.adaptations.append(Adapted(kind, self.active, evidence.describe()))
 
     def _on_concept_drift(
         self,
@@ -209,6 +229,9 @@ class Adaptation:
         if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
             detail = f"trunk LR x{s.trunk_scale:g} for {s.trunk_hold_steps} steps{why}"
             outcome.adaptations.append(Adapted("trunk_freeze", self.active, detail))
+            self._trunk_released = False
+            if s.trunk_evidence:
+                self._trunk_check_from = self.replay.arrivals
 
     def _grow(self, n_classes: int, outcome: StepOutcome) -> None:
         model: Any = self.learner.model
@@ -229,7 +252,8 @@ class Adaptation:
             since = self.steps - self._drift_step
             if self._boosting:
                 head = head_scale(since, boost=s.lr_boost, boost_steps=s.boost_steps)
-            if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
+            held = not (s.freeze_trunk or self._trunk_released)
+            if held and s.trunk_hold_steps and s.trunk_scale < 1.0:
                 trunk = trunk_scale(
                     since, hold_scale=s.trunk_scale, hold_steps=s.trunk_hold_steps,
                     resume_scale=s.trunk_resume_scale, ramp_steps=s.trunk_ramp_steps,
@@ -239,6 +263,7 @@ class Adaptation:
                     outcome.adaptations.append(Adapted("trunk_unfreeze", self.active, detail))
             if head == 1.0 and trunk == 1.0 and self.switch.pending is None:
                 self._drift_step, self._boosting = None, False
+                self._trunk_check_from, self._trunk_released = None, False
         for name, scale in (("head", head), ("shared", trunk)):
             group = learner.param_group(name)
             if group is not None:
@@ -254,6 +279,7 @@ class Adaptation:
         tensors = {"generator": self.generator.get_state(), **tensors}
         meta |= {
             "steps": self.steps, "drift_step": self._drift_step, "boosting": self._boosting,
+            "trunk_check_from": self._trunk_check_from, "trunk_released": self._trunk_released,
             "monitor": None if self.monitor is None else self.monitor.state_dict(),
         }  # fmt: skip
         return tensors, meta
@@ -264,6 +290,8 @@ class Adaptation:
         self.switch.load_state_dict(tensors, meta)
         self.steps, self._drift_step = int(meta["steps"]), meta["drift_step"]
         self._boosting = bool(meta["boosting"])
+        self._trunk_check_from = meta.get("trunk_check_from")
+        self._trunk_released = bool(meta.get("trunk_released", False))
         fresh: list[str] = []
         if self.monitor is not None and meta.get("monitor") is not None:
             fresh = self.monitor.load_state_dict(meta["monitor"])

@@ -99,12 +99,15 @@ def make_optimizer(
         params = [p for p in getattr(model, part).parameters() if p.requires_grad]
         if params:
             groups.append({"params": params, "name": part, "lr": lr, "lr_scale": 1.0})
+    # foreach: one kernel per op over all tensors of a group (the small online steps' overhead).
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+        )
     if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, foreach=True)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer {name!r}: expected sgd, adam or adamw")
 
 
@@ -163,6 +166,10 @@ class OnlineLearner:
         """
         x = x.to(self.device, non_blocking=True)
         lr = self.lr_policy.lr
+        standardizer = standardizer_of(self.model)
+        if standardizer is not None and not standardizer.count:
+            standardizer.update(x)  # the very first batch: no statistics to score it with yet
+            standardizer = None
         size = len(x) if self.micro_batch is None else max(1, self.micro_batch)
         if size >= len(x):
             parts = [self._learn_part(x, y, labelled)]
@@ -171,6 +178,8 @@ class OnlineLearner:
                 self._learn_part(x[i : i + size], y[i : i + size], labelled[i : i + size])
                 for i in range(0, len(x), size)
             ]
+        if standardizer is not None:
+            standardizer.update(x)  # after the batch is scored: the next one is standardised so
         n_labelled = sum(part.n_labelled for part in parts)
         predictions = (
             parts[0].predictions if len(parts) == 1 else _cat(p.predictions for p in parts)
@@ -201,14 +210,8 @@ class OnlineLearner:
     def _learn_part(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> _Part:
         """Predict one micro-batch, score its labelled events, then take one step on them."""
         n_labelled = int(labelled.sum())
-        standardizer = standardizer_of(self.model)
-        if standardizer is not None and not standardizer.count:
-            standardizer.update(x)  # the very first batch: no statistics to score it with yet
-            standardizer = None
         if n_labelled == 0:
             outputs = self.predict_many(x)
-            if standardizer is not None:
-                standardizer.update(x)
             return _Part(0, 0, 0.0, 0, outputs.new_zeros(0), self._decide(outputs))
         y = y.to(self.device, non_blocking=True)
         mask = None if n_labelled == len(x) else labelled.to(self.device)
@@ -247,8 +250,6 @@ class OnlineLearner:
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self._optimizer_step()
-        if standardizer is not None:
-            standardizer.update(x)  # after scoring: the next batch is standardised with it
         return _Part(n_labelled, n_labelled, loss_sum, correct, event_losses.detach(), decided)
 
     def _learn_without(

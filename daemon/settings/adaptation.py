@@ -70,6 +70,11 @@ class AdaptationSettings(Section):
         0.3, gt=0.0, le=1.0, description="Trunk LR multiplier when it resumes, ramping to 1x."
     )
     trunk_ramp_steps: int = Field(50, ge=1, description="Steps from the resume scale to 1x.")
+    trunk_evidence: bool = Field(
+        True,
+        description="Keep the trunk held only while it serves the new domain: after score_events "
+        "post-drift events, a fresh head on the frozen trunk is compared with one on a free copy.",
+    )
     freeze_trunk: bool = Field(False, description="Feature transfer: never train the trunk.")
     heads: bool = Field(True, description="Keep per-domain heads; reuse one on a recurrence.")
     max_heads: int = Field(8, ge=1, le=1_000, description="Bound of the head registry (LRU).")

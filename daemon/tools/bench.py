@@ -46,6 +46,7 @@ from driftd.logs import configure_logging
 from driftd.loop import LoopProgress, StopWhen
 from driftd.records import Record
 from driftd.settings.root import Settings, load_settings
+from driftd.tools.step_bench import MICRO_BATCH, TARGET_RATIO, small_step_ratio
 from driftd.tools.streams import DriftingStream
 
 N_FEATURES = 10
@@ -142,6 +143,9 @@ def _throughput(*, events: int, batch_size: int, quick: bool) -> int:
         peak_rss_mib = _daemon_peak_rss_mib(
             base, broker.bootstrap_servers, topic, events, batch_size
         )
+    small_loop, small_plain, small_ratio = small_step_ratio(
+        events=min(events, 20_000), repeats=repeats
+    )
     rows = [
         ("(a) end to end, real broker", end_to_end, "events/s"),
         ("(a') same, consumer in-process", inline, "events/s"),
@@ -157,10 +161,19 @@ def _throughput(*, events: int, batch_size: int, quick: bool) -> int:
     )
     print(f"  (e) peak RSS of a daemon process {peak_rss_mib:,.0f} MiB (consuming all events)")
     print(
+        f"  (g) micro-batches of {MICRO_BATCH}, in-process: driftd {small_loop:,.0f}, plain "
+        f"PyTorch predict-then-train loop {small_plain:,.0f} events/s (interleaved, median ratio "
+        f"{small_ratio:.2f})"
+    )
+    print(
         f"  ratios: a/f {end_to_end / raw:.2f}, a/c {end_to_end / compute:.3f}, "
         f"b/c {in_process / compute:.3f}, a/b {end_to_end / in_process:.2f}"
     )
-    return _throughput_targets(end_to_end, peak_rss_mib)
+    missed = _throughput_targets(end_to_end, peak_rss_mib)
+    met = small_ratio >= TARGET_RATIO
+    print(f"  {'PASS' if met else 'MISS'}  (g) small steps >= {TARGET_RATIO}x the plain loop: "
+          f"{small_ratio:.2f}x")  # fmt: skip
+    return missed + (not met)
 
 
 def _throughput_targets(end_to_end: float, peak_rss_mib: float) -> int:

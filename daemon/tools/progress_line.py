@@ -38,6 +38,8 @@ def progress_fields(progress: LoopProgress, rate: float) -> list[str]:
         f"invalid {progress.events_invalid}",
         f"snapshot v{progress.snapshot_version or 0}",
     ]
+    if progress.step_size is not None:
+        fields.insert(3, f"step {progress.step_size} ev")
     if progress.lr is not None:
         fields.insert(3, f"lr {progress.lr:.1e}")
     return fields

@@ -69,8 +69,9 @@ def test_the_horizon_forgets_old_inputs() -> None:
 def _learner(config: dict[str, object]) -> OnlineLearner:
     model = build_model(config, torch.Generator().manual_seed(0))
     optimizer = make_optimizer("adam", model, lr=1e-2, momentum=0.0, weight_decay=0.0)
+    policy = ConstantLR(base_lr=1e-2, min_lr=1e-6, max_lr=1.0)
     return OnlineLearner(
-        model=model, optimizer=optimizer, lr_policy=ConstantLR(base_lr=1e-2, min_lr=1e-6, max_lr=1.0),
+        model=model, optimizer=optimizer, lr_policy=policy,
         task="classification", loss="cross_entropy", metrics_window=500,
     )  # fmt: skip
 
