@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: How often a manually assigned source looks for new partitions (a missing topic: every second).
 PARTITION_CHECK_S = (30.0, 1.0)
+#: How long a poll may stay inside the consumer to finish a group join in flight (see poll()).
+JOIN_WAIT_S = 10.0
 
 
 class SourceCommitError(RuntimeError):
@@ -128,6 +130,8 @@ class KafkaRecordSource:
         batches = self._consumer.poll(
             timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
         )
+        if not batches and not self._manual:
+            batches = self._finish_join(max_records)
         if not batches:
             return []
         records: list[Record] = []
@@ -259,6 +263,25 @@ class KafkaRecordSource:
             return
         self._consumer.assign(sorted(found))
         self._take_assignment(found - self._assigned)
+
+    def _finish_join(self, max_records: int) -> Any:
+        """Stay inside ``poll()`` while a group join is in flight, up to :data:`JOIN_WAIT_S`.
+
+        kafka-python 3.0.12 drops a JoinGroup+SyncGroup result that arrives between two polls
+        and sends a new JoinGroup, which restarts the rebalance for every member: a member
+        busy between polls (learning or predicting a batch) kept its group rebalancing for
+        minutes. It has no partitions meanwhile, so waiting here costs nothing.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        deadline = time.monotonic() + JOIN_WAIT_S
+        while time.monotonic() < deadline:
+            task = getattr(coordinator, "_join_task", None)  # internal, read only
+            if task is None or getattr(task, "is_done", True):
+                return {}
+            batches = self._consumer.poll(timeout_ms=100, max_records=max_records)
+            if batches:
+                return batches
+        return {}
 
     def _connected(self) -> bool:
         """Whether the consumer holds a live broker connection (manual assignment: no group).

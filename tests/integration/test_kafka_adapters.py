@@ -193,6 +193,40 @@ def test_a_partition_handed_back_resumes_at_this_members_own_position(
     ]
 
 
+def test_a_member_busy_between_polls_still_gets_its_share_of_a_rebalance(
+    unique_topic: TopicFactory, kafka_settings: SettingsFactory, sources: list
+) -> None:
+    """A loop that learns between polls must not keep its group rebalancing (kafka-python
+    3.0.12 drops a join completed between polls; the source finishes joins inside poll)."""
+    topic = unique_topic(partitions=2)
+    settings = kafka_settings([topic], assignment="group")
+    produce(settings, topic, partitions=2, per_partition=10)
+    busy = KafkaRecordSource(settings)
+    sources.append(busy)
+    poll_exactly(busy, 20)
+    joining = KafkaRecordSource(settings)
+    sources.append(joining)
+    member = Member(joining)
+
+    def busy_loop_turn() -> bool:
+        busy.poll(100, 0.2)
+        time.sleep(0.5)  # learning a batch
+        return len(busy.assignment) == len(joining.assignment) == 1
+
+    split = wait_for_turns(busy_loop_turn, timeout=60)
+    member.stop()
+    assert split, f"still rebalancing after 60 s: {busy.assignment}, {joining.assignment}"
+
+
+def wait_for_turns(turn: Callable[[], bool], timeout: float) -> bool:
+    """Call ``turn`` until it returns True or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if turn():
+            return True
+    return False
+
+
 def test_lag_is_highwater_minus_position(
     unique_topic: TopicFactory, kafka_settings: SettingsFactory, sources: list
 ) -> None:
