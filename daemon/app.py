@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -25,17 +26,20 @@ from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
-from driftd.connect import close_all, connect_with_backoff
+from driftd.connect import StoppedWhileConnectingError, close_all, connect_with_backoff
 from driftd.core_wiring import (
     configured_n_features,
     learner_builder,
     loss_name,
     make_decoder,
     pruning_builder,
+    resolve_device,
+    step_size_controller,
 )
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
 from driftd.learning.models import count_parameters, model_config_from_settings, sparsity
+from driftd.learning.warm import warm_up
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
 from driftd.loop_progress import ProgressLogSchedule
 from driftd.ports import (
@@ -234,19 +238,34 @@ def dead_letter_sink(settings: Settings) -> DeadLetterSink:
     return DiscardingDeadLetterSink()
 
 
-def kafka_source(settings: Settings, start_offsets: dict[TopicPartition, int]) -> RecordSource:
+def kafka_source(
+    settings: Settings,
+    start_offsets: dict[TopicPartition, int],
+    *,
+    stop: Event | None = None,
+    on_attempt: Callable[[], None] | None = None,
+) -> RecordSource:
     """The Kafka source: in this process, or in a child on another core (see the setting).
 
-    Either waits for a broker that does not answer yet (the child retries inside).
+    Either waits for a broker that does not answer yet (the child retries inside); in this
+    process, ``stop`` ends that wait and ``on_attempt`` is called before each try.
+
+    Raises:
+        StoppedWhileConnectingError: If ``stop`` was set before the broker answered.
     """
     if settings.kafka.consumer_process:
         return KafkaProcessSource(
             settings.kafka, start_offsets, max_records=settings.learner.batch_size
         )
     source = connect_with_backoff(
-        lambda: KafkaRecordSource(settings.kafka, start_offsets=start_offsets), "source"
+        lambda: KafkaRecordSource(settings.kafka, start_offsets=start_offsets),
+        "source",
+        stop=stop,
+        on_attempt=on_attempt,
+        close=KafkaRecordSource.close,
     )
-    assert source is not None  # no stop event: it retries until the broker answers
+    if source is None:
+        raise StoppedWhileConnectingError("stopped before a Kafka broker answered")
     return source
 
 
@@ -263,8 +282,15 @@ def build_trainer(
     serve_metrics: bool | None = None,
     on_step: Callable[[LoopProgress], None] | None = None,
     on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
+    stop: Event | None = None,
 ) -> Trainer:
-    """Wire the daemon: snapshot store, gate, state, source, sinks, notifier, metrics, loop."""
+    """Wire the daemon: snapshot store, gate, state, metrics, source, sinks, notifier, loop.
+
+    The metrics server (``/healthz``, ``/readyz``) starts before the source waits for a broker.
+
+    Raises:
+        StoppedWhileConnectingError: If ``stop`` was set while waiting for the broker.
+    """
     clock = clock or SystemClock()
     torch.set_num_threads(settings.learner.torch_threads)
     registry = registry or CollectorRegistry()
@@ -294,7 +320,22 @@ def build_trainer(
         telemetry.learning_rate(learner.lr_policy.lr)
         if state.pruning is not None:
             report_model_size(state.pruning, telemetry)
-    source = source or kafka_source(settings, dict(state.offsets))
+    probes = _Probes(heartbeat=clock.monotonic())
+    server = None
+    if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
+        server = _start_metrics_server(settings, registry, probes, clock)
+    try:
+        source = source or kafka_source(
+            settings, dict(state.offsets), stop=stop, on_attempt=probes.beat(clock)
+        )
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+    # /readyz waits for the source: the first step's one-off costs are paid before it can be ready.
+    seconds = warm_up(resolve_device(settings.model.device))
+    log.debug("warmed up in %.2f s", seconds, extra={"event": "warmed_up", "seconds": seconds})
+    probes.source = source
     if dead_letters is None:
         dead_letters = dead_letter_sink(settings)
     loop = TrainingLoop(
@@ -326,26 +367,45 @@ def build_trainer(
             every_events=settings.log.progress_every_events,
             every_seconds=settings.log.progress_every_seconds,
         ),
+        step_sizes=step_size_controller(settings.learner),
     )
-    trainer = Trainer(loop, source, dead_letters, store, registry, notifier)
-    if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
-        trainer.server = _start_metrics_server(settings, registry, trainer, clock)
-    return trainer
+    probes.loop = loop
+    return Trainer(loop, source, dead_letters, store, registry, notifier, server=server)
+
+
+@dataclass
+class _Probes:
+    """What ``/healthz`` and ``/readyz`` read, filled in as the daemon is wired."""
+
+    heartbeat: float  #: the last connection attempt, until the loop turns
+    source: RecordSource | None = None
+    loop: TrainingLoop | None = None
+
+    def beat(self, clock: Clock) -> Callable[[], None]:
+        """A callback that records a connection attempt as a heartbeat."""
+
+        def beat() -> None:
+            self.heartbeat = clock.monotonic()
+
+        return beat
 
 
 def _start_metrics_server(
-    settings: Settings, registry: CollectorRegistry, trainer: Trainer, clock: Clock
+    settings: Settings, registry: CollectorRegistry, probes: _Probes, clock: Clock
 ) -> MetricsServer:
     stale_after = max(60.0, 20 * settings.learner.poll_timeout_s)
 
     def health() -> tuple[bool, str]:
-        idle = clock.monotonic() - trainer.loop.last_heartbeat
+        beat = probes.heartbeat if probes.loop is None else probes.loop.last_heartbeat
+        idle = clock.monotonic() - beat
         if idle > stale_after:
             return False, f"loop has not turned for {idle:.0f} s"
         return True, "ok"
 
     def readiness() -> tuple[bool, str]:
-        if trainer.source.ready:
+        if probes.source is None:
+            return False, "waiting for a Kafka broker"
+        if probes.source.ready:
             return True, "ok"
         return False, "source not connected or no partitions assigned"
 

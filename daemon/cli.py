@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -38,6 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(events=args.events, directory=args.dir, seconds=args.seconds)
         if args.command == "report":
             return _report(args)
+        if args.command == "broker":
+            from driftd.tools.broker import run_broker
+
+            topics = [topic.strip() for topic in args.topics.split(",") if topic.strip()]
+            return run_broker(port=args.port, topics=topics, partitions=args.partitions)
         if args.command == "bench":
             from driftd.tools.bench import run_bench
 
@@ -46,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 quick=args.quick,
                 sections=args.section or ["throughput", "adaptation", "serving"],
+                json_path=args.json,
+                jobs=args.jobs,
             )
     except ConfigurationError as error:
         print(f"driftd: {error}", file=sys.stderr)
@@ -78,6 +87,10 @@ Start the bundled Kafka-compatible broker on a free loopback port, replay a drif
 stream into it (two concept changes and a few malformed records), train on it with a
 live progress line, write snapshots, a JSON log and an HTML report under --dir, and
 stop by itself. Needs no Kafka and no Docker."""
+_BROKER_HELP = """\
+Start the Kafka-compatible broker the demo uses (Tansu, bundled) on a loopback port,
+in memory, create the topics, print the DRIFTD_* settings that point `driftd run` at
+it, and run until Ctrl-C or SIGTERM. Nothing survives a stop."""
 _REPORT_HELP = """\
 Draw a run's timeline: accuracy, loss, learning rate, model size over the steps, with
 its drifts, adaptations, pruning and snapshots, into one self-contained HTML page.
@@ -111,7 +124,17 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--dir", default="./driftd-demo", help="where snapshots, the log and the report go"
     )
-    demo.add_argument("--seconds", type=float, default=60.0, help="upper bound on run time")
+    demo.add_argument(
+        "--seconds", type=float, default=180.0,
+        help="upper bound on run time (a run ends when the stream is read)",
+    )  # fmt: skip
+    text = "start the embedded broker alone, to try `driftd run` without a Kafka"
+    broker = commands.add_parser(
+        "broker", help=text, description=_BROKER_HELP, formatter_class=_Help
+    )
+    broker.add_argument("--port", type=int, default=0, help="loopback port; 0: a free one")
+    broker.add_argument("--topics", default="driftd-events", help="topics to create (a,b)")
+    broker.add_argument("--partitions", type=int, default=3, help="partitions per topic")
     text = "write an HTML timeline of a run from its JSON log and/or snapshots"
     report = commands.add_parser(
         "report", help=text, description=_REPORT_HELP, formatter_class=_Help
@@ -132,23 +155,58 @@ def _parser() -> argparse.ArgumentParser:
         choices=["throughput", "adaptation", "serving", "quality", "pruning"],
         help="run only this part (repeatable; default: all but quality and pruning, the slow ones)",
     )
+    bench.add_argument("--json", metavar="PATH", help="write the quality section's results here")
+    bench.add_argument(
+        "--jobs", type=int, default=1, help="quality: seeds measured at once, in worker processes"
+    )
     return parser
 
 
 def _run(settings: Settings) -> int:
-    from driftd.app import build_trainer
-
     configure_logging(settings.log.level, json_lines=settings.log.json_lines)
     log.info("driftd %s starting", __version__, extra={"event": "start"})
-    trainer = build_trainer(settings)
-    install_stop_handlers(trainer.loop.request_stop, grace_s=settings.lifecycle.shutdown_grace_s)
+    # Handlers first: until the loop exists there is nothing to snapshot, so a stop while
+    # torch loads or while no broker answers exits 0 at once.
+    stop = threading.Event()
+    loops: list[Callable[[], None]] = []
+
+    def request_stop() -> None:
+        stop.set()
+        if not loops:
+            raise _StoppedBeforeStart
+        for request in loops:
+            request()
+
+    install_stop_handlers(request_stop, grace_s=settings.lifecycle.shutdown_grace_s)
+    trainer = None
+    try:
+        from driftd.app import build_trainer
+        from driftd.connect import StoppedWhileConnectingError
+
+        try:
+            trainer = build_trainer(settings, stop=stop)
+            loops.append(trainer.loop.request_stop)
+        except StoppedWhileConnectingError:
+            raise _StoppedBeforeStart from None
+    except _StoppedBeforeStart:
+        if trainer is not None:
+            trainer.close()
+        log.info("stopped before the daemon started: nothing to snapshot",
+                 extra={"event": "stopped"})  # fmt: skip
+        gc.freeze()  # no final collection over torch's heap: seconds on a busy machine
+        return 0
     progress = trainer.run()
     log.info(
         "stopped: %d events consumed, %d learned, %d invalid, snapshot %s",
         progress.events_consumed, progress.events_learned, progress.events_invalid,
         progress.snapshot_version, extra={"event": "stopped"},
     )  # fmt: skip
+    gc.freeze()
     return 0
+
+
+class _StoppedBeforeStart(BaseException):
+    """A stop signal before the training loop existed (raised from the signal handler)."""
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -213,6 +271,7 @@ def install_stop_handlers(
     def handle(signum: int, frame: FrameType | None) -> None:
         if state["stopping"]:
             if signum == signal.SIGINT:
+                _kill_children()
                 os._exit(130)
             return
         state["stopping"] = True
@@ -228,7 +287,14 @@ def install_stop_handlers(
 
 def _give_up(grace_s: float) -> None:
     log.error("shutdown took longer than %.0f s: exiting without a final snapshot", grace_s)
+    _kill_children()
     os._exit(1)
+
+
+def _kill_children() -> None:
+    """Kill the consumer process (and any other child): an immediate exit must not orphan it."""
+    for child in multiprocessing.active_children():
+        child.kill()
 
 
 if __name__ == "__main__":
