@@ -176,7 +176,7 @@ def crash_hooks(monkeypatch: pytest.MonkeyPatch) -> list[CrashPlan]:
     monkeypatch.setattr(
         app,
         "kafka_source",
-        lambda settings, offsets: ExactBatches(
+        lambda settings, offsets, **_: ExactBatches(  # stop=, on_attempt=: no retry here
             KafkaRecordSource(settings.kafka, start_offsets=offsets),
             on_commit=lambda: plan().check("before_commit"),
         ),
