@@ -128,7 +128,9 @@ def test_quick_bench_collects_every_learner_and_the_targets_evaluate() -> None:
     targets = {check["target"].split(":")[0] for check in checks}
     assert {"learner-paced >= torch_mlp", "learner-paced >= river_linear",
             "backlog >= today's defaults"} <= targets  # fmt: skip
-    assert all(check["met"] in (True, False) for check in checks)
+    for check in checks:  # recurring: n/a where adaptation off loses nothing
+        allowed = (True, False, None) if check["target"].startswith("recurring") else (True, False)
+        assert check["met"] in allowed, check
 
 
 def _results(**means: float) -> dict[str, Any]:
@@ -167,4 +169,7 @@ def test_targets_pass_and_miss_by_the_stated_margins(capsys: pytest.CaptureFixtu
     assert met["recurring at 1,000: back >= 2x faster than adaptation off"] is False
     assert met["backlog >= today's defaults"] is False
     assert print_targets(checks) == 6
+    results["streams"]["s"]["learners"]["driftd_off"]["lost"] = [[0]]
+    met = {c["target"]: c["met"] for c in quality_targets(results, reference)}
+    assert met["recurring at 1,000: back >= 2x faster than adaptation off"] is None
     assert capsys.readouterr().out.count("MISS") == 6
