@@ -17,6 +17,7 @@ cheap enough to follow every poll.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -149,9 +150,13 @@ class KafkaProcessSource:
                 self._control.send((0, _STOP, None))
         except (OSError, ValueError):
             pass
-        # A child still waiting for a broker exits on SIGTERM at once (it may be blocked in a
+        # A child still waiting for a broker exits on SIGUSR1 at once (it may be blocked in a
         # bootstrap for request_timeout_ms); a connected one ignores it and stops in order.
-        self._process.terminate()
+        # Not SIGTERM: that one may reach the whole process group (systemd, timeout), and the
+        # child must then wait for this request, not leave the loop's pipe mid-poll.
+        with contextlib.suppress(ProcessLookupError):
+            if self._process.pid is not None and self._process.is_alive():
+                os.kill(self._process.pid, signal.SIGUSR1)
         self._process.join(timeout=15)
         if self._process.is_alive():
             self._process.kill()
@@ -228,13 +233,14 @@ def _consume(
     """The child: poll into the data pipe with its status, answer commits between polls."""
     # Ctrl-C reaches the whole process group: the parent stops this child, in order.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _exit_while_unconnected)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _exit_while_unconnected)  # close() before a broker answered
     configure_logging("WARNING", json_lines=json_logs)  # the parent's format: one log stream
     start = {TopicPartition(topic, partition): offset for topic, partition, offset in offsets}
     source = _connect(KafkaSettings(**settings), start, control)
     if source is None:
         return
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # connected: the parent's stop request ends it
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # connected: the parent's stop request ends it
     sent: Status | None = None
     try:
         while _answer(source, control):
@@ -250,7 +256,7 @@ def _consume(
 
 
 def _exit_while_unconnected(signum: int, frame: FrameType | None) -> None:
-    """SIGTERM before a broker answered: nothing to leave or commit, so exit now."""
+    """Closed before a broker answered: nothing to leave or commit, so exit now."""
     os._exit(0)
 
 

@@ -324,16 +324,20 @@ def build_trainer(
     server = None
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
         server = _start_metrics_server(settings, registry, probes, clock)
+    given = source
     try:
         source = source or kafka_source(
             settings, dict(state.offsets), stop=stop, on_attempt=probes.beat(clock)
         )
-    except BaseException:
+        # /readyz waits for the source: the first step's one-off costs are paid before it can
+        # be ready.
+        seconds = warm_up(resolve_device(settings.model.device))
+    except BaseException:  # e.g. a stop signal before the loop exists: release what was made
         if server is not None:
             server.stop()
+        if source is not None and source is not given:
+            source.close()
         raise
-    # /readyz waits for the source: the first step's one-off costs are paid before it can be ready.
-    seconds = warm_up(resolve_device(settings.model.device))
     log.debug("warmed up in %.2f s", seconds, extra={"event": "warmed_up", "seconds": seconds})
     probes.source = source
     if dead_letters is None:

@@ -191,6 +191,7 @@ def _run(settings: Settings) -> int:
     except _StoppedBeforeStart:
         if trainer is not None:
             trainer.close()
+        _kill_children()  # a consumer child not yet owned by a trainer
         log.info("stopped before the daemon started: nothing to snapshot",
                  extra={"event": "stopped"})  # fmt: skip
         gc.freeze()  # no final collection over torch's heap: seconds on a busy machine

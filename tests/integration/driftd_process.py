@@ -22,13 +22,16 @@ from prometheus_client.parser import text_string_to_metric_families
 class DriftdProcess:
     """A `driftd` subprocess whose JSON log lines are collected as they come."""
 
-    def __init__(self, command: str, env: Mapping[str, str], cwd: Path) -> None:
+    def __init__(
+        self, command: str, env: Mapping[str, str], cwd: Path, *, new_session: bool = False
+    ) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "driftd.cli", command],
             cwd=cwd,
             env=dict(env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=new_session,  # its own process group, for os.killpg
         )
         self.logs: list[dict[str, Any]] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)

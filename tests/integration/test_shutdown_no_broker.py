@@ -6,6 +6,7 @@ the Kafka client's errors come as driftd's own summarised line, not a few lines 
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -52,16 +53,25 @@ def _alive(pid: int) -> bool:
     return fields[0] not in ("Z", "X")
 
 
-def _start_waiting(tmp_path: Path, consumer_process: bool) -> DriftdProcess:
+def _start_waiting(
+    tmp_path: Path, consumer_process: bool, *, new_session: bool = False, looping: bool = False
+) -> DriftdProcess:
+    """``driftd run`` against a port nothing listens on, once it is waiting for a broker.
+
+    ``looping``: also wait until the training loop runs (the consumer child waits meanwhile).
+    """
     env = driftd_env(
         f"127.0.0.1:{_unused_port()}",
         DRIFTD_KAFKA__CONSUMER_PROCESS=str(consumer_process).lower(),
         DRIFTD_MODEL__N_CLASSES="3",
         DRIFTD_SNAPSHOTS__DIR=str(tmp_path / "snapshots"),
+        DRIFTD_LOG__LEVEL="DEBUG",  # driftd's own loggers only: for the warmed_up line
     )
-    daemon = DriftdProcess("run", env, tmp_path)
+    daemon = DriftdProcess("run", env, tmp_path, new_session=new_session)
     # The client's first connection error, as driftd's own line (the wait has begun).
     daemon.wait_for_log("kafka_client_errors", timeout=120)
+    if looping:  # the loop exists once the trainer is warmed up
+        daemon.wait_for_log("warmed_up", timeout=120)
     return daemon
 
 
@@ -76,7 +86,8 @@ def _wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
 def test_sigterm_while_no_broker_answers_exits_0_at_once_and_leaves_no_child(
     consumer_process: bool, tmp_path: Path
 ) -> None:
-    daemon = _start_waiting(tmp_path, consumer_process)
+    # In a child the consumer waits while the loop runs; in process, before the loop exists.
+    daemon = _start_waiting(tmp_path, consumer_process, looping=consumer_process)
     try:
         port = daemon.port
         assert _status(port, "/healthz")[0] == 200
@@ -110,3 +121,20 @@ def test_a_second_sigint_exits_at_once_and_kills_the_consumer_process(tmp_path: 
         assert _wait_gone(children) == set()
     finally:
         daemon.close()
+
+
+def test_sigterm_to_the_whole_process_group_exits_0_without_a_traceback(tmp_path: Path) -> None:
+    # systemd (KillMode=control-group) and `timeout` signal every process of the group: the
+    # consumer child must leave the stop to its parent, not vanish under the loop's poll.
+    daemon = _start_waiting(tmp_path, consumer_process=True, new_session=True)
+    try:
+        children = _children(daemon.process.pid)
+        assert children
+        os.killpg(daemon.process.pid, signal.SIGTERM)
+        status = daemon.process.wait(timeout=15)
+        assert status == 0, daemon.logs[-5:]
+        assert _wait_gone(children) == set()
+    finally:
+        daemon.close()
+    assert all("raw" not in entry for entry in daemon.logs), daemon.logs[-5:]  # no traceback
+    assert [e for e in daemon.logs if e.get("event") == "stopped"]
