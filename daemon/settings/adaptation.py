@@ -17,7 +17,7 @@ class DriftSettings(Section):
     """Drift detection (river) on the prequential loss/error and, label-free, on the inputs."""
 
     enabled: bool = True
-    detector: DetectorName = "adwin"
+    detector: DetectorName = "hddm_a"
     signal: Literal["auto", "loss", "error"] = Field(
         "auto", description="auto: the 0/1 error for ddm/eddm/hddm_*, else the per-event loss."
     )
@@ -55,15 +55,15 @@ class AdaptationSettings(Section):
     """Re-adaptation after drift: LR boost, trunk freeze, domain heads, replay, transfer."""
 
     enabled: bool = True
-    lr_boost: float = Field(3.0, ge=1.0, le=100.0, description="Head LR multiplier at a drift.")
+    lr_boost: float = Field(1.0, ge=1.0, le=100.0, description="Head LR multiplier at a drift.")
     boost_steps: int = Field(100, ge=1, description="Steps for the head boost to decay to 1x.")
-    reset_head_moments: bool = Field(True, description="Clear the head's optimizer state.")
+    reset_head_moments: bool = Field(False, description="Clear the head's optimizer state.")
     policy_lr_factor: float = Field(
         1.0, ge=0.0, le=100.0,
         description="At a drift, raise the LR policy's rate to this x learner.lr (0: never).",
     )  # fmt: skip
     trunk_scale: float = Field(
-        0.0, ge=0.0, le=1.0, description="Trunk LR multiplier after a drift (0 freezes)."
+        1.0, ge=0.0, le=1.0, description="Trunk LR multiplier after a drift (0 freezes)."
     )
     trunk_hold_steps: int = Field(20, ge=0, description="Steps the trunk stays frozen/slowed.")
     trunk_resume_scale: float = Field(
@@ -79,7 +79,7 @@ class AdaptationSettings(Section):
     heads: bool = Field(True, description="Keep per-domain heads; reuse one on a recurrence.")
     max_heads: int = Field(8, ge=1, le=1_000, description="Bound of the head registry (LRU).")
     new_head: Literal["clone", "fresh"] = Field(
-        "fresh", description="A new domain's head: freshly initialised, or the live one as is."
+        "clone", description="A new domain's head: freshly initialised, or the live one as is."
     )
     score_events: int = Field(
         128, ge=8, description="Labelled events after a drift on which heads are scored."

@@ -118,7 +118,7 @@ class LearnerSettings(Section):
     max_micro_batch: int = Field(256, ge=1, description="auto: the coarsest step.")
     poll_timeout_s: float = Field(0.5, gt=0.0, le=60.0)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(1e-3, gt=0.0, le=10.0)
+    lr: float = Field(3e-3, gt=0.0, le=10.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     huber_delta: float = Field(1.0, gt=0.0)
