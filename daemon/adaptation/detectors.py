@@ -113,7 +113,7 @@ def _load_into(target: Any, state: dict[str, Any]) -> None:
             current.__setstate__(base64.b64decode(value["__rust__"]))
         elif isinstance(value, dict) and "__random__" in value:
             version, internal, gauss = value["__random__"]
-            generator = random.Random()
+            generator = random.Random()  # noqa: S311 - river's detector RNG, restored as saved
             generator.setstate((version, tuple(internal), gauss))
             setattr(target, key, generator)
         else:

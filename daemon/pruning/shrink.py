@@ -53,7 +53,7 @@ def slice_tensor(tensor: Tensor, slices: Slices) -> Tensor:
     return tensor
 
 
-def shrink_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ShrinkResult:
+def shrink_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ShrinkResult:  # noqa: C901
     """A smaller copy of a built-in model keeping only the ``keep`` units of each named layer.
 
     Args:

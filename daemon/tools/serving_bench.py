@@ -138,7 +138,7 @@ def measure_serving(
         ``blocked_during_a_reload``: overlapping a load), ``predict_median_s``,
         ``predict_max_s``, ``reloads``, ``refused``, ``rows_per_s``, ``calls_per_s_batch_1``.
     """
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - seeded benchmark data, not security
     config = model_config_from_settings(
         ModelSettings(n_classes=n_classes, hidden=list(hidden)), n_features
     )

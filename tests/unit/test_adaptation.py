@@ -49,8 +49,11 @@ def _settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
         "lr": {"policy": "adaptive"},
         "drift": {"detector": "adwin"},
         "adaptation": {
-            "trunk_evidence": False, "trunk_scale": 0.0, "lr_boost": 3.0,
-            "reset_head_moments": True, "new_head": "fresh",
+            "trunk_evidence": False,
+            "trunk_scale": 0.0,
+            "lr_boost": 3.0,
+            "reset_head_moments": True,
+            "new_head": "fresh",
         },
         "snapshots": {"dir": str(tmp_path), "every_steps": 10**6, "every_seconds": 10**6},
         "metrics": {"enabled": False},
