@@ -74,8 +74,8 @@ def _why_nothing(progress: LoopProgress, seconds: float) -> str:
     """Why a demo run learned nothing, in words a first-time user can act on."""
     if progress.events_consumed == 0:
         return (
-            f"no record arrived within {seconds:g} s (--seconds): the consumer did not join "
-            "its group in time; on a busy machine try a larger --seconds"
+            f"no record arrived within {seconds:g} s (--seconds): the consumer did not start "
+            "in time; on a busy machine try a larger --seconds"
         )
     if progress.events_invalid == progress.events_consumed:
         return f"all {progress.events_consumed} records consumed were invalid"
@@ -84,6 +84,7 @@ def _why_nothing(progress: LoopProgress, seconds: float) -> str:
 
 def _run(events: int, snapshots: Path, seconds: float) -> LoopProgress:
     """Broker, producer and daemon for one demo run; returns the loop's progress."""
+    started = time.monotonic()  # --seconds bounds the whole run, starting the daemon included
     stream = DriftingStream(n_events=events, change_every=max(1, events // 3))
     replay_s = min(seconds / 4, REPLAY_SECONDS)
     print(
@@ -106,7 +107,8 @@ def _run(events: int, snapshots: Path, seconds: float) -> LoopProgress:
         print(f"  snapshots: {snapshots.resolve()}")
         try:
             records = events + events // BAD_EVERY  # stop once every record produced is read
-            stop = StopWhen(max_events=records, max_seconds=seconds, idle_seconds=IDLE_SECONDS)
+            left = max(0.0, seconds - (time.monotonic() - started))
+            stop = StopWhen(max_events=records, max_seconds=left, idle_seconds=IDLE_SECONDS)
             progress = trainer.run(stop)
         finally:
             producer.join()
