@@ -318,19 +318,24 @@ def _input_values(flat: torch.Tensor, monitor: SignalMonitor) -> list[float]:
 def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
     """The monitor ``settings`` describe (None when drift detection is disabled).
 
+    Regression has no 0/1 error: where the default detector watches it (one the user did not
+    choose), ADWIN watches the per-event loss instead.
+
     Raises:
         ValueError: The error signal was asked for on a regression task.
     """
     if not settings.enabled:
         return None
-    signal = settings.concept_signal
+    detector, signal = settings.detector, settings.concept_signal
     if signal == "error" and task != "classification":
-        raise ValueError(f"drift.detector={settings.detector} / signal=error needs classification")
+        if {"detector", "signal"} & settings.model_fields_set:
+            raise ValueError(f"drift.detector={detector} / signal=error needs classification")
+        detector, signal = "adwin", "loss"
     params = dict(settings.params)
-    if settings.detector == "kswin":
+    if detector == "kswin":
         params.setdefault("seed", 0)  # its window sampling must replay identically
     concept = SignalMonitor(
-        detector=settings.detector, params=params, signal=signal,
+        detector=detector, params=params, signal=signal,
         every=settings.every, batch_mean=settings.batch_mean,
     )  # fmt: skip
     names = ("input_mean", "input_rms") if settings.covariate else ()

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 import orjson
+import pytest
 from prometheus_client import CollectorRegistry
 
+from driftd.adaptation.drift import make_monitor
 from driftd.adapters.memory import InMemoryDeadLetterSink
 from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
@@ -108,3 +110,22 @@ def test_classification_reports_accuracy_and_no_regression_metrics(tmp_path: Pat
     assert snapshot.manifest["metrics"]["prequential_accuracy"] == accuracy
     assert "prequential_mae" not in snapshot.manifest["metrics"]
     assert progress_fields(trainer.loop.progress, rate=1.0)[1] == f"acc {accuracy:.3f}"
+
+
+def test_regression_with_the_default_detector_watches_its_loss() -> None:
+    settings = load_settings(model={"task": "regression", "n_outputs": 1})
+    monitor = make_monitor(settings.drift, task="regression")
+    assert monitor is not None
+    assert monitor.concept is not None
+    assert (monitor.concept.name, monitor.concept.signal) == ("adwin", "loss")
+    classification = make_monitor(settings.drift, task="classification")
+    assert classification is not None
+    assert classification.concept is not None
+    assert classification.concept.signal == settings.drift.concept_signal
+
+
+def test_an_error_detector_chosen_for_regression_is_refused() -> None:
+    settings = load_settings(model={"task": "regression", "n_outputs": 1},
+                             drift={"detector": "ddm"})  # fmt: skip
+    with pytest.raises(ValueError, match="needs classification"):
+        make_monitor(settings.drift, task="regression")
