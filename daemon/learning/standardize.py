@@ -9,9 +9,9 @@ The statistics are Welford's (Chan et al.'s batch merge), accumulated in float64
 ``horizon`` events have been seen, older events weigh exponentially less (an effective window
 of ``horizon`` events), so a stream whose inputs keep moving stays standardised. A feature
 with (almost) no variance yet is centred but not scaled up beyond ``1 / min_std``, and
-standardised values are clipped to ``±clip``; once warm, a value beyond 1,000 standard
-deviations enters the statistics as if at that bound: one outlier cannot blow up the network
-nor poison the statistics.
+standardised values are clipped to ``±clip``; once warm, a rare value beyond 20 standard
+deviations enters the statistics as if at that bound (a shift, most of a batch out there,
+enters as it is): one outlier cannot blow up the network nor poison the statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 from torch import Tensor, nn
 
 _WARM_EVENTS = 100  # events before the statistics are trusted to bound an update
-_OUTLIER_STDS = 1_000.0  # values past this many standard deviations enter as if at it
+_OUTLIER_STDS = 20.0  # values past this many standard deviations (or 1.0) enter as if at it
+_SHIFT_ROWS = 8  # ... unless at least this many rows, and most of the batch, lie past it
 
 
 class RunningStandardizer(nn.Module):
@@ -66,9 +67,7 @@ class RunningStandardizer(nn.Module):
         if n == 0:
             return
         if self.count >= _WARM_EVENTS:
-            # Winsorised far out: a poison value (3e38) moves the statistics by a bounded step.
-            reach = _OUTLIER_STDS * (self.m2 / self.count).sqrt().clamp(min=self.min_std)
-            batch = torch.minimum(torch.maximum(batch, self.mean - reach), self.mean + reach)
+            batch = self._winsorised(batch)
         seen = min(float(self.count), float(self.horizon))
         total = seen + n
         batch_mean = batch.mean(dim=0)
@@ -81,6 +80,20 @@ class RunningStandardizer(nn.Module):
         std = (self.m2 / total).sqrt().clamp_(min=self.min_std)
         self.shift.copy_(self.mean)
         self.scale.copy_(1.0 / std)
+
+    def _winsorised(self, batch: Tensor) -> Tensor:
+        """Clip rare far outliers (a poison 3e38 moves the statistics by a bounded step).
+
+        A feature where most of the batch (and at least a few rows) lies far out has moved:
+        its values enter as they are, so the statistics follow a real shift at once.
+        """
+        std = (self.m2 / self.count).sqrt().clamp(min=self.min_std)
+        reach = (_OUTLIER_STDS * std).clamp(min=1.0)
+        low, high = self.mean - reach, self.mean + reach
+        beyond = ((batch < low) | (batch > high)).sum(dim=0)
+        shifted = (beyond >= _SHIFT_ROWS) & (beyond * 2 > len(batch))
+        clipped = torch.minimum(torch.maximum(batch, low), high)
+        return torch.where(shifted, batch, clipped)
 
     def extra_repr(self) -> str:
         """The settings, for ``print(model)``."""
