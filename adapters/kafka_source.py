@@ -257,7 +257,7 @@ class KafkaRecordSource:
         for topic in self._topics:
             partitions = self._consumer.partitions_for_topic(topic)
             missing = missing or not partitions
-            found.update(KafkaTopicPartition(topic, p) for p in partitions)
+            found.update(KafkaTopicPartition(topic, p) for p in partitions or ())
         self._next_partition_check = time.monotonic() + PARTITION_CHECK_S[int(missing)]
         if found == self._assigned:
             return

@@ -8,7 +8,8 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -120,3 +121,15 @@ def add_json_log_file(path: Path, level: str = "INFO") -> logging.Handler:
     driftd.addHandler(handler)
     driftd.setLevel(min(driftd.getEffectiveLevel(), handler.level))
     return handler
+
+
+@contextmanager
+def driftd_log_level(level: int) -> Iterator[None]:
+    """Set driftd's log level for the ``with`` block, then restore it (in-process benches)."""
+    logger = logging.getLogger("driftd")
+    before = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(before)

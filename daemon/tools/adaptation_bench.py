@@ -34,6 +34,7 @@ from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import build_trainer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
+from driftd.logs import driftd_log_level
 from driftd.loop import StopWhen
 from driftd.records import Record
 from driftd.settings.root import load_settings
@@ -117,7 +118,6 @@ def measure_recovery(
         counts and ``events_per_s``.
     """
     torch.set_num_threads(1)
-    logging.getLogger("driftd").setLevel(logging.WARNING)
     stream = DriftingStream(
         n_events=n_events, n_features=n_features, change_every=change_every, seed=seed
     )
@@ -129,7 +129,8 @@ def measure_recovery(
     recurring = [t for t in changes if t // change_every >= stream.n_concepts]
     results: dict[str, Any] = {}
     for name in variants:
-        correct, telemetry, seconds = _run(stream, records, VARIANTS[name], batch_size)
+        with driftd_log_level(logging.WARNING):
+            correct, telemetry, seconds = _run(stream, records, VARIANTS[name], batch_size)
         recover = [
             recovery_events(correct, t, min(t + change_every, n_events), window=window,
                             pre_window=pre_window, tolerance=tolerance)

@@ -22,6 +22,7 @@ from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import build_trainer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
+from driftd.logs import driftd_log_level
 from driftd.loop import StopWhen
 from driftd.records import Record
 from driftd.settings.root import load_settings
@@ -92,7 +93,18 @@ def run_driftd(
     records: list[Record] | None = None,
 ) -> DriftdRun:
     """Run the real loop over ``stream`` with the source of ``regime``."""
-    logging.getLogger("driftd").setLevel(logging.ERROR)
+    with driftd_log_level(logging.ERROR):
+        return _run_driftd(stream, regime, seed, adaptation, rate, records)
+
+
+def _run_driftd(
+    stream: QualityStream,
+    regime: str,
+    seed: int,
+    adaptation: bool,
+    rate: float,
+    records: list[Record] | None,
+) -> DriftdRun:
     records = records if records is not None else records_of(stream)
     correct = np.zeros(len(records), dtype=bool)
     telemetry = _PositionedTelemetry()

@@ -248,6 +248,9 @@ class _Recorder:
     def subscribe(self, *args: Any, **kwargs: Any) -> None:
         """Nothing to subscribe to."""
 
+    def partitions_for_topic(self, topic: str) -> None:
+        """No metadata yet: a manually assigned source asks again later."""
+
 
 def test_sasl_and_tls_settings_reach_every_kafka_client(monkeypatch: pytest.MonkeyPatch) -> None:
     import kafka

@@ -100,7 +100,7 @@ def test_domain_switch_is_detected_adapted_to_and_accuracy_recovers(
 
     drifts = "driftd_drift_detected_total"
     assert _total(after, drifts) > _total(before, drifts), "the switch was not detected"
-    assert after[f"{drifts}{{detector=adwin,signal=loss}}"] >= 1
+    assert after[f"{drifts}{{detector=hddm_a,signal=error}}"] >= 1
     heads = "driftd_adaptations_total{kind=new_head}", "driftd_adaptations_total{kind=reuse_head}"
     assert sum(after.get(name, 0.0) - before.get(name, 0.0) for name in heads) >= 1
     domains = [name for name in after if name.startswith("driftd_active_domain{")]

@@ -93,10 +93,10 @@ def test_counters_start_at_zero_for_each_known_label(exposed: Exposed) -> None:
     assert {"not_json", "missing_x", "unknown_label"} <= zeros(
         "driftd_events_invalid_total", "reason"
     )
-    # The default monitor: ADWIN on the loss, ADWIN on the inputs' mean and RMS.
+    # The default monitor: HDDM_A on the errors, ADWIN on the inputs' mean and RMS.
     drifts = exposed["driftd_drift_detected_total"]
     pairs = {(labels["detector"], labels["signal"]) for labels, _ in drifts}
-    assert pairs == {("adwin", "loss"), ("adwin", "input_mean"), ("adwin", "input_rms")}
+    assert pairs == {("hddm_a", "error"), ("adwin", "input_mean"), ("adwin", "input_rms")}
     assert all(value == 0 for _, value in drifts)
 
 

@@ -202,12 +202,12 @@ def test_every_dashboard_and_alert_expression_returns_data_and_rules_are_healthy
     assert {(s["metric"]["job"], s["metric"]["partition"]) for s in partitions} == {
         (job, partition) for job in JOBS.values() for partition in ("0", "1")
     }
-    # Drifts show as annotations: the annotation query finds this run's drift.
+    # Drifts show as annotations: the annotation query finds this run's concept drift (the
+    # inputs' ADWIN may mark the switch too), and only the trainer's.
     (drifts,) = [q for q in queries if q.where == "annotation 'Drifts'"]
     marked = prometheus.query(substitute(drifts.expr, LIVE_VALUES))
-    assert {(s["metric"]["job"], s["metric"]["detector"]) for s in marked} == {
-        ("driftd-trainer", "adwin")
-    }
+    assert {s["metric"]["job"] for s in marked} == {"driftd-trainer"}
+    assert "hddm_a" in {s["metric"]["detector"] for s in marked}
     # So do pruning rounds (every 20 steps here), and no series that never increased.
     (pruning,) = [q for q in queries if q.where == "annotation 'Pruning'"]
     rounds = prometheus.query(substitute(pruning.expr, LIVE_VALUES))

@@ -50,13 +50,13 @@ def _run(
     reference_loss: float | None = None,
     notifier: RecordingNotifier | None = None,
     telemetry: RecordingTelemetry | None = None,
-    watch_inputs: bool = True,
+    watch_drift: bool = True,
     **snapshots: object,
 ) -> tuple[Trainer, RecordingTelemetry]:
     telemetry = telemetry or RecordingTelemetry()
     settings = _settings(tmp_path, **snapshots)
-    if not watch_inputs:  # the stream's inputs shift at event 320: a covariate drift
-        drift = settings.drift.model_copy(update={"covariate": False})
+    if not watch_drift:  # the stream shifts at event 320: no drift may reset the reference
+        drift = settings.drift.model_copy(update={"enabled": False})
         settings = settings.model_copy(update={"drift": drift})
     trainer, _ = _trainer(settings, _records(640), store, telemetry=telemetry)  # type: ignore[arg-type]
     if notifier is not None:
@@ -157,8 +157,8 @@ def test_restart_resumes_from_the_newest_durable_snapshot_not_latest(tmp_path: P
     _run(tmp_path, store, events=320, gate_enabled=False)  # version 1: published
     published = store.load_latest()
     assert published is not None
-    # Version 2: durable, refused (no covariate drift resetting the gate's reference).
-    _run(tmp_path, store, events=160, reference_loss=1e-6, watch_inputs=False)
+    # Version 2: durable, refused (no drift resetting the gate's reference).
+    _run(tmp_path, store, events=160, reference_loss=1e-6, watch_drift=False)
     assert (store.latest_version(), store.versions()) == (1, [1, 2])
 
     telemetry = RecordingTelemetry()

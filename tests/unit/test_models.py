@@ -68,9 +68,15 @@ def test_config_from_default_settings_is_the_mlp_default() -> None:
 def test_config_from_settings_for_regression_cnn_and_factory() -> None:
     regression = ModelSettings(task="regression", n_outputs=4, hidden=[8], norm="layer")
     assert model_config_from_settings(regression, 5) == mlp_config(
-        task="regression", n_features=5, n_outputs=4, hidden=[8], norm="layer"
+        task="regression",
+        n_features=5,
+        n_outputs=4,
+        hidden=[8],
+        norm="layer",
+        standardize=True,
+        standardize_horizon=10_000,
     )
-    cnn = ModelSettings(kind="cnn", input_shape=[1, 8, 8], n_features=64)
+    cnn = ModelSettings(kind="cnn", input_shape=[1, 8, 8], n_features=64, standardize=False)
     assert model_config_from_settings(cnn, 64) == cnn_config()
     factory = ModelSettings(kind="pkg.mod:make", n_classes=5)
     assert model_config_from_settings(factory, 7) == {
@@ -79,6 +85,8 @@ def test_config_from_settings_for_regression_cnn_and_factory() -> None:
         "task": "classification",
         "n_features": 7,
         "n_outputs": 5,
+        "standardize": True,  # a user's trunk sees standardised inputs too
+        "standardize_horizon": 10_000,
     }
 
 
