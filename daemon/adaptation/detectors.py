@@ -16,8 +16,36 @@ import math
 import random
 from typing import Any
 
-from river import drift
+from river import drift, stats
 from river.drift import binary
+
+
+class _Mean(stats.Mean):
+    """river's running mean, cloned by copying its two numbers.
+
+    river's generic ``clone`` inspects the constructor's signature each time; HDDM_A clones its
+    means at most updates, which took a third of a 32-event step's time.
+    """
+
+    def clone(
+        self, new_params: dict[str, Any] | None = None, include_attributes: bool = False
+    ) -> Any:
+        """A new mean: empty, or (``include_attributes``) with this one's count and value."""
+        if new_params:
+            return super().clone(new_params, include_attributes)
+        twin = _Mean()
+        if include_attributes:
+            twin.n, twin._mean = self.n, self._mean
+        return twin
+
+
+class HDDMA(binary.HDDMA):
+    """river's HDDM_A, detecting exactly as river's does, with cheaply cloned means."""
+
+    def _reset(self) -> None:
+        super()._reset()  # type: ignore[no-untyped-call]
+        self._x_min, self._x_max, self._z = _Mean(), _Mean(), _Mean()
+
 
 #: Detector name -> (river class, whether it watches a 0/1 error and raises warnings).
 DETECTORS: dict[str, tuple[type[Any], bool]] = {
@@ -26,7 +54,7 @@ DETECTORS: dict[str, tuple[type[Any], bool]] = {
     "kswin": (drift.KSWIN, False),
     "ddm": (binary.DDM, True),
     "eddm": (binary.EDDM, True),
-    "hddm_a": (binary.HDDMA, True),
+    "hddm_a": (HDDMA, True),
     "hddm_w": (binary.HDDMW, True),
 }
 

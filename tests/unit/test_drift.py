@@ -55,6 +55,24 @@ def test_detects_at_rivers_indices(detector: str, values: list[float], drifts: l
     assert [index for kind, index in found if kind == "drift"] == drifts
 
 
+def test_hddm_a_flags_exactly_what_rivers_own_flags() -> None:
+    """driftd's HDDM_A only clones its means faster: every warning and drift flag is river's."""
+    from river.drift.binary import HDDMA as RiverHDDMA
+
+    from driftd.adaptation.detectors import HDDMA
+
+    rng = random.Random(7)
+    errors = [rng.random() < rate for rate in [0.1] * 3000 + [0.4] * 2000 + [0.05] * 3000]
+    ours, rivers = HDDMA(two_sided_test=True), RiverHDDMA(two_sided_test=True)
+    flags = []
+    for error in errors:
+        ours.update(error)
+        rivers.update(error)
+        flags.append((ours.warning_detected, ours.drift_detected))
+        assert flags[-1] == (rivers.warning_detected, rivers.drift_detected)
+    assert sum(drift for _, drift in flags) >= 2, "both changes were seen"
+
+
 def test_warnings_are_separate_and_reported_when_they_switch_on() -> None:
     found = _feed(_monitor("ddm"), _error_rise())
     warnings = [index for kind, index in found if kind == "warning"]
