@@ -278,11 +278,14 @@ class EmbeddedBroker:
         """
         from kafka import KafkaAdminClient
 
+        from driftd.adapters.kafka_clients import build_client
+
         topics = list(names)
         if not topics:
             return
         timeout_ms = int(timeout_s * 1000)
-        admin = KafkaAdminClient(
+        admin = build_client(
+            KafkaAdminClient,
             bootstrap_servers=self.bootstrap_servers,
             client_id="driftd-embedded-broker",
             request_timeout_ms=timeout_ms,

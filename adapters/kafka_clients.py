@@ -2,9 +2,54 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from driftd.settings.root import KafkaSettings
+
+log = logging.getLogger("driftd.kafka")
+
+
+def build_client(client_class: Any, *args: Any, **options: Any) -> Any:
+    """``client_class(*args, **options)``, closing its network client if the constructor fails.
+
+    kafka-python 3.0.12's consumer, producer and admin client start a network client (an I/O
+    thread, a socket pair, a connecting socket) before bootstrapping, and leave it running when
+    the bootstrap times out: every attempt made while a broker is down leaked a thread and
+    four file descriptors.
+    """
+    from kafka.net.compat import KafkaNetClient
+
+    made: list[Any] = []
+
+    def network_client(**configs: Any) -> Any:
+        client = KafkaNetClient(**configs)
+        made.append(client)
+        return client
+
+    try:
+        return client_class(*args, **options, kafka_client=network_client)
+    except BaseException:
+        for client in made:
+            _close_half_built(client)
+        raise
+
+
+def _close_half_built(client: Any) -> None:
+    """Close ``client`` and every socket its selector still watches (internal, read only).
+
+    Closing cancels a connection attempt in flight without closing its socket, which the
+    garbage collector would otherwise find later ("unclosed socket").
+    """
+    selector = getattr(getattr(client, "_net", None), "_selector", None)
+    watched = [key.fileobj for key in selector.get_map().values()] if selector else []
+    try:
+        client.close()
+    except Exception:  # already failing: keep the constructor's error
+        log.debug("closing a half-built Kafka client failed", exc_info=True)
+    for sock in watched:
+        if hasattr(sock, "close"):
+            sock.close()
 
 
 def build_producer(settings: KafkaSettings, **overrides: Any) -> Any:
@@ -33,4 +78,4 @@ def build_producer(settings: KafkaSettings, **overrides: Any) -> Any:
         "bootstrap_timeout_ms": settings.request_timeout_ms,
     }
     options.update(overrides)
-    return KafkaProducer(**options)
+    return build_client(KafkaProducer, **options)

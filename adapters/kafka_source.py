@@ -30,6 +30,7 @@ from kafka.errors import KafkaError
 from kafka.structs import MemberState, OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
+from driftd.adapters.kafka_clients import build_client
 from driftd.records import Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 
@@ -97,7 +98,8 @@ class KafkaRecordSource:
         self._assigned: frozenset[KafkaTopicPartition] = frozenset()
         self._lock = threading.Lock()
         self._closed = False
-        self._consumer: Any = KafkaConsumer(
+        self._consumer: Any = build_client(
+            KafkaConsumer,
             **settings.client_options(),
             group_id=settings.group_id,
             enable_auto_commit=False,
