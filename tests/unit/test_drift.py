@@ -57,13 +57,13 @@ def test_detects_at_rivers_indices(detector: str, values: list[float], drifts: l
 
 def test_hddm_a_flags_exactly_what_rivers_own_flags() -> None:
     """driftd's HDDM_A only clones its means faster: every warning and drift flag is river's."""
-    from river.drift.binary import HDDMA as RiverHDDMA
+    from river.drift import binary
 
     from driftd.adaptation.detectors import HDDMA
 
     rng = random.Random(7)
     errors = [rng.random() < rate for rate in [0.1] * 3000 + [0.4] * 2000 + [0.05] * 3000]
-    ours, rivers = HDDMA(two_sided_test=True), RiverHDDMA(two_sided_test=True)
+    ours, rivers = HDDMA(two_sided_test=True), binary.HDDMA(two_sided_test=True)
     flags = []
     for error in errors:
         ours.update(error)
