@@ -1,4 +1,4 @@
-"""The ``driftd`` command line: run, infer, demo, config, bench, report."""
+"""The ``driftd`` command line: run, infer, demo, config, bench, report, replay."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from driftd.tools.demo import run_demo
 
             return run_demo(events=args.events, directory=args.dir, seconds=args.seconds)
-        if args.command == "report":
-            return _report(args)
+        if args.command in ("report", "replay"):
+            return _report(args) if args.command == "report" else _replay(args)
         if args.command == "broker":
             from driftd.tools.broker import run_broker
 
@@ -96,6 +96,11 @@ Draw a run's timeline: accuracy, loss, learning rate, model size over the steps,
 its drifts, adaptations, pruning and snapshots, into one self-contained HTML page.
 The log is the daemon's JSON lines (DRIFTD_LOG__JSON=true); `driftd demo` writes
 one, and this report, by itself."""
+_REPLAY_HELP = """\
+Evaluate settings on a recorded stream before deploying them: the daemon's own loop
+reads a JSON-lines file of events (the daemon's event format, one per line) as it would
+read a topic from its start, and prints its prequential accuracy (or MAE), the drifts
+and the adaptations; --report also draws `driftd report`'s HTML page of the run."""
 _BENCH_HELP = """\
 Measure, on this machine: events/s from a real broker through decode, predict, learn
 and commit; the same without the broker; the model's compute bound; event-to-update
@@ -144,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--snapshots", help="a local snapshot directory: its manifests add points")
     report.add_argument("--out", default="driftd-report.html", help="the HTML file to write")
+    text = "evaluate the settings on a recorded stream (JSON lines), prequentially"
+    replay = commands.add_parser(
+        "replay", help=text, description=_REPLAY_HELP, epilog=_SETTINGS_HELP, formatter_class=_Help
+    )
+    replay.add_argument("--config", help="TOML settings file (or set DRIFTD_CONFIG)")
+    replay.add_argument("--input", required=True, help="the events, one JSON object per line")
+    replay.add_argument("--report", help="also write the run's HTML report to this file")
     text = "measure throughput, latency and memory"
     bench = commands.add_parser("bench", help=text, description=_BENCH_HELP, formatter_class=_Help)
     bench.add_argument("--events", type=int, default=200_000, help="events per measurement")
@@ -235,6 +247,15 @@ def _report(args: argparse.Namespace) -> int:
         f"{sum(summary.adaptations.values())} adaptations, {summary.snapshots} snapshots"
     )
     return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from driftd.tools.replay import run_replay
+
+    report = Path(args.report) if args.report else None
+    return run_replay(load_settings(args.config), Path(args.input), report=report)
 
 
 def _infer(settings: Settings) -> int:

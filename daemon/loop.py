@@ -194,6 +194,12 @@ class TrainingLoop:
             backlog: int | None = sum(self.source.lag().values())
         except Exception:  # a source that cannot say: keep the size
             backlog = None
+        self.choose_step_size(polled, backlog)
+
+    def choose_step_size(self, polled: int, backlog: int | None) -> None:
+        """Tell ``learner.micro_batch=auto``'s controller what a poll found (None: unknown)."""
+        if self.step_sizes is None:
+            return
         size = self.step_sizes.observe(backlog, polled)
         if size != self.progress.step_size:
             self.telemetry.step_size(size)
