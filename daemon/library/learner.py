@@ -17,6 +17,7 @@ river model does). For throughput, pass mini-batches to :meth:`Learner.learn_man
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,13 @@ from driftd.settings.root import Settings
 from .events import EventTelemetry, LearnerEvent
 from .feed import CallPredictions, records_of
 from .inputs import ClassLabels, FeatureLayout, label_list, regression_targets
-from .snapshots import library_state, read_snapshot, write_snapshot
+from .snapshots import (
+    directory_files,
+    library_state,
+    read_snapshot,
+    write_files,
+    write_snapshot,
+)
 from .wiring import build_loop, learning_sections, merged, resolve_settings, with_n_features
 
 
@@ -163,9 +170,16 @@ class Learner(base.Estimator):
         return predicted.item() if isinstance(predicted, np.generic) else predicted
 
     def predict_proba_one(self, x: Mapping[str, Any], **kwargs: Any) -> dict[Any, float]:
-        """Probability per class label for one event (river's protocol)."""
-        probabilities = self.predict_proba_many(self._features.row(x))[0]
-        return {self._labels.label(i): float(probabilities[i]) for i in self._labels.known()}
+        """Probability per class label seen so far, summing to 1 (river's protocol).
+
+        Renormalised in float64 over the seen labels, as river's classifiers know only those.
+        """
+        probabilities = self.predict_proba_many(self._features.row(x))[0].astype(np.float64)
+        known = list(self._labels.known())
+        total = float(probabilities[known].sum()) if known else 0.0
+        if total <= 0.0:
+            return {}
+        return {self._labels.label(i): float(probabilities[i]) / total for i in known}
 
     # -- state -------------------------------------------------------------------------------
 
@@ -215,6 +229,9 @@ class Learner(base.Estimator):
         Raises:
             RuntimeError: Nothing was learnt yet (no model exists).
         """
+        return self._save(Path(path))
+
+    def _save(self, path: Path, created_at: float | None = None) -> int:
         if self._loop is None or (self._events_seen == 0 and self.steps == 0):
             raise RuntimeError("nothing learnt yet: no model to save")
         library = {
@@ -222,9 +239,8 @@ class Learner(base.Estimator):
             "labels": self._labels.state_dict(),
             "feature_names": self._features.names,
         }
-        return write_snapshot(
-            self._loop.state, Path(path), library, keep=self.settings.snapshots.keep
-        )
+        keep = self.settings.snapshots.keep
+        return write_snapshot(self._loop.state, path, library, keep=keep, created_at=created_at)
 
     @classmethod
     def load(
@@ -250,6 +266,38 @@ class Learner(base.Estimator):
         learner = cls(settings, settings_file=settings_file, on_event=on_event, **overrides)
         learner._resume(snapshot, saved)
         return learner
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling and ``copy.deepcopy`` keep: settings, callback, events, a snapshot.
+
+        The loop holds locks and threads; the learner travels as its own saved snapshot, so a
+        copy goes on exactly as one :meth:`load` gave (the tests check it bit for bit).
+        """
+        files = None
+        if self._loop is not None and (self._events_seen or self.steps):
+            with tempfile.TemporaryDirectory() as directory:
+                self._save(Path(directory), created_at=0.0)  # equal states pickle equal
+                files = directory_files(Path(directory))
+        return {
+            "settings": self.settings, "settings_file": self.settings_file,
+            "overrides": self.overrides, "on_event": self.on_event, "events": list(self.events),
+            "events_seen": self._events_seen, "snapshot": files,
+        }  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild a learner from :meth:`__getstate__` output."""
+        self.settings = state["settings"]
+        Learner.__init__(
+            self, self.settings, settings_file=state["settings_file"],
+            on_event=state["on_event"], **state["overrides"],
+        )  # fmt: skip
+        self._telemetry.events.extend(state["events"])
+        self._events_seen = self._telemetry.events_seen = state["events_seen"]
+        if state["snapshot"] is not None:
+            with tempfile.TemporaryDirectory() as directory:
+                write_files(state["snapshot"], Path(directory))
+                snapshot = read_snapshot(Path(directory))
+            self._resume(snapshot, library_state(snapshot))
 
     def _resume(self, snapshot: Snapshot, saved: Mapping[str, Any]) -> None:
         width = int(snapshot.manifest["model"]["n_features"])

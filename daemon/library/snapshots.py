@@ -25,11 +25,19 @@ LIBRARY_KEY = "library"
 
 
 def write_snapshot(
-    state: TrainingState, directory: Path, library: Mapping[str, Any], *, keep: int
+    state: TrainingState,
+    directory: Path,
+    library: Mapping[str, Any],
+    *,
+    keep: int,
+    created_at: float | None = None,
 ) -> int:
-    """Save ``state`` as the next version in ``directory``, published; return the version."""
+    """Save ``state`` as the next version in ``directory``, published; return the version.
+
+    ``created_at`` defaults to now; a fixed one makes equal states give equal bytes.
+    """
     store = FileSnapshotStore(directory, keep=keep)
-    snapshot = state.to_snapshot(time.time())
+    snapshot = state.to_snapshot(time.time() if created_at is None else created_at)
     version = max(store.versions(), default=0) + 1
     manifest = {**snapshot.manifest, "offsets": [], LIBRARY_KEY: dict(library)}
     saved = store.save(dataclasses.replace(snapshot, version=version, manifest=manifest))
@@ -52,3 +60,17 @@ def library_state(snapshot: Snapshot) -> dict[str, Any]:
     """What a learner saved besides the daemon's state (empty for the daemon's snapshots)."""
     saved = snapshot.manifest.get(LIBRARY_KEY)
     return dict(saved) if isinstance(saved, Mapping) else {}
+
+
+def directory_files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory``, by relative path (a saved learner, to pickle)."""
+    files = sorted(path for path in directory.rglob("*") if path.is_file())
+    return {str(path.relative_to(directory)): path.read_bytes() for path in files}
+
+
+def write_files(files: Mapping[str, bytes], directory: Path) -> None:
+    """Write :func:`directory_files` output back under ``directory``."""
+    for name, data in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,25 @@ def test_a_pruned_learner_reports_pruning_and_serves_what_it_predicts(tmp_path: 
     learner.save(tmp_path)
     served = HotModel(tmp_path, start=False).predict(x[:100])
     np.testing.assert_array_equal(served.probabilities, learner.predict_proba_many(x[:100]))
+
+
+def test_a_pickled_or_deep_copied_learner_goes_on_exactly_as_the_original() -> None:
+    """river's estimator checks pickle and copy learners: the copy is a saved snapshot."""
+    x, y = _arrays()
+    learner = Learner(**OPTIONS)
+    learner.learn_many(x[:200], y[:200])
+    fresh = pickle.loads(pickle.dumps(Learner(**OPTIONS)))
+    assert fresh.steps == 0
+    assert fresh.settings == learner.settings
+    for copy_ in (pickle.loads(pickle.dumps(learner)), copy.deepcopy(learner)):
+        assert type(copy_) is type(learner)
+        assert (copy_.steps, copy_.events) == (learner.steps, learner.events)
+        _assert_same_weights(copy_.model, learner.model)
+    copied = copy.deepcopy(learner)
+    for start in range(200, 400, BATCH):
+        np.testing.assert_array_equal(
+            copied.learn_many(x[start : start + BATCH], y[start : start + BATCH]),
+            learner.learn_many(x[start : start + BATCH], y[start : start + BATCH]),
+        )
+    _assert_same_weights(copied.model, learner.model)
+    assert copied.metrics == learner.metrics
