@@ -100,7 +100,9 @@ _REPLAY_HELP = """\
 Evaluate settings on a recorded stream before deploying them: the daemon's own loop
 reads a JSON-lines file of events (the daemon's event format, one per line) as it would
 read a topic from its start, and prints its prequential accuracy (or MAE), the drifts
-and the adaptations; --report also draws `driftd report`'s HTML page of the run."""
+and the adaptations; --report also draws `driftd report`'s HTML page of the run.
+--topic replays a range of a Kafka topic instead, partition by partition, without a
+consumer group: nothing is committed."""
 _BENCH_HELP = """\
 Measure, on this machine: events/s from a real broker through decode, predict, learn
 and commit; the same without the broker; the model's compute bound; event-to-update
@@ -154,7 +156,23 @@ def _parser() -> argparse.ArgumentParser:
         "replay", help=text, description=_REPLAY_HELP, epilog=_SETTINGS_HELP, formatter_class=_Help
     )
     replay.add_argument("--config", help="TOML settings file (or set DRIFTD_CONFIG)")
-    replay.add_argument("--input", required=True, help="the events, one JSON object per line")
+    source = replay.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="the events, one JSON object per line")
+    source.add_argument("--topic", help="replay this Kafka topic's records instead")
+    replay.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="--topic: a broker (default: kafka.bootstrap_servers)",
+    )
+    replay.add_argument(
+        "--from-offset", type=int, metavar="N", help="--topic: first offset in each partition"
+    )
+    replay.add_argument(
+        "--to-offset",
+        type=int,
+        metavar="M",
+        help="--topic: stop before this offset (default: the end)",
+    )
     replay.add_argument("--report", help="also write the run's HTML report to this file")
     text = "measure throughput, latency and memory"
     bench = commands.add_parser("bench", help=text, description=_BENCH_HELP, formatter_class=_Help)
@@ -255,6 +273,17 @@ def _replay(args: argparse.Namespace) -> int:
     from driftd.tools.replay import run_replay
 
     report = Path(args.report) if args.report else None
+    kafka_only = (args.bootstrap, args.from_offset, args.to_offset)
+    if args.input is not None and any(option is not None for option in kafka_only):
+        print("driftd replay: --bootstrap and the offsets need --topic", file=sys.stderr)
+        return 2
+    if args.topic is not None:
+        from driftd.tools.replay_kafka import run_topic_replay
+
+        offsets = (args.from_offset, args.to_offset)
+        return run_topic_replay(
+            load_settings(args.config), args.topic, offsets, bootstrap=args.bootstrap, report=report
+        )
     return run_replay(load_settings(args.config), Path(args.input), report=report)
 
 

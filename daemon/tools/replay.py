@@ -157,11 +157,14 @@ def _prepare(
 ) -> tuple[Trainer, ReplayResult]:
     result = ReplayResult(task=settings.model.task, records=len(records))
     telemetry = EventTelemetry(events=result.events)
+    # Events seen through a record: its place in the replay (a topic's partitions follow
+    # each other, so its offset would count one partition only).
+    seen = {(r.partition, r.offset): place for place, r in enumerate(records, start=1)}
 
     def on_report(report: StepReport, batch: DecodedBatch) -> None:
         result.score(report, batch)
         if batch.records:
-            telemetry.events_seen = max(record.offset for record in batch.records) + 1
+            telemetry.events_seen = max(seen[r.partition, r.offset] for r in batch.records)
 
     trainer = build_trainer(
         settings, source=InMemoryRecordSource(records), store=InMemorySnapshotStore(keep=1),
@@ -189,6 +192,11 @@ def run_replay(settings: Settings, source: Path, *, report: Path | None = None) 
     except (OSError, ValueError) as error:
         print(f"driftd replay: {error}", file=sys.stderr)
         return 1
+    return replay_records(settings, records, report=report)
+
+
+def replay_records(settings: Settings, records: list[Record], *, report: Path | None = None) -> int:
+    """Replay ``records`` with a progress line; print the scores, maybe write the report."""
     lines: list[ProgressLine] = []  # started with the loop: building it is not replaying
     with tempfile.TemporaryDirectory(prefix="driftd-replay-") as scratch:
         log_path = Path(scratch) / "replay.jsonl"

@@ -173,3 +173,26 @@ def test_a_table_without_a_configured_feature_is_refused(tmp_path: Path) -> None
 
     with pytest.raises(ValueError, match=r"events\.csv: no feature column 'b'"):
         read_records(table, event)
+
+
+def test_a_topic_range_that_ends_before_it_starts_is_refused_before_connecting(
+    capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    topic = ["replay", "--topic", "t", "--bootstrap", "127.0.0.1:1"]  # nothing listens on port 1
+
+    assert main([*topic, "--from-offset", "10", "--to-offset", "5"]) == 2
+    assert "--to-offset 5 is before --from-offset 10" in capsys.readouterr().err
+    assert main([*topic, "--from-offset", "-1"]) == 2
+    assert "--from-offset must not be negative, got -1" in capsys.readouterr().err
+
+
+def test_kafka_options_need_a_topic(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    source = tmp_path / "events.jsonl"
+    _write_events(source, bad=False)
+
+    assert main(["replay", "--input", str(source), "--from-offset", "3"]) == 2
+    assert "need --topic" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: --input and --topic exclude each other
+        main(["replay", "--input", str(source), "--topic", "t"])
