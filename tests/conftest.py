@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -110,3 +111,14 @@ def s3_options() -> Iterator[dict[str, Any]]:
         }
     finally:
         server.stop()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A command under test configures logging for the process: put it back afterwards."""
+    root, driftd = logging.getLogger(), logging.getLogger("driftd")
+    handlers, levels = list(root.handlers), (root.level, driftd.level)
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(levels[0])
+    driftd.setLevel(levels[1])

@@ -7,18 +7,20 @@ with in-memory edges: no broker, no disk, no metrics endpoint, no notifier.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
-from driftd.app import build_trainer
+from driftd.app import Trainer, build_trainer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
 from driftd.loop import TrainingLoop
+from driftd.loop_progress import LoopProgress
 from driftd.ports import NullSnapshotNotifier, Snapshot
+from driftd.records import Record
 from driftd.settings.root import Settings, load_settings, redacted
 
 from .events import EventTelemetry
@@ -71,6 +73,32 @@ def with_n_features(settings: Settings, n_features: int) -> Settings:
     return settings.model_copy(update={"model": model})
 
 
+def offline_trainer(
+    settings: Settings,
+    records: Sequence[Record] = (),
+    *,
+    telemetry: EventTelemetry,
+    on_report: Callable[[StepReport, DecodedBatch], None],
+    on_step: Callable[[LoopProgress], None] | None = None,
+    store: InMemorySnapshotStore | None = None,
+) -> Trainer:
+    """The daemon's trainer on in-memory edges, with ``records`` as its topic.
+
+    No broker, no disk, no metrics endpoint, no notifier; dead letters are discarded.
+    """
+    return build_trainer(
+        settings,
+        source=InMemoryRecordSource(records),
+        store=store or InMemorySnapshotStore(keep=1),
+        telemetry=telemetry,
+        dead_letters=DiscardingDeadLetterSink(),
+        notifier=NullSnapshotNotifier(),
+        serve_metrics=False,
+        on_step=on_step,
+        on_report=on_report,
+    )
+
+
 def build_loop(
     settings: Settings,
     *,
@@ -86,14 +114,4 @@ def build_loop(
     store = InMemorySnapshotStore(keep=1)
     if resume_from is not None:
         store.save(resume_from)
-    trainer = build_trainer(
-        settings,
-        source=InMemoryRecordSource(()),
-        store=store,
-        telemetry=telemetry,
-        dead_letters=DiscardingDeadLetterSink(),
-        notifier=NullSnapshotNotifier(),
-        serve_metrics=False,
-        on_report=on_report,
-    )
-    return trainer.loop
+    return offline_trainer(settings, telemetry=telemetry, on_report=on_report, store=store).loop

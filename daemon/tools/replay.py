@@ -27,16 +27,13 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from driftd.adapters.memory import DiscardingDeadLetterSink
-from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
-from driftd.adapters.memory_source import InMemoryRecordSource
-from driftd.app import Trainer, build_trainer
+from driftd.app import Trainer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
 from driftd.library.events import DriftDetected, EventTelemetry, LearnerEvent, ModelAdapted
+from driftd.library.wiring import offline_trainer
 from driftd.logs import add_json_log_file, configure_logging
 from driftd.loop_progress import LoopProgress, StopWhen
-from driftd.ports import NullSnapshotNotifier
 from driftd.records import Record
 from driftd.settings.root import EventSettings, Settings
 from driftd.tools.progress_line import ProgressLine
@@ -166,12 +163,9 @@ def _prepare(
         if batch.records:
             telemetry.events_seen = max(seen[r.partition, r.offset] for r in batch.records)
 
-    trainer = build_trainer(
-        settings, source=InMemoryRecordSource(records), store=InMemorySnapshotStore(keep=1),
-        telemetry=telemetry, dead_letters=DiscardingDeadLetterSink(),
-        notifier=NullSnapshotNotifier(), serve_metrics=False, on_step=on_step,
-        on_report=on_report,
-    )  # fmt: skip
+    trainer = offline_trainer(
+        settings, records, telemetry=telemetry, on_report=on_report, on_step=on_step
+    )
     telemetry.step_of = lambda: trainer.loop.state.steps
     return trainer, result
 

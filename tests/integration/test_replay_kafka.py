@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -31,17 +30,6 @@ enabled = false
 [kafka]
 group_id = "{group}"
 """
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The command configures logging for the process: put it back afterwards."""
-    root, driftd = logging.getLogger(), logging.getLogger("driftd")
-    handlers, levels = list(root.handlers), (root.level, driftd.level)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(levels[0])
-    driftd.setLevel(levels[1])
 
 
 def produce_by_partition(bootstrap: str, topic: str, payloads: list[bytes]) -> list[list[bytes]]:

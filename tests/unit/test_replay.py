@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,17 +22,6 @@ OPTIONS: dict[str, Any] = {
     "learner": {"batch_size": 64, "micro_batch": 16},
     "metrics": {"enabled": False},
 }
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """The command configures logging for the process: put it back afterwards."""
-    root, driftd = logging.getLogger(), logging.getLogger("driftd")
-    handlers, levels = list(root.handlers), (root.level, driftd.level)
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(levels[0])
-    driftd.setLevel(levels[1])
 
 
 def _write_events(path: Path, *, bad: bool = True) -> list[dict[str, Any]]:
