@@ -17,10 +17,18 @@ import torch
 FORMAT = 1
 _TUPLE = "__tuple__"
 
+TensorState = tuple[dict[str, torch.Tensor], dict[str, Any]]
+"""A stateful component's ``state_dict()``: tensors (for safetensors) and JSON-serialisable meta.
+
+Every core component's state has one of two shapes: ``dict[str, Any]`` when it is plain JSON,
+:data:`TensorState` when it holds tensors; ``load_state_dict`` takes the same shape back and
+returns None.
+"""
+
 
 def flatten_optimizer_state(
     state_dict: Mapping[str, Any], *, prefix: str = "optimizer"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+) -> TensorState:
     """Split an optimizer state_dict into tensors and JSON-serialisable metadata.
 
     Tensors are detached copies, so later optimizer steps do not change them.
