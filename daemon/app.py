@@ -27,18 +27,9 @@ from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.connect import StoppedWhileConnectingError, close_all, connect_with_backoff
-from driftd.core_wiring import (
-    configured_n_features,
-    learner_builder,
-    loss_name,
-    make_decoder,
-    pruning_builder,
-    resolve_device,
-    step_size_controller,
-)
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import StepReport
-from driftd.learning.models import count_parameters, model_config_from_settings, sparsity
+from driftd.learning.models import count_parameters, sparsity
 from driftd.learning.warm import warm_up
 from driftd.loop import LoopProgress, StopWhen, TrainingLoop
 from driftd.loop_progress import ProgressLogSchedule
@@ -61,6 +52,16 @@ from driftd.serving.publish_gate import LabelWindow, PublishGate, PublishPolicy
 from driftd.settings.root import ConfigurationError, Settings
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
+from driftd.wiring.learning import (
+    configured_n_features,
+    learner_builder,
+    loss_name,
+    make_decoder,
+    model_config_from_settings,
+    resolve_device,
+    step_size_controller,
+)
+from driftd.wiring.pruning import pruning_builder
 
 log = logging.getLogger("driftd.app")
 

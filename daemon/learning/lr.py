@@ -11,10 +11,7 @@ changes while running; hyperparameters come from the constructor.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from driftd.settings.root import LRSettings
+from typing import Any, ClassVar
 
 
 def clamp(value: float, low: float, high: float) -> float:
@@ -287,33 +284,6 @@ class AdaptiveLR(LRPolicy):
                 self._base_lr = clamp(
                     self._base_lr * self.decrease_factor, self.min_lr, self.max_lr
                 )
-
-
-def make_lr_policy(settings: LRSettings, base_lr: float) -> LRPolicy:
-    """Build the policy ``settings.policy`` names, starting at ``base_lr`` (``learner.lr``)."""
-    bounds = {"base_lr": base_lr, "min_lr": settings.min_lr, "max_lr": settings.max_lr}
-    if settings.policy == "constant":
-        return ConstantLR(**bounds)
-    if settings.policy in ("step", "exponential"):
-        kind = StepDecayLR if settings.policy == "step" else ExponentialLR
-        return kind(step_size=settings.step_size, gamma=settings.gamma, **bounds)
-    if settings.policy == "cosine_restarts":
-        return CosineRestartsLR(
-            cycle_steps=settings.cycle_steps, cycle_mult=settings.cycle_mult, **bounds
-        )
-    # The loss-aware policy moves only within [min_scale, max_scale] x the base rate: a noisy
-    # plateau can slow learning, never starve it (and lr.min_lr/max_lr still apply).
-    bounds["min_lr"] = clamp(base_lr * settings.min_scale, settings.min_lr, settings.max_lr)
-    bounds["max_lr"] = clamp(base_lr * settings.max_scale, bounds["min_lr"], settings.max_lr)
-    return AdaptiveLR(
-        smoothing=settings.smoothing,
-        patience=settings.patience,
-        decrease_factor=settings.decrease_factor,
-        increase_factor=settings.increase_factor,
-        improve_streak=settings.improve_streak,
-        threshold=settings.threshold,
-        **bounds,
-    )
 
 
 def _check(condition: bool, message: str, value: object) -> None:

@@ -20,15 +20,12 @@ import importlib
 import inspect
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from driftd.learning.standardize import RunningStandardizer
-
-if TYPE_CHECKING:
-    from driftd.settings.root import ModelSettings
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -125,27 +122,6 @@ def _standardizer(config: dict[str, Any]) -> RunningStandardizer | None:
         return None
     horizon = int(config.get("standardize_horizon", 10_000))
     return RunningStandardizer(int(config["n_features"]), horizon=horizon)
-
-
-def model_config_from_settings(settings: ModelSettings, n_features: int) -> dict[str, Any]:
-    """Describe the architecture ``settings`` asks for, given ``n_features`` inputs."""
-    n_outputs = settings.n_classes if settings.task == "classification" else settings.n_outputs
-    kind = settings.kind if settings.kind in ("mlp", "cnn") else "factory"
-    config: dict[str, Any] = {"kind": kind, "task": settings.task}
-    config |= {"n_features": n_features, "n_outputs": n_outputs}
-    if settings.standardize:
-        config |= {"standardize": True, "standardize_horizon": settings.standardize_horizon}
-    if kind == "factory":
-        return config | {"factory": settings.kind}
-    config |= {
-        "activation": settings.activation,
-        "dropout": settings.dropout,
-        "norm": settings.norm,
-        "head_hidden": list(settings.head_hidden),
-    }
-    if kind == "mlp":
-        return config | {"hidden": list(settings.hidden)}
-    return config | {"input_shape": list(settings.input_shape), "channels": list(settings.channels)}
 
 
 def build_model(config: dict[str, Any], generator: torch.Generator) -> SplitModel:

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from river import base
 
-from driftd.core_wiring import configured_n_features, make_decoder
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.loop import TrainingLoop
 from driftd.ports import Snapshot
 from driftd.settings.root import Settings
+from driftd.wiring.learning import configured_n_features, make_decoder
 
 from .events import EventTelemetry, LearnerEvent
 from .feed import CallPredictions, records_of

@@ -25,13 +25,8 @@ import torch
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters, sparsity
-from driftd.ports import Clock, Telemetry
-from driftd.pruning import Pruner, PruneReport, PruningController, Verdict, flops_per_event
-from driftd.pruning.policy import PruningPolicy
-from driftd.pruning.schedule import SparsitySchedule
-from driftd.pruning.shrink import ShrinkResult
-from driftd.settings.pruning import PruningSettings
-from driftd.triggers import EveryNStepsOrTSeconds
+from driftd.ports import Telemetry
+from driftd.pruning import Pruner, PruneReport, Verdict, flops_per_event
 
 log = logging.getLogger("driftd.pruning")
 
@@ -146,61 +141,6 @@ class PruningStage:
 
 def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
-
-
-def pruning_policy(settings: PruningSettings, *, task: str) -> PruningPolicy:
-    """The pruner's policy from the ``pruning`` settings."""
-    targets = {"shared": settings.target_sparsity, "head": settings.head_target_sparsity}
-    return PruningPolicy(
-        structured=settings.structured,
-        criterion=settings.criterion,
-        scope=settings.scope,
-        schedule=SparsitySchedule(targets=targets, n_events=settings.n_events),
-        recovery=settings.recovery,
-        restore_fraction=settings.restore_fraction,
-        fine_tune_epochs=settings.fine_tune_epochs,
-        fine_tune_batch_size=settings.fine_tune_batch_size,
-        distill_weight=settings.distill_weight,
-        temperature=settings.temperature,
-        penalty_strength=settings.penalty_strength,
-        min_units=settings.min_units,
-        task=task,
-    )
-
-
-def make_pruning_stage(
-    settings: PruningSettings,
-    learner: OnlineLearner,
-    *,
-    task: str,
-    seed: int,
-    clock: Clock,
-    on_reshape: Callable[[ShrinkResult | None], None] | None = None,
-    on_settle: Callable[[], None] | None = None,
-) -> PruningStage | None:
-    """The stage the settings describe for ``learner``, or None when pruning is off."""
-    if not settings.enabled:
-        return None
-    controller = PruningController(
-        trigger=EveryNStepsOrTSeconds(
-            every_steps=settings.every_steps, every_seconds=settings.every_seconds, clock=clock
-        ),
-        n_events=settings.n_events,
-        tolerance=settings.tolerance,
-        abs_tolerance=settings.abs_tolerance,
-        baseline_events=settings.baseline_events,
-        verify_events=settings.verify_events,
-        max_recoveries=settings.max_recoveries,
-        max_consecutive_rollbacks=settings.max_consecutive_rollbacks,
-    )
-    generator = torch.Generator().manual_seed(seed + 2)
-    pruner = Pruner(
-        pruning_policy(settings, task=task), controller, generator=generator, on_reshape=on_reshape
-    )
-    return PruningStage(
-        pruner, learner, replay_events=settings.replay_events, generator=generator,
-        on_settle=on_settle,
-    )  # fmt: skip
 
 
 def report_pruning(

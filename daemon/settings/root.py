@@ -251,7 +251,7 @@ class LogSettings(Section):
         10.0, ge=0.0, description="At most one `progress` line per this many seconds."
     )
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
 
 
 class LifecycleSettings(Section):
@@ -269,6 +269,7 @@ class Settings(BaseSettings):
         env_file=".env",
         extra="forbid",
         validate_default=True,
+        frozen=True,
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -10,9 +10,9 @@ from pydantic_settings import NoDecode
 
 
 class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors, not silently ignored."""
+    """Base of every settings section: unknown keys are errors; frozen once validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, frozen=True)
 
 
 def split_list(value: Any) -> Any:

@@ -40,14 +40,13 @@ from driftd.adapters.kafka_clients import build_producer
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
 from driftd.app import build_trainer
-from driftd.core_wiring import learner_builder
-from driftd.learning.models import model_config_from_settings
 from driftd.logs import configure_logging
 from driftd.loop import LoopProgress, StopWhen
 from driftd.records import Record
 from driftd.settings.root import Settings, load_settings
 from driftd.tools.step_bench import MICRO_BATCH, TARGET_RATIO, small_step_ratio
 from driftd.tools.streams import DriftingStream
+from driftd.wiring.learning import learner_builder, model_config_from_settings
 
 N_FEATURES = 10
 N_CLASSES = 3
@@ -205,7 +204,16 @@ def _payloads(events: int) -> list[bytes]:
     return [orjson.dumps({**event, "ts": now}) for event in stream.events()]
 
 
-def _settings(base: Path, bootstrap: str, topic: str, batch_size: int) -> Settings:
+def _settings(
+    base: Path,
+    bootstrap: str,
+    topic: str,
+    batch_size: int,
+    *,
+    kafka: dict[str, Any] | None = None,
+    learner: dict[str, Any] | None = None,
+) -> Settings:
+    """The bench's settings; ``kafka`` and ``learner`` add to those sections."""
     return load_settings(
         kafka={
             "bootstrap_servers": [bootstrap],
@@ -213,9 +221,10 @@ def _settings(base: Path, bootstrap: str, topic: str, batch_size: int) -> Settin
             "group_id": f"bench-{uuid.uuid4().hex[:8]}",
             "session_timeout_ms": 3000,
             "heartbeat_interval_ms": 1000,
+            **(kafka or {}),
         },
         model={"n_classes": N_CLASSES, "n_features": N_FEATURES},
-        learner={"batch_size": batch_size},
+        learner={"batch_size": batch_size, **(learner or {})},
         snapshots={"dir": str(base / uuid.uuid4().hex), "every_steps": 200},
         metrics={"enabled": False},
     )
@@ -272,8 +281,8 @@ def _end_to_end(
     *,
     consumer_process: bool = True,
 ) -> float:
-    settings = _settings(base, broker.bootstrap_servers, topic, batch)
-    settings.kafka.consumer_process = consumer_process
+    kafka = {"consumer_process": consumer_process}
+    settings = _settings(base, broker.bootstrap_servers, topic, batch, kafka=kafka)
     timer = _Timer()
     trainer = build_trainer(settings, on_step=timer.on_step)
     trainer.run(StopWhen(max_events=events, max_seconds=300))
@@ -313,8 +322,8 @@ def _latency(
 ) -> tuple[float, float, float]:
     topic = f"bench-latency-{uuid.uuid4().hex[:8]}"
     broker.create_topics([topic], partitions=1)
-    settings = _settings(base, broker.bootstrap_servers, topic, batch_size)
-    settings.learner.poll_timeout_s = 0.05
+    learner = {"poll_timeout_s": 0.05}
+    settings = _settings(base, broker.bootstrap_servers, topic, batch_size, learner=learner)
     tap = _LatencyTap(CollectorRegistry())
     trainer = build_trainer(settings, telemetry=tap)
     seconds = 5.0

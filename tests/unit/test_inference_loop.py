@@ -17,11 +17,12 @@ from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.memory import InMemoryDeadLetterSink
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.infer import InferenceWorker, build_inference_worker
-from driftd.learning.models import build_model, model_config_from_settings
+from driftd.learning.models import build_model
 from driftd.loop import StopWhen
 from driftd.ports import Snapshot
 from driftd.records import Record, TopicPartition
 from driftd.settings.root import ModelSettings, Settings, load_settings
+from driftd.wiring.learning import model_config_from_settings
 from tests.fakes import FakeClock
 
 CONFIG = model_config_from_settings(ModelSettings(n_classes=3, hidden=[8]), 4)

@@ -21,10 +21,10 @@ from driftd.learning.lr import (
     ema,
     exponential_lr,
     improved,
-    make_lr_policy,
     step_decay_lr,
 )
 from driftd.settings.root import LRSettings
+from driftd.wiring.learning import make_lr_policy
 
 # --- pure functions --------------------------------------------------------------------------
 

@@ -20,11 +20,11 @@ from driftd.learning.models import (
     has_batch_norm,
     is_stochastic,
     load_factory,
-    model_config_from_settings,
     sparsity,
     train_matches_eval,
 )
 from driftd.settings.root import ModelSettings
+from driftd.wiring.learning import model_config_from_settings
 
 
 def gen(seed: int = 0) -> torch.Generator:

@@ -1,7 +1,4 @@
-"""Settings in, core objects out: the learner, the decoder, the pruning stage.
-
-The half of the composition root that needs no adapter (``driftd.app`` adds the edges).
-"""
+"""Settings in, learning objects out: the model, the learner, its LR policy, the decoder."""
 
 from __future__ import annotations
 
@@ -11,16 +8,20 @@ from typing import Any
 
 import torch
 
-from driftd.adaptation.policy import Adaptation
 from driftd.decode import JsonDecoder
 from driftd.learning.granularity import StepSizeController
 from driftd.learning.learner import OnlineLearner, make_optimizer
-from driftd.learning.lr import make_lr_policy
+from driftd.learning.lr import (
+    AdaptiveLR,
+    ConstantLR,
+    CosineRestartsLR,
+    ExponentialLR,
+    LRPolicy,
+    StepDecayLR,
+    clamp,
+)
 from driftd.learning.models import build_model
-from driftd.ports import Clock
-from driftd.pruning.stage import PruningStage, make_pruning_stage
-from driftd.pruning.stored_heads import StoredHeadsFollower
-from driftd.settings.root import LearnerSettings, Settings
+from driftd.settings.root import LearnerSettings, LRSettings, ModelSettings, Settings
 
 log = logging.getLogger("driftd.app")
 
@@ -112,22 +113,6 @@ def _label_limit(settings: Settings) -> int | None:
     return adaptation.max_classes if growing and settings.model.task == "classification" else None
 
 
-def pruning_builder(
-    settings: Settings, clock: Clock
-) -> Callable[[OnlineLearner, Adaptation | None], PruningStage | None]:
-    """A function building the pruning stage of a new learner (stored heads follow its shape)."""
-
-    def build(learner: OnlineLearner, adaptation: Adaptation | None) -> PruningStage | None:
-        heads = adaptation.heads if adaptation is not None else None
-        follower = StoredHeadsFollower(heads) if heads is not None else None
-        return make_pruning_stage(
-            settings.pruning, learner, task=settings.model.task, seed=settings.model.seed,
-            clock=clock, on_reshape=follower, on_settle=follower.settle if follower else None,
-        )  # fmt: skip
-
-    return build
-
-
 def fixed_micro_batch(settings: LearnerSettings) -> int | None:
     """The micro-batch size ``settings`` fixes, or the start size when it is ``auto``."""
     if settings.micro_batch == "auto":
@@ -144,4 +129,52 @@ def step_size_controller(settings: LearnerSettings) -> StepSizeController | None
         min_size=min(settings.min_micro_batch, coarsest),
         max_size=coarsest,
         start=fixed_micro_batch(settings) or 1,
+    )
+
+
+def model_config_from_settings(settings: ModelSettings, n_features: int) -> dict[str, Any]:
+    """Describe the architecture ``settings`` asks for, given ``n_features`` inputs."""
+    n_outputs = settings.n_classes if settings.task == "classification" else settings.n_outputs
+    kind = settings.kind if settings.kind in ("mlp", "cnn") else "factory"
+    config: dict[str, Any] = {"kind": kind, "task": settings.task}
+    config |= {"n_features": n_features, "n_outputs": n_outputs}
+    if settings.standardize:
+        config |= {"standardize": True, "standardize_horizon": settings.standardize_horizon}
+    if kind == "factory":
+        return config | {"factory": settings.kind}
+    config |= {
+        "activation": settings.activation,
+        "dropout": settings.dropout,
+        "norm": settings.norm,
+        "head_hidden": list(settings.head_hidden),
+    }
+    if kind == "mlp":
+        return config | {"hidden": list(settings.hidden)}
+    return config | {"input_shape": list(settings.input_shape), "channels": list(settings.channels)}
+
+
+def make_lr_policy(settings: LRSettings, base_lr: float) -> LRPolicy:
+    """Build the policy ``settings.policy`` names, starting at ``base_lr`` (``learner.lr``)."""
+    bounds = {"base_lr": base_lr, "min_lr": settings.min_lr, "max_lr": settings.max_lr}
+    if settings.policy == "constant":
+        return ConstantLR(**bounds)
+    if settings.policy in ("step", "exponential"):
+        kind = StepDecayLR if settings.policy == "step" else ExponentialLR
+        return kind(step_size=settings.step_size, gamma=settings.gamma, **bounds)
+    if settings.policy == "cosine_restarts":
+        return CosineRestartsLR(
+            cycle_steps=settings.cycle_steps, cycle_mult=settings.cycle_mult, **bounds
+        )
+    # The loss-aware policy moves only within [min_scale, max_scale] x the base rate: a noisy
+    # plateau can slow learning, never starve it (and lr.min_lr/max_lr still apply).
+    bounds["min_lr"] = clamp(base_lr * settings.min_scale, settings.min_lr, settings.max_lr)
+    bounds["max_lr"] = clamp(base_lr * settings.max_scale, bounds["min_lr"], settings.max_lr)
+    return AdaptiveLR(
+        smoothing=settings.smoothing,
+        patience=settings.patience,
+        decrease_factor=settings.decrease_factor,
+        increase_factor=settings.increase_factor,
+        improve_streak=settings.improve_streak,
+        threshold=settings.threshold,
+        **bounds,
     )
