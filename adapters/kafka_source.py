@@ -70,7 +70,6 @@ class KafkaRecordSource:
             carries the connection and security options.
         start_offsets: Next offset to read per partition, from the newest snapshot; these
             partitions are sought there when assigned, whatever the group has committed.
-        commit_timeout_s: Bound on one commit, so a dead broker cannot stall the loop.
         assignment: ``manual`` or ``group`` (see the module docstring); None: the setting's.
 
     Raises:
@@ -82,10 +81,9 @@ class KafkaRecordSource:
         settings: KafkaSettings,
         start_offsets: Mapping[TopicPartition, int] | None = None,
         *,
-        commit_timeout_s: float = 10.0,
         assignment: Literal["manual", "group"] | None = None,
     ) -> None:
-        self._commit_timeout_ms = max(1, int(commit_timeout_s * 1000))
+        self._commit_timeout_ms = max(1, int(settings.commit_timeout_s * 1000))
         self._topics = tuple(settings.topics)
         self._manual = (assignment or settings.assignment) == "manual"
         self._next_partition_check = 0.0

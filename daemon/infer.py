@@ -164,6 +164,7 @@ class InferenceWorker:
             ),
             id_field=settings.event.id_field,
             labels=settings.event.labels,
+            flush_timeout_s=settings.infer.flush_timeout_s,
             invalid_log_every_s=settings.log.invalid_every_seconds,
         )
 

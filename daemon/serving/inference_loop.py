@@ -66,10 +66,10 @@ class InferenceLoop:
         batch_size: Most records per poll (and per predict call).
         poll_timeout_s: Longest wait for a first record.
         lag_schedule: When to report consumer lag.
-        id_field: The event field copied into each message's ``id``.
-        labels: Class names; when given each message also carries ``label``.
         flush_timeout_s: Longest wait for acknowledgements per batch.
         invalid_log_every_s: At most one log line about rejected records per interval.
+        id_field: The event field copied into each message's ``id``.
+        labels: Class names; when given each message also carries ``label``.
     """
 
     def __init__(
@@ -85,10 +85,10 @@ class InferenceLoop:
         batch_size: int,
         poll_timeout_s: float,
         lag_schedule: EveryNStepsOrTSeconds,
+        flush_timeout_s: float,
+        invalid_log_every_s: float,
         id_field: str = "id",
         labels: Sequence[str] = (),
-        flush_timeout_s: float = 30.0,
-        invalid_log_every_s: float = 10.0,
     ) -> None:
         self.source, self.decoder, self.predictor = source, decoder, predictor
         self.sink, self.dead_letters, self.telemetry = sink, dead_letters, telemetry

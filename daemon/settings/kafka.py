@@ -29,6 +29,11 @@ class KafkaSettings(Section):
             "consuming until they are delivered (back-pressure: none is dropped)."
         ),
     )
+    commit_timeout_s: float = Field(
+        10.0, gt=0.0, le=300.0,
+        description="Bound on one offset commit (and on closing the consumer), so an unreachable "
+        "broker cannot stall the loop.",
+    )  # fmt: skip
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     assignment: Literal["manual", "group"] = Field(
         "manual",

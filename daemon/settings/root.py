@@ -234,6 +234,11 @@ class InferSettings(Section):
     reload_interval_s: float = Field(
         0.2, gt=0.0, description="How often LATEST is checked for a newer snapshot."
     )
+    flush_timeout_s: float = Field(
+        30.0, gt=0.0,
+        description="Longest wait for a batch's predictions and dead letters to be acknowledged "
+        "before its offsets are committed.",
+    )  # fmt: skip
 
     _lists = field_validator("input_topics", mode="before")(split_list)
 

@@ -336,9 +336,10 @@ def test_source_and_sink_survive_the_broker_going_away(
         bootstrap_servers=[doomed.bootstrap_servers],
         dead_letter_topic="dead-letters",
         request_timeout_ms=1000,
+        commit_timeout_s=1.0,
     )
     produce(settings, "events", partitions=1, per_partition=10)
-    source = KafkaRecordSource(settings, commit_timeout_s=1.0)
+    source = KafkaRecordSource(settings)
     sink = KafkaDeadLetterSink(settings)
     try:
         lose_the_broker(doomed, source, sink)
