@@ -16,7 +16,6 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from driftd.adaptation.drift import make_monitor
-from driftd.adaptation.policy import make_adaptation
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
@@ -43,27 +42,24 @@ from driftd.ports import (
     SnapshotStore,
     SystemClock,
     Telemetry,
-    UnreadableSnapshotsError,
 )
-from driftd.pruning.int8_export import Int8Exporter
 from driftd.pruning.stage import report_model_size
 from driftd.records import TopicPartition
-from driftd.serving.publish_gate import LabelWindow, PublishGate, PublishPolicy
 from driftd.settings.root import ConfigurationError, Settings
-from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 from driftd.wiring.learning import (
-    configured_n_features,
-    learner_builder,
-    loss_name,
     make_decoder,
-    model_config_from_settings,
     resolve_device,
     step_size_controller,
 )
-from driftd.wiring.pruning import pruning_builder
+from driftd.wiring.restore import make_publish_gate, restore_state
 
 log = logging.getLogger("driftd.app")
+
+
+def read_transfer_source(path: Path) -> Snapshot | None:
+    """The newest readable snapshot (weights only) of another run's directory."""
+    return FileSnapshotReader(path, weights_only=True).load_latest()
 
 
 def make_snapshot_store(settings: Settings, clock: Clock) -> SnapshotStore:
@@ -82,117 +78,6 @@ def make_snapshot_store(settings: Settings, clock: Clock) -> SnapshotStore:
         except ImportError as error:  # the driftd[s3] extra is missing
             raise ConfigurationError(f"snapshots.dir: {error}") from error
     return FileSnapshotStore(Path(snapshots.dir), keep=snapshots.keep, clock=clock)
-
-
-def make_publish_gate(settings: Settings) -> PublishGate:
-    """The quality gate the settings describe (its reference is set by :func:`restore_state`)."""
-    snapshots = settings.snapshots
-    policy = PublishPolicy(
-        enabled=snapshots.gate_enabled,
-        margin=snapshots.gate_margin,
-        baseline=snapshots.gate_baseline,
-        baseline_margin=snapshots.gate_baseline_margin,
-    )
-    labels = LabelWindow(
-        settings.learner.metrics_window,
-        task=settings.model.task,
-        loss=loss_name(settings),
-        huber_delta=settings.learner.huber_delta,
-    )
-    return PublishGate(policy, labels)
-
-
-def _restore_gate(gate: PublishGate, store: SnapshotStore, newest: Snapshot | None) -> None:
-    """Baseline window from the newest snapshot; reference from the published one."""
-    if newest is not None and isinstance(newest.manifest.get("publish_gate"), dict):
-        gate.load_state_dict(newest.manifest["publish_gate"])
-    published_version = store.latest_version()
-    if published_version is None:
-        return
-    if newest is not None and newest.version == published_version:
-        published: Snapshot | None = newest
-    else:
-        published = store.load_latest()
-    if published is None:
-        return
-    saved_gate = published.manifest.get("gate") or {}
-    loss = saved_gate.get("loss", (published.manifest.get("metrics") or {}).get("prequential_loss"))
-    gate.published(published.version, None if loss is None else float(loss))
-
-
-def restore_state(
-    settings: Settings,
-    store: SnapshotStore,
-    gate: PublishGate | None = None,
-    clock: Clock | None = None,
-) -> TrainingState:
-    """The training state from the newest durable snapshot (published or not), or a fresh one.
-
-    Training resumes from the newest *durable* version, never just the published one: it holds
-    the newest offsets, which were committed. ``gate`` (if given) gets its baseline window and
-    its published reference back. ``clock`` drives the pruning trigger (system clock if None).
-    """
-    state = TrainingState(
-        config_for=lambda n: model_config_from_settings(settings.model, n),
-        build_learner=learner_builder(settings),
-        n_features=configured_n_features(settings),
-        build_adaptation=lambda learner: make_adaptation(settings, learner),
-        build_pruning=pruning_builder(settings, clock or SystemClock()),
-        int8=(
-            Int8Exporter(window_events=settings.pruning.replay_events, task=settings.model.task)
-            if settings.pruning.int8_export
-            else None
-        ),
-    )
-    snapshot = store.load_newest()
-    if snapshot is None and store.versions():
-        versions = store.versions()
-        raise UnreadableSnapshotsError(
-            f"{len(versions)} snapshot(s) exist (newest {store.location(versions[-1])}) but "
-            "none is readable: refusing to start a blank model at the committed offsets "
-            "(everything before them would be in no model). Move them away to start afresh."
-        )
-    if gate is not None:
-        _restore_gate(gate, store, snapshot)
-    if snapshot is None:
-        log.info("no snapshot found: starting fresh", extra={"event": "start_fresh"})
-        _transfer(settings, state)
-    else:
-        state.restore(snapshot)
-    # Number past every version on disk, even unreadable ones the store fell back from.
-    newest_present = max(store.versions(), default=0)
-    if newest_present > (state.snapshot_version or 0):
-        state.snapshot_version = newest_present
-    if snapshot is None:
-        return state
-    log.info(
-        "resumed from snapshot %d at step %d, offsets %s",
-        snapshot.version, state.steps, _offsets_text(state.offsets),
-        extra={"event": "resumed", "version": snapshot.version},
-    )  # fmt: skip
-    return state
-
-
-def _transfer(settings: Settings, state: TrainingState) -> None:
-    """Warm start (weights) or structure transfer (architecture) from another snapshot dir."""
-    adaptation = settings.adaptation
-    source = adaptation.warm_start_dir or adaptation.structure_from
-    if source is None or not adaptation.enabled:
-        return
-    weights = adaptation.warm_start_dir is not None
-    other = FileSnapshotReader(source, weights_only=True).load_latest()
-    if other is None:
-        raise FileNotFoundError(f"adaptation transfer: no readable snapshot under {source}")
-    loaded = state.start_from(other, weights=weights)
-    log.info(
-        "%s from snapshot %d of %s: %d tensors loaded",
-        "warm start" if weights else "structure transfer", other.version, source, len(loaded),
-        extra={"event": "transfer", "source": str(source), "tensors": loaded},
-    )  # fmt: skip
-
-
-def _offsets_text(offsets: dict[TopicPartition, int]) -> str:
-    return ", ".join(f"{tp}={offset}" for tp, offset in sorted(offsets.items())) or "none"
 
 
 @dataclass
@@ -297,7 +182,7 @@ def build_trainer(
     registry = registry or CollectorRegistry()
     store = store or make_snapshot_store(settings, clock)
     gate = make_publish_gate(settings)
-    state = restore_state(settings, store, gate, clock)
+    state = restore_state(settings, store, gate, clock, read_other=read_transfer_source)
     n_features = state.model_config["n_features"] if state.model_config else None
     decoder = make_decoder(settings, n_features)
     telemetry = telemetry or PrometheusTelemetry(

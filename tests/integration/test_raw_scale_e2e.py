@@ -24,8 +24,8 @@ import torch
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.hot_model import HotModel
-from driftd.app import restore_state
 from driftd.settings.root import load_settings
+from driftd.wiring.restore import restore_state
 from tests.integration.driftd_process import DriftdProcess, produce
 
 pytestmark = pytest.mark.integration
