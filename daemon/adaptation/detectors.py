@@ -16,8 +16,9 @@ import math
 import random
 from typing import Any
 
-from river import drift, stats
-from river.drift import binary
+from river import stats
+
+from driftd.adaptation.river_drift import binary, drift
 
 
 class _Mean(stats.Mean):
