@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 events=args.events,
                 batch_size=args.batch_size,
                 quick=args.quick,
-                sections=args.section or ["throughput", "adaptation", "serving"],
+                sections=args.section or ["throughput", "startup", "adaptation", "serving"],
                 json_path=args.json,
                 jobs=args.jobs,
             )
@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--section",
         action="append",
-        choices=["throughput", "adaptation", "serving", "quality", "pruning"],
+        choices=["throughput", "startup", "adaptation", "serving", "quality", "pruning"],
         help="run only this part (repeatable; default: all but quality and pruning, the slow ones)",
     )
     bench.add_argument("--json", metavar="PATH", help="write the quality section's results here")

@@ -1,9 +1,10 @@
-"""river's drift detectors, without importing river's example data sets on the way.
+"""river's drift detectors, without the heavy imports no detector needs at start.
 
-``river.drift`` imports its ``datasets`` (example streams), which import ``river.stream``, which
-imports scikit-learn whenever it is installed: about 65 MiB of resident memory and a second of
-every process start, for data no detector uses. Importing from here first registers that one
-module as deferred: its code runs, unchanged, on the first access to one of its attributes.
+Importing ``river.drift`` runs two imports that cost every process start and its memory without
+serving drift detection: its example ``datasets`` import ``river.stream``, which imports
+scikit-learn whenever it is installed (~65 MiB, ~1 s), and KSWIN's module imports ``scipy.stats``
+(~1 s) that only KSWIN's update uses. Importing from here first registers both modules as
+deferred: each runs, unchanged, on the first access to one of its attributes.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["binary", "drift"]
 
-_EXAMPLES = "river.drift.datasets"
+#: Deferred modules, as (name, its ``__init__.py`` relative to its top-level package's).
+DEFERRED = (
+    ("river.drift.datasets", ("drift", "datasets")),
+    ("scipy.stats", ("stats",)),
+)
 
 
-def _defer(name: str, init_file: Path) -> None:
+def defer(name: str, init_file: Path) -> None:
     """Register package ``name`` (at ``init_file``) so that it executes on first attribute use."""
     spec = importlib.util.spec_from_file_location(
         name, init_file, submodule_search_locations=[str(init_file.parent)]
@@ -39,16 +43,22 @@ def _defer(name: str, init_file: Path) -> None:
     sys.modules[name] = module
 
 
-def _import_drift() -> tuple[ModuleType, ModuleType]:
-    if "river.drift" not in sys.modules and _EXAMPLES not in sys.modules:
-        river = importlib.util.find_spec("river")
-        if river is not None and river.origin is not None:
-            _defer(_EXAMPLES, Path(river.origin).parent / "drift" / "datasets" / "__init__.py")
-    return importlib.import_module("river.drift"), importlib.import_module("river.drift.binary")
+def _defer_heavy_imports() -> None:
+    if "river.drift" in sys.modules:
+        return  # imported already: too late to change anything
+    for name, parts in DEFERRED:
+        top = importlib.util.find_spec(name.partition(".")[0])  # finds, does not import
+        if name in sys.modules or top is None or top.origin is None:
+            continue
+        init_file = Path(top.origin).parent.joinpath(*parts, "__init__.py")
+        if init_file.is_file():
+            defer(name, init_file)
 
 
 if TYPE_CHECKING:
     from river import drift
     from river.drift import binary
 else:
-    drift, binary = _import_drift()
+    _defer_heavy_imports()
+    drift = importlib.import_module("river.drift")
+    binary = importlib.import_module("river.drift.binary")

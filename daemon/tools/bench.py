@@ -10,6 +10,9 @@ Figures (medians over repetitions; ratios matter more than absolute times on sha
 (e) peak RSS of a fresh daemon process over the same topic;
 (f) the raw consume rate of the same Kafka client on the same topic, no processing.
 
+``--section startup`` (:mod:`~driftd.tools.startup_bench`): restart after kill -9 to the first
+learned event, target 5 s (issue 12).
+
 Targets (issue 13), printed PASS/MISS; the command exits 1 when one is missed: (a) at least
 40,000 events/s, and (e) within 10 % of the peak RSS recorded in ``bench_reference.json`` from
 the code the quality bench was rebuilt on. ``--section quality`` has its own targets
@@ -103,6 +106,10 @@ def run_bench(
     missed = 0
     if "throughput" in sections:
         missed += _throughput(events=events, batch_size=batch_size, quick=quick)
+    if "startup" in sections:
+        from driftd.tools.startup_bench import print_startup
+
+        missed += print_startup(quick=quick)
     if "adaptation" in sections:
         _adaptation(quick=quick)
     if "serving" in sections:
