@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
@@ -52,8 +53,7 @@ class HeadSwitch:
         self.replay = ReplayBuffer(settings.replay_size, mode=settings.replay, generator=generator)
         self.active = "d0"
         self.next_domain = 1
-        # marker (detection), start (estimated change), from, loss_sum, count, trigger, events
-        self.pending: dict[str, Any] | None = None
+        self.pending: PendingDecision | None = None
         self.fingerprints = settings.on_covariate_drift == "score_heads"
         self.inputs = InputStats()  # the active domain's inputs (fingerprints only)
         self.pending_inputs = InputStats()  # the inputs since the pending drift
@@ -66,11 +66,8 @@ class HeadSwitch:
             x = batch.x if every else batch.x[labelled]
             self.replay.extend(x, batch.y if every else batch.y[labelled])
         if self.pending is not None:
-            losses = report.event_losses.detach()
-            losses = losses[torch.isfinite(losses)]  # the live head's level stays a number
-            self.pending["loss_sum"] += float(losses.sum(dtype=torch.float64))
-            self.pending["count"] += len(losses)
-            self.pending["events"] += len(batch)
+            self.pending.add_losses(report.event_losses)
+            self.pending.events += len(batch)
 
     def activate(self, domain: str, outcome: StepOutcome) -> None:
         """Put explicit ``domain``'s head in the live model (created on first sight)."""
@@ -96,12 +93,9 @@ class HeadSwitch:
         start = self._change_start(marker, span)
         if self.pending is None:
             self._start(marker, start, "concept", outcome)
-        else:  # a covariate drift started looking (its head stored): now the loss shows it too
-            self.pending |= {"marker": marker, "start": start, "trigger": "concept"}
+        # else a covariate drift started looking (its head stored): now the loss shows it too
         assert self.pending is not None
-        losses_after = losses_after[torch.isfinite(losses_after)]
-        loss_sum = float(losses_after.sum(dtype=torch.float64))
-        self.pending |= {"loss_sum": loss_sum, "count": len(losses_after)}
+        self.pending.anchor_concept(marker, start, losses_after)
 
     def on_covariate_drift(self, marker: int, start: int, why: str, outcome: StepOutcome) -> None:
         """Store the active head and look for its successor (``score_heads``)."""
@@ -115,10 +109,10 @@ class HeadSwitch:
         pending, s = self.pending, self.settings
         if pending is None:
             return False
-        by_inputs = pending["trigger"] == "covariate"
-        if self.replay.arrivals - pending["marker"] >= s.score_events:
+        by_inputs = pending.trigger == "covariate"
+        if self.replay.arrivals - pending.marker >= s.score_events:
             self._decide(outcome)
-        elif by_inputs and pending["events"] >= s.score_events:
+        elif by_inputs and pending.events >= s.score_events:
             self._decide_by_inputs(outcome, final=True)
         elif s.early_reuse:
             self._try_early(outcome)
@@ -142,7 +136,7 @@ class HeadSwitch:
             return marker  # no level to compare: score from the detection on
         return first + change_point(losses)
 
-    def _start(self, marker: int, start: int, trigger: str, outcome: StepOutcome) -> None:
+    def _start(self, marker: int, start: int, trigger: Trigger, outcome: StepOutcome) -> None:
         """Store the active head with its reference loss (just before ``start``)."""
         heads, learner = self.heads, self.learner
         assert heads is not None
@@ -153,35 +147,34 @@ class HeadSwitch:
         self._store(self.active, reference, outcome)
         if self.settings.replay == "reservoir":
             self.replay.clear()
-        self.pending = {
-            "marker": marker, "start": start, "from": self.active, "loss_sum": 0.0, "count": 0,
-            "trigger": trigger, "events": 0,
-        }  # fmt: skip
+        self.pending = PendingDecision(
+            marker=marker, start=start, from_domain=self.active, trigger=trigger
+        )
         self.pending_inputs = InputStats()
 
     def _try_early(self, outcome: StepOutcome) -> None:
         pending, heads = self.pending, self.heads
         assert pending is not None
         assert heads is not None
-        x, y = self.replay.since(pending["start"])
+        x, y = self.replay.since(pending.start)
         if len(x) < self.settings.early_min_events:
             return
         losses = heads.event_scores(self.learner, x, y)
         best = early_choice(
-            losses, baseline=pending["from"], fits=self._fits_reference,
+            losses, baseline=pending.from_domain, fits=self._fits_reference,
             z=self.settings.reuse_confidence,
         )  # fmt: skip
         if best is not None:
-            was, now = float(losses[pending["from"]].mean()), float(losses[best].mean())
-            detail = f"early, on {len(x)} events: {pending['from']} {was:.3f}, {best} {now:.3f}"
+            was, now = float(losses[pending.from_domain].mean()), float(losses[best].mean())
+            detail = f"early, on {len(x)} events: {pending.from_domain} {was:.3f}, {best} {now:.3f}"
             self._reuse(best, detail, outcome)
 
     def _decide(self, outcome: StepOutcome) -> None:
         pending, heads = self.pending, self.heads
         assert pending is not None
         assert heads is not None
-        x, y = self.replay.since(pending["marker"])
-        live = pending["loss_sum"] / max(1, pending["count"])
+        x, y = self.replay.since(pending.marker)
+        live = pending.live_loss
         scores = heads.scores(self.learner, x, y) if len(x) else {}
         # a head whose loss is not a number is no candidate (NaN would compare false either way)
         scores = {name: s if math.isfinite(s) else math.inf for name, s in scores.items()}
@@ -194,7 +187,7 @@ class HeadSwitch:
         detail = f"on {len(x)} events: live {live:.3f}, stored {shown}"
         if best is not None:
             self._reuse(best, detail, outcome)
-        elif pending["trigger"] == "concept":
+        elif pending.trigger == "concept":
             self._new_domain(detail, outcome, clone=False)
         else:
             self._no_fit_by_inputs(detail, outcome)
@@ -209,11 +202,11 @@ class HeadSwitch:
             return
         fingerprints = {name: heads.entry(name).inputs for name in heads.names}
         best, distances = input_choice(
-            recent, fingerprints, baseline=pending["from"], max_distance=limit
+            recent, fingerprints, baseline=pending.from_domain, max_distance=limit
         )
         shown = ", ".join(f"{name} {distance:.3f}" for name, distance in distances.items())
         detail = f"by inputs of {recent.count} events: distance {shown or 'unknown'}"
-        was = distances.get(pending["from"])
+        was = distances.get(pending.from_domain)
         if best is not None and (final or was is None or was > limit):
             self._reuse(best, detail, outcome)
         elif final:
@@ -224,7 +217,7 @@ class HeadSwitch:
         pending, heads = self.pending, self.heads
         assert pending is not None
         assert heads is not None
-        was = self.pending_inputs.distance(heads.entry(pending["from"]).inputs)
+        was = self.pending_inputs.distance(heads.entry(pending.from_domain).inputs)
         if was is not None and was <= self.settings.input_fit_distance:
             # the inputs still look like the active domain's (a late or passing alarm)
             self.pending = None
@@ -245,7 +238,7 @@ class HeadSwitch:
         outcome.adaptations.append(Adapted("reuse_head", name, detail))
         # one pass at most: the head fits already, and an early switch has few events to
         # replay (20 steps on 40 events overfit them: measured on SEA)
-        x, y = self.replay.since(pending["start"])
+        x, y = self.replay.since(pending.start)
         self._replay_steps(x, y, outcome, passes=1)
 
     def _new_domain(self, detail: str, outcome: StepOutcome, *, clone: bool) -> None:
@@ -257,7 +250,7 @@ class HeadSwitch:
         self.inputs = self.pending_inputs.copy()
         self._new_head(name, outcome, detail, clone=clone)
         self.active = name
-        self._replay_steps(*self.replay.since(pending["marker"]), outcome)
+        self._replay_steps(*self.replay.since(pending.marker), outcome)
 
     def _fits_reference(self, name: str, score: float) -> bool:
         assert self.heads is not None
@@ -315,7 +308,8 @@ class HeadSwitch:
             part, counts[name] = stats.state_dict()
             tensors |= {f"{name}.{k}": v for k, v in part.items()}
         meta = {
-            "active": self.active, "next_domain": self.next_domain, "pending": self.pending,
+            "active": self.active, "next_domain": self.next_domain,
+            "pending": None if self.pending is None else self.pending.state_dict(),
             "replay": replay_meta, "heads": heads_meta, "input_counts": counts,
         }  # fmt: skip
         return tensors, meta
@@ -326,10 +320,8 @@ class HeadSwitch:
         if self.heads is not None:
             self.heads.load_state_dict(_part(tensors, "heads."), meta["heads"])
         self.active, self.next_domain = str(meta["active"]), int(meta["next_domain"])
-        self.pending = meta["pending"]
-        if self.pending is not None:
-            defaults = {"start": self.pending["marker"], "trigger": "concept", "events": 0}
-            self.pending = {**defaults, **self.pending}
+        saved = meta["pending"]
+        self.pending = None if saved is None else PendingDecision.from_state(saved)
         counts = meta.get("input_counts", {})
         self.inputs = InputStats.from_state(_part(tensors, "inputs."), counts.get("inputs", 0))
         self.pending_inputs = InputStats.from_state(

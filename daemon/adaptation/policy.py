@@ -187,7 +187,7 @@ class Adaptation:
         outcome: StepOutcome,
     ) -> None:
         pending = self.switch.pending
-        if pending is not None and pending["trigger"] == "concept":
+        if pending is not None and pending.trigger == "concept":
             return  # already adapting to this change
         self._boost(outcome, "")
         if self.heads is None or batch.domains[drift.row] is not None:

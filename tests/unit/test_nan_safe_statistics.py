@@ -10,6 +10,7 @@ import torch
 
 from driftd.adaptation.drift import DriftMonitor, SignalMonitor
 from driftd.adaptation.head_switch import HeadSwitch
+from driftd.adaptation.pending_decision import PendingDecision
 from driftd.adaptation.recurrence import InputStats
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
@@ -142,8 +143,7 @@ def _switch() -> HeadSwitch:
 
 def test_the_pending_head_decision_sums_only_finite_losses() -> None:
     switch = _switch()
-    switch.pending = {"marker": 0, "start": 0, "from": "d0", "loss_sum": 0.0, "count": 0,
-                      "trigger": "concept", "events": 0}  # fmt: skip
+    switch.pending = PendingDecision(marker=0, start=0, from_domain="d0", trigger="concept")
     n = 3
     batch = DecodedBatch(
         records=[Record("t", 0, i, b"{}") for i in range(n)], x=torch.zeros(n, 3),
@@ -153,6 +153,5 @@ def test_the_pending_head_decision_sums_only_finite_losses() -> None:
     losses = torch.tensor([0.5, math.nan, 1.5])
     report = StepReport(n, n, None, None, losses, torch.zeros(n, dtype=torch.int64), 0.1)
     switch.record(report, batch)
-    assert (switch.pending["loss_sum"], switch.pending["count"], switch.pending["events"]) == (
-        2.0, 2, 3,
-    )  # fmt: skip
+    pending = switch.pending
+    assert (pending.loss_sum, pending.count, pending.events, pending.live_loss) == (2.0, 2, 3, 1.0)
