@@ -1,8 +1,8 @@
 """Which head serves the stream after a drift: store it, score the others, reuse one or start one.
 
-:class:`HeadSwitch` owns the domain-head registry, the replay buffer and the decision pending
-after a drift (see :mod:`driftd.adaptation.policy` for the policy as a whole). A decision comes, in
-this order of precedence, from:
+:class:`HeadSwitch` owns the store of known domains (each one's trunk and head), the replay
+buffer and the decision pending after a drift (see :mod:`driftd.adaptation.policy` for the
+policy as a whole). A decision comes, in this order of precedence, from:
 
 1. the full window: ``score_events`` labelled events after the detection; the best stored head
    that fits its domain's reference and beats the live head's prequential loss is reused, else
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
 from driftd.adaptation.replay import ReplayBuffer
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 
 class HeadSwitch:
-    """The head registry, replay buffer and pending head decision of one learner.
+    """The stored domains, replay buffer and pending head decision of one learner.
 
     Args:
         learner: The learner whose head is switched.
@@ -49,7 +49,7 @@ class HeadSwitch:
         self, *, learner: OnlineLearner, settings: AdaptationSettings, generator: torch.Generator
     ) -> None:
         self.learner, self.settings, self.generator = learner, settings, generator
-        self.heads = HeadRegistry(settings.max_heads) if settings.heads else None
+        self.domain_store = DomainStore(settings.max_heads) if settings.heads else None
         self.replay = ReplayBuffer(settings.replay_size, mode=settings.replay, generator=generator)
         self.active = "d0"
         self.next_domain = 1
@@ -71,12 +71,12 @@ class HeadSwitch:
 
     def activate(self, domain: str, outcome: StepOutcome) -> None:
         """Put explicit ``domain``'s head in the live model (created on first sight)."""
-        assert self.heads is not None
+        assert self.domain_store is not None
         self.pending = None  # an explicit domain settles any head decision
         self._store(self.active, None, outcome)
-        if domain in self.heads:
-            self.heads.load(domain, self.learner)
-            self.inputs = self.heads.entry(domain).inputs.copy()
+        if domain in self.domain_store:
+            self.domain_store.load(domain, self.learner)
+            self.inputs = self.domain_store.entry(domain).inputs.copy()
         else:
             self.inputs = InputStats()
             self._new_head(domain, outcome, "first event of an explicit domain")
@@ -129,19 +129,19 @@ class HeadSwitch:
         """
         first = max(0, marker - (span or 2 * self.settings.score_events))
         x, y = self.replay.since(first, marker + 1)
-        if len(x) < 4 or self.heads is None:
+        if len(x) < 4 or self.domain_store is None:
             return marker
-        losses = self.heads.live_event_losses(self.learner, x, y)
+        losses = self.domain_store.live_event_losses(self.learner, x, y)
         if not bool(torch.isfinite(losses).all()):
             return marker  # no level to compare: score from the detection on
         return first + change_point(losses)
 
     def _start(self, marker: int, start: int, trigger: Trigger, outcome: StepOutcome) -> None:
         """Store the active head with its reference loss (just before ``start``)."""
-        heads, learner = self.heads, self.learner
-        assert heads is not None
+        domains, learner = self.domain_store, self.learner
+        assert domains is not None
         x, y = self.replay.since(max(0, start - self.settings.score_events * 4), start)
-        reference = heads.score_live(learner, x, y) if len(x) else None
+        reference = domains.score_live(learner, x, y) if len(x) else None
         if reference is None or not math.isfinite(reference):
             reference = learner.window.loss
         self._store(self.active, reference, outcome)
@@ -153,13 +153,13 @@ class HeadSwitch:
         self.pending_inputs = InputStats()
 
     def _try_early(self, outcome: StepOutcome) -> None:
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
+        assert domains is not None
         x, y = self.replay.since(pending.start)
         if len(x) < self.settings.early_min_events:
             return
-        losses = heads.event_scores(self.learner, x, y)
+        losses = domains.event_scores(self.learner, x, y)
         best = early_choice(
             losses, baseline=pending.from_domain, fits=self._fits_reference,
             z=self.settings.reuse_confidence,
@@ -170,12 +170,12 @@ class HeadSwitch:
             self._reuse(best, detail, outcome)
 
     def _decide(self, outcome: StepOutcome) -> None:
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
+        assert domains is not None
         x, y = self.replay.since(pending.marker)
         live = pending.live_loss
-        scores = heads.scores(self.learner, x, y) if len(x) else {}
+        scores = domains.scores(self.learner, x, y) if len(x) else {}
         # a head whose loss is not a number is no candidate (NaN would compare false either way)
         scores = {name: s if math.isfinite(s) else math.inf for name, s in scores.items()}
         fitting = [
@@ -194,13 +194,13 @@ class HeadSwitch:
 
     def _decide_by_inputs(self, outcome: StepOutcome, *, final: bool) -> None:
         """Choose by the inputs' fingerprint: finally, or early if the inputs clearly left."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
+        assert domains is not None
         recent, limit = self.pending_inputs, self.settings.input_fit_distance
         if recent.count < self.settings.early_min_events:
             return
-        fingerprints = {name: heads.entry(name).inputs for name in heads.names}
+        fingerprints = {name: domains.entry(name).inputs for name in domains.names}
         best, distances = input_choice(
             recent, fingerprints, baseline=pending.from_domain, max_distance=limit
         )
@@ -214,10 +214,10 @@ class HeadSwitch:
 
     def _no_fit_by_inputs(self, detail: str, outcome: StepOutcome) -> None:
         """After a covariate drift, no stored head fits: same domain, or a new one (cloned)."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
-        was = self.pending_inputs.distance(heads.entry(pending.from_domain).inputs)
+        assert domains is not None
+        was = self.pending_inputs.distance(domains.entry(pending.from_domain).inputs)
         if was is not None and was <= self.settings.input_fit_distance:
             # the inputs still look like the active domain's (a late or passing alarm)
             self.pending = None
@@ -228,13 +228,13 @@ class HeadSwitch:
 
     def _reuse(self, name: str, detail: str, outcome: StepOutcome) -> None:
         """Switch to stored head ``name`` (with its trunk), then replay the post-drift events."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
+        assert domains is not None
         self.pending = None
-        heads.load(name, self.learner, trunk=True)
+        domains.load(name, self.learner, trunk=True)
         self.active = name
-        self.inputs = heads.entry(name).inputs.merged(self.pending_inputs)
+        self.inputs = domains.entry(name).inputs.merged(self.pending_inputs)
         outcome.adaptations.append(Adapted("reuse_head", name, detail))
         # one pass at most: the head fits already, and an early switch has few events to
         # replay (20 steps on 40 events overfit them: measured on SEA)
@@ -253,8 +253,8 @@ class HeadSwitch:
         self._replay_steps(*self.replay.since(pending.marker), outcome)
 
     def _fits_reference(self, name: str, score: float) -> bool:
-        assert self.heads is not None
-        reference = self.heads.entry(name).reference_loss
+        assert self.domain_store is not None
+        reference = self.domain_store.entry(name).reference_loss
         if reference is None:
             return False
         return score <= self.settings.fit_ratio * reference + self.settings.fit_margin
@@ -287,8 +287,8 @@ class HeadSwitch:
         outcome.adaptations.append(Adapted("replay", self.active, detail))
 
     def _store(self, name: str, reference_loss: float | None, outcome: StepOutcome) -> None:
-        assert self.heads is not None
-        stored = self.heads.store(
+        assert self.domain_store is not None
+        stored = self.domain_store.store(
             name, self.learner, reference_loss=reference_loss,
             inputs=self.inputs if self.fingerprints else None,
         )  # fmt: skip
@@ -296,13 +296,14 @@ class HeadSwitch:
             outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors (replay rows, stored heads, fingerprints) and JSON-ready state."""
+        """Tensors (replay rows, stored trunks and heads, fingerprints) and JSON-ready state."""
         replay_tensors, replay_meta = self.replay.state_dict()
         tensors = {f"replay.{k}": v for k, v in replay_tensors.items()}
-        heads_meta: list[dict[str, Any]] = []
-        if self.heads is not None:
-            head_tensors, heads_meta = self.heads.state_dict()
-            tensors |= {f"heads.{k}": v for k, v in head_tensors.items()}
+        stored_meta: list[dict[str, Any]] = []
+        if self.domain_store is not None:
+            stored_tensors, stored_meta = self.domain_store.state_dict()
+            # under "heads", as snapshots have always stored them
+            tensors |= {f"heads.{k}": v for k, v in stored_tensors.items()}
         counts = {}
         for name, stats in (("inputs", self.inputs), ("pending_inputs", self.pending_inputs)):
             part, counts[name] = stats.state_dict()
@@ -310,15 +311,15 @@ class HeadSwitch:
         meta = {
             "active": self.active, "next_domain": self.next_domain,
             "pending": None if self.pending is None else self.pending.state_dict(),
-            "replay": replay_meta, "heads": heads_meta, "input_counts": counts,
+            "replay": replay_meta, "heads": stored_meta, "input_counts": counts,
         }  # fmt: skip
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (also a snapshot from before early reuse)."""
         self.replay.load_state_dict(_part(tensors, "replay."), meta["replay"])
-        if self.heads is not None:
-            self.heads.load_state_dict(_part(tensors, "heads."), meta["heads"])
+        if self.domain_store is not None:
+            self.domain_store.load_state_dict(_part(tensors, "heads."), meta["heads"])
         self.active, self.next_domain = str(meta["active"]), int(meta["next_domain"])
         saved = meta["pending"]
         self.pending = None if saved is None else PendingDecision.from_state(saved)

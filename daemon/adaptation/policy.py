@@ -2,7 +2,7 @@
 
 On a concept drift (the loss or error went *up*; a detected improvement is only reported):
 
-1. the active head is stored in the registry (its domain's state before the drift);
+1. the active domain's head and trunk are stored (its state before the drift);
 2. the head's LR is boosted (its group's ``lr_scale``, decaying back to 1) and its optimizer
    moments reset; the trunk is frozen or slowed for a few steps, then resumes at a low LR that
    ramps back to 1 (``freeze_trunk`` keeps it frozen for good: feature transfer);
@@ -22,9 +22,9 @@ On a concept drift (the loss or error went *up*; a detected improvement is only 
 
 A covariate drift (the inputs moved; no labels needed) acts as ``on_covariate_drift`` says:
 ``ignore`` (reported only), ``lr_boost`` (step 2 alone) or ``score_heads``: store the active
-head and look for a recurring domain as above, by the loss when ``score_events`` labelled events
+domain and look for a recurring domain as above, by the loss when ``score_events`` labelled events
 arrive in time, else by the inputs alone (:func:`~driftd.adaptation.recurrence.input_choice`:
-every head keeps a fingerprint of its domain's inputs). No fit: the live head goes on, as the
+every stored domain keeps a fingerprint of its inputs). No fit: the live head goes on, as the
 same domain if the inputs still look like it (``keep_head``), else as a new one (not
 re-initialised: the inputs moved, the concept may not have). A concept drift during it still
 boosts, and then decides as a concept drift. The head decisions live in
@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.drift import DriftDetected, DriftMonitor, make_monitor
 from driftd.adaptation.growth import grow_outputs
 from driftd.adaptation.head_switch import HeadSwitch
-from driftd.adaptation.heads import HeadRegistry, head_of
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
 from driftd.adaptation.trunk_evidence import trunk_still_serves
@@ -60,7 +60,7 @@ CONCEPT_SIGNALS = ("loss", "error")
 
 
 class Adaptation:
-    """Drift monitor, head switch (registry, replay) and LR schedules of one learner.
+    """Drift monitor, head switch (stored domains, replay) and LR schedules of one learner.
 
     Args:
         learner: The learner adapted (a split model with ``shared`` and ``head``).
@@ -97,9 +97,9 @@ class Adaptation:
         return bool(self.settings.enabled)
 
     @property
-    def heads(self) -> HeadRegistry | None:
-        """The domain-head registry (None: ``heads=false``)."""
-        return self.switch.heads
+    def domain_store(self) -> DomainStore | None:
+        """The known domains' stored trunks and heads (None: ``heads=false``)."""
+        return self.switch.domain_store
 
     @property
     def replay(self) -> ReplayBuffer:
@@ -114,7 +114,7 @@ class Adaptation:
     @property
     def domains(self) -> list[str]:
         """Known domains, least recently used first (the active one included)."""
-        names = self.heads.names if self.heads is not None else []
+        names = self.domain_store.names if self.domain_store is not None else []
         return names if self.active in names else [*names, self.active]
 
     def plan(
@@ -124,14 +124,14 @@ class Adaptation:
         outcome = StepOutcome()
         if self.enabled and self.settings.grow_classes and bool(batch.labelled.any()):
             self._grow(int(batch.y[batch.labelled].max()) + 1, outcome)
-        if not (self.enabled and self.heads is not None):
+        if not (self.enabled and self.domain_store is not None):
             return [(None, batch)], outcome
         return split_by_domain(batch), outcome
 
     def activate(self, domain: str | None) -> StepOutcome:
         """Put ``domain``'s head in the live model (None: keep the active one)."""
         outcome = StepOutcome()
-        if domain is None or domain == self.active or self.heads is None or not self.enabled:
+        if domain is None or domain == self.active or self.domain_store is None or not self.enabled:
             return outcome
         self.switch.activate(domain, outcome)
         return outcome
@@ -139,9 +139,9 @@ class Adaptation:
     def observe(self, report: StepReport, batch: DecodedBatch) -> StepOutcome:
         """Feed the step to the monitor and replay buffer, then act on what it shows."""
         outcome = StepOutcome()
-        switch, heads = self.switch, self.enabled and self.heads is not None
+        switch, switching = self.switch, self.enabled and self.domain_store is not None
         arrivals = switch.replay.arrivals
-        if heads:
+        if switching:
             switch.record(report, batch)
         if self.monitor is not None:
             outcome.drifts = self.monitor.update(
@@ -156,7 +156,7 @@ class Adaptation:
                 self._on_concept_drift(drift, batch, arrivals, report, outcome)
             elif drift.kind == "drift":
                 self._on_covariate_drift(drift, batch, arrivals, outcome)
-        if heads and switch.after_step(batch, outcome):
+        if switching and switch.after_step(batch, outcome):
             self._boosting = False  # a stored head fits: no need to learn fast
         self._check_trunk(outcome)
         self._apply_scales(outcome)
@@ -190,8 +190,8 @@ class Adaptation:
         if pending is not None and pending.trigger == "concept":
             return  # already adapting to this change
         self._boost(outcome, "")
-        if self.heads is None or batch.domains[drift.row] is not None:
-            return  # no registry, or the events name their domain
+        if self.domain_store is None or batch.domains[drift.row] is not None:
+            return  # no stored domains, or the events name their domain
         labelled = batch.labelled
         position = drift.row if bool(labelled.all()) else int(labelled[: drift.row].sum())
         losses_after = report.event_losses[position:]
@@ -206,7 +206,7 @@ class Adaptation:
         why = f"on covariate drift ({drift.signal})"
         if mode == "lr_boost":
             self._boost(outcome, f" {why}")
-        elif self.heads is not None and batch.domains[drift.row] is None:
+        elif self.domain_store is not None and batch.domains[drift.row] is None:
             # the LR schedules stay as they are; events naming their domain route themselves
             self.switch.on_covariate_drift(self.replay.arrivals, arrivals, why, outcome)
 
@@ -240,8 +240,8 @@ class Adaptation:
         if wanted <= current:
             return
         for key, rows in grow_outputs(self.learner, wanted, self.generator).items():
-            if self.heads is not None:
-                self.heads.pad_rows(key, rows)
+            if self.domain_store is not None:
+                self.domain_store.pad_rows(key, rows)
         outcome.adaptations.append(Adapted("grow_classes", self.active, f"{current} -> {wanted}"))
 
     def _apply_scales(self, outcome: StepOutcome | None = None) -> None:
@@ -274,7 +274,7 @@ class Adaptation:
         learner.refresh_lr()
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors (generator, replay rows, stored heads, fingerprints) and JSON-ready state."""
+        """Tensors (generator, replay rows, stored trunks and heads, fingerprints) and JSON meta."""
         tensors, meta = self.switch.state_dict()
         tensors = {"generator": self.generator.get_state(), **tensors}
         meta |= {

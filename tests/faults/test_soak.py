@@ -1,5 +1,5 @@
 """Soak: `driftd run` on a continuously produced drifting stream, drift, adaptation and pruning
-on, snapshots frequent. Memory, file descriptors, the replay buffer, the head registry and the
+on, snapshots frequent. Memory, file descriptors, the replay buffer, the stored domains and the
 metrics' series must stay bounded.
 
 Normal runs last ``SOAK_SECONDS`` (60 s); ``DRIFTD_FAULTS_HEAVY=1`` runs

@@ -130,12 +130,12 @@ def test_resume_with_adaptation_continues_bit_identically(tmp_path: Path, stop_a
     a, b = reference.loop.state.adaptation, resumed.loop.state.adaptation
     assert a is not None
     assert b is not None
-    assert a.heads is not None
-    assert b.heads is not None
-    assert a.heads.names == b.heads.names
-    for name in a.heads.names:
-        for key, value in a.heads.entry(name).weights.items():
-            assert torch.equal(value, b.heads.entry(name).weights[key]), (name, key)
+    assert a.domain_store is not None
+    assert b.domain_store is not None
+    assert a.domain_store.names == b.domain_store.names
+    for name in a.domain_store.names:
+        for key, value in a.domain_store.entry(name).head.items():
+            assert torch.equal(value, b.domain_store.entry(name).head[key]), (name, key)
     assert a.monitor is not None
     assert b.monitor is not None
     assert json.dumps(a.monitor.state_dict()) == json.dumps(b.monitor.state_dict())
