@@ -20,10 +20,11 @@ policy as a whole). A decision comes, in this order of precedence, from:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
@@ -32,29 +33,26 @@ from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.outcomes import Adapted, StepOutcome
 
-if TYPE_CHECKING:
-    from driftd.settings.root import AdaptationSettings
-
 
 class HeadSwitch:
     """The stored domains, replay buffer and pending head decision of one learner.
 
     Args:
         learner: The learner whose head is switched.
-        settings: The adaptation settings.
+        config: The adaptation settings it reads.
         generator: Random source of fresh heads and replay draws (its state is the owner's).
     """
 
     def __init__(
-        self, *, learner: OnlineLearner, settings: AdaptationSettings, generator: torch.Generator
+        self, *, learner: OnlineLearner, config: AdaptationConfig, generator: torch.Generator
     ) -> None:
-        self.learner, self.settings, self.generator = learner, settings, generator
-        self.domain_store = DomainStore(settings.max_heads) if settings.heads else None
-        self.replay = ReplayBuffer(settings.replay_size, mode=settings.replay, generator=generator)
+        self.learner, self.config, self.generator = learner, config, generator
+        self.domain_store = DomainStore(config.max_heads) if config.heads else None
+        self.replay = ReplayBuffer(config.replay_size, mode=config.replay, generator=generator)
         self.active = "d0"
         self.next_domain = 1
         self.pending: PendingDecision | None = None
-        self.fingerprints = settings.on_covariate_drift == "score_heads"
+        self.fingerprints = config.on_covariate_drift == "score_heads"
         self.inputs = InputStats()  # the active domain's inputs (fingerprints only)
         self.pending_inputs = InputStats()  # the inputs since the pending drift
 
@@ -106,15 +104,15 @@ class HeadSwitch:
         """Track the inputs and decide when the evidence suffices; True if a head was reused."""
         if self.fingerprints:
             (self.inputs if self.pending is None else self.pending_inputs).update(batch.x)
-        pending, s = self.pending, self.settings
+        pending, config = self.pending, self.config
         if pending is None:
             return False
         by_inputs = pending.trigger == "covariate"
-        if self.replay.arrivals - pending.marker >= s.score_events:
+        if self.replay.arrivals - pending.marker >= config.score_events:
             self._decide(outcome)
-        elif by_inputs and pending.events >= s.score_events:
+        elif by_inputs and pending.events >= config.score_events:
             self._decide_by_inputs(outcome, final=True)
-        elif s.early_reuse:
+        elif config.early_reuse:
             self._try_early(outcome)
             if self.pending is not None and by_inputs:
                 self._decide_by_inputs(outcome, final=False)
@@ -127,7 +125,7 @@ class HeadSwitch:
         too. The live model's losses over the detector's window (``span``; else twice
         ``score_events``) before the detection locate the rise (:func:`change_point`).
         """
-        first = max(0, marker - (span or 2 * self.settings.score_events))
+        first = max(0, marker - (span or 2 * self.config.score_events))
         x, y = self.replay.since(first, marker + 1)
         if len(x) < 4 or self.domain_store is None:
             return marker
@@ -140,12 +138,12 @@ class HeadSwitch:
         """Store the active head with its reference loss (just before ``start``)."""
         domains, learner = self.domain_store, self.learner
         assert domains is not None
-        x, y = self.replay.since(max(0, start - self.settings.score_events * 4), start)
+        x, y = self.replay.since(max(0, start - self.config.score_events * 4), start)
         reference = domains.score_live(learner, x, y) if len(x) else None
         if reference is None or not math.isfinite(reference):
             reference = learner.window.loss
         self._store(self.active, reference, outcome)
-        if self.settings.replay == "reservoir":
+        if self.config.replay == "reservoir":
             self.replay.clear()
         self.pending = PendingDecision(
             marker=marker, start=start, from_domain=self.active, trigger=trigger
@@ -157,12 +155,12 @@ class HeadSwitch:
         assert pending is not None
         assert domains is not None
         x, y = self.replay.since(pending.start)
-        if len(x) < self.settings.early_min_events:
+        if len(x) < self.config.early_min_events:
             return
         losses = domains.event_scores(self.learner, x, y)
         best = early_choice(
             losses, baseline=pending.from_domain, fits=self._fits_reference,
-            z=self.settings.reuse_confidence,
+            z=self.config.reuse_confidence,
         )  # fmt: skip
         if best is not None:
             was, now = float(losses[pending.from_domain].mean()), float(losses[best].mean())
@@ -197,8 +195,8 @@ class HeadSwitch:
         pending, domains = self.pending, self.domain_store
         assert pending is not None
         assert domains is not None
-        recent, limit = self.pending_inputs, self.settings.input_fit_distance
-        if recent.count < self.settings.early_min_events:
+        recent, limit = self.pending_inputs, self.config.input_fit_distance
+        if recent.count < self.config.early_min_events:
             return
         fingerprints = {name: domains.entry(name).inputs for name in domains.names}
         best, distances = input_choice(
@@ -218,7 +216,7 @@ class HeadSwitch:
         assert pending is not None
         assert domains is not None
         was = self.pending_inputs.distance(domains.entry(pending.from_domain).inputs)
-        if was is not None and was <= self.settings.input_fit_distance:
+        if was is not None and was <= self.config.input_fit_distance:
             # the inputs still look like the active domain's (a late or passing alarm)
             self.pending = None
             self.inputs = self.inputs.merged(self.pending_inputs)
@@ -257,11 +255,11 @@ class HeadSwitch:
         reference = self.domain_store.entry(name).reference_loss
         if reference is None:
             return False
-        return score <= self.settings.fit_ratio * reference + self.settings.fit_margin
+        return score <= self.config.fit_ratio * reference + self.config.fit_margin
 
     def _new_head(self, name: str, outcome: StepOutcome, why: str, *, clone: bool = False) -> None:
         learner = self.learner
-        how = "clone" if clone else self.settings.new_head
+        how = "clone" if clone else self.config.new_head
         if how == "fresh":
             head = head_of(learner)
             model: Any = learner.model
@@ -275,7 +273,7 @@ class HeadSwitch:
         self, x: torch.Tensor, y: torch.Tensor, outcome: StepOutcome, *, passes: int = 0
     ) -> None:
         """``replay_steps`` extra steps on ``(x, y)``; at most ``passes`` over it (0: no cap)."""
-        steps, size = self.settings.replay_steps, self.settings.replay_batch_size
+        steps, size = self.config.replay_steps, self.config.replay_batch_size
         if passes:
             steps = min(steps, -(-passes * len(x) // size))
         if not steps or not len(x):

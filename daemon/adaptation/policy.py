@@ -38,10 +38,12 @@ Everything is deterministic given the state, which :meth:`Adaptation.state_dict`
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.drift import DriftDetected, DriftMonitor, make_monitor
 from driftd.adaptation.growth import grow_outputs
@@ -54,7 +56,7 @@ from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
 
 if TYPE_CHECKING:
-    from driftd.settings.root import AdaptationSettings, Settings
+    from driftd.settings.root import Settings
 
 CONCEPT_SIGNALS = ("loss", "error")
 
@@ -64,7 +66,7 @@ class Adaptation:
 
     Args:
         learner: The learner adapted (a split model with ``shared`` and ``head``).
-        settings: The policy's settings; ``enabled=False`` only monitors.
+        config: The adaptation settings it reads; ``enabled=False`` only monitors.
         monitor: The drift monitor, or None.
         generator: Random source of fresh heads, grown rows, replay draws (state saved).
         base_lr: The configured learning rate (``learner.lr``): at a drift the LR policy's rate
@@ -75,15 +77,15 @@ class Adaptation:
         self,
         *,
         learner: OnlineLearner,
-        settings: AdaptationSettings,
+        config: AdaptationConfig,
         monitor: DriftMonitor | None,
         generator: torch.Generator,
         base_lr: float,
     ) -> None:
-        self.learner, self.settings, self.monitor = learner, settings, monitor
+        self.learner, self.config, self.monitor = learner, config, monitor
         self.base_lr = base_lr
         self.generator = generator
-        self.switch = HeadSwitch(learner=learner, settings=settings, generator=generator)
+        self.switch = HeadSwitch(learner=learner, config=config, generator=generator)
         self.steps = 0
         self._drift_step: int | None = None
         self._boosting = False
@@ -94,7 +96,7 @@ class Adaptation:
     @property
     def enabled(self) -> bool:
         """Whether the policy acts (otherwise drifts are only reported)."""
-        return bool(self.settings.enabled)
+        return bool(self.config.enabled)
 
     @property
     def domain_store(self) -> DomainStore | None:
@@ -122,7 +124,7 @@ class Adaptation:
     ) -> tuple[list[tuple[str | None, DecodedBatch]], StepOutcome]:
         """Grow the classes for unseen labels, then split the batch by explicit domain."""
         outcome = StepOutcome()
-        if self.enabled and self.settings.grow_classes and bool(batch.labelled.any()):
+        if self.enabled and self.config.grow_classes and bool(batch.labelled.any()):
             self._grow(int(batch.y[batch.labelled].max()) + 1, outcome)
         if not (self.enabled and self.domain_store is not None):
             return [(None, batch)], outcome
@@ -165,7 +167,7 @@ class Adaptation:
     def _check_trunk(self, outcome: StepOutcome) -> None:
         """After ``score_events`` post-drift events, release a held trunk that does not serve."""
         start = self._trunk_check_from
-        if start is None or self.replay.arrivals - start < self.settings.score_events:
+        if start is None or self.replay.arrivals - start < self.config.score_events:
             return
         self._trunk_check_from = None
         x, y = self.replay.since(start)
@@ -200,7 +202,7 @@ class Adaptation:
     def _on_covariate_drift(
         self, drift: DriftDetected, batch: DecodedBatch, arrivals: int, outcome: StepOutcome
     ) -> None:
-        mode = self.settings.on_covariate_drift
+        mode = self.config.on_covariate_drift
         if mode == "ignore" or self.switch.pending is not None or self._drift_step == self.steps:
             return  # off, already adapting, or already acted on this step
         why = f"on covariate drift ({drift.signal})"
@@ -212,31 +214,32 @@ class Adaptation:
 
     def _boost(self, outcome: StepOutcome, why: str) -> None:
         """Head LR boost and moment reset, LR policy restart, trunk hold."""
-        s, learner = self.settings, self.learner
-        self._drift_step, self._boosting = self.steps, s.lr_boost > 1.0
-        if s.reset_head_moments:
+        config, learner = self.config, self.learner
+        self._drift_step, self._boosting = self.steps, config.lr_boost > 1.0
+        if config.reset_head_moments:
             for p in head_of(learner).parameters():
                 learner.optimizer.state.pop(p, None)
         if self._boosting:
-            reset = ", moments reset" if s.reset_head_moments else ""
-            detail = f"head LR x{s.lr_boost:g} decaying over {s.boost_steps} steps{reset}{why}"
+            reset = ", moments reset" if config.reset_head_moments else ""
+            boost, steps = config.lr_boost, config.boost_steps
+            detail = f"head LR x{boost:g} decaying over {steps} steps{reset}{why}"
             outcome.adaptations.append(Adapted("lr_boost", self.active, detail))
-        target, rate = s.policy_lr_factor * self.base_lr, learner.lr_policy.lr
+        target, rate = config.policy_lr_factor * self.base_lr, learner.lr_policy.lr
         if rate < target:  # the policy decayed while the old domain settled: restart it
             learner.lr_policy.rescale(target / rate)
             detail = f"LR policy {rate:.3g} -> {learner.lr_policy.lr:.3g}{why}"
             outcome.adaptations.append(Adapted("lr_restart", self.active, detail))
-        if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
-            detail = f"trunk LR x{s.trunk_scale:g} for {s.trunk_hold_steps} steps{why}"
+        if not config.freeze_trunk and config.trunk_hold_steps and config.trunk_scale < 1.0:
+            detail = f"trunk LR x{config.trunk_scale:g} for {config.trunk_hold_steps} steps{why}"
             outcome.adaptations.append(Adapted("trunk_freeze", self.active, detail))
             self._trunk_released = False
-            if s.trunk_evidence:
+            if config.trunk_evidence:
                 self._trunk_check_from = self.replay.arrivals
 
     def _grow(self, n_classes: int, outcome: StepOutcome) -> None:
         model: Any = self.learner.model
         current = int(model.n_outputs)
-        wanted = min(n_classes, self.settings.max_classes)
+        wanted = min(n_classes, self.config.max_classes)
         if wanted <= current:
             return
         for key, rows in grow_outputs(self.learner, wanted, self.generator).items():
@@ -246,20 +249,20 @@ class Adaptation:
 
     def _apply_scales(self, outcome: StepOutcome | None = None) -> None:
         """Set the head and trunk LR multipliers for the current step of the schedules."""
-        s, learner = self.settings, self.learner
-        head, trunk = 1.0, 0.0 if s.freeze_trunk and self.enabled else 1.0
+        config, learner = self.config, self.learner
+        head, trunk = 1.0, 0.0 if config.freeze_trunk and self.enabled else 1.0
         if self._drift_step is not None and self.enabled:
             since = self.steps - self._drift_step
             if self._boosting:
-                head = head_scale(since, boost=s.lr_boost, boost_steps=s.boost_steps)
-            held = not (s.freeze_trunk or self._trunk_released)
-            if held and s.trunk_hold_steps and s.trunk_scale < 1.0:
+                head = head_scale(since, boost=config.lr_boost, boost_steps=config.boost_steps)
+            held = not (config.freeze_trunk or self._trunk_released)
+            if held and config.trunk_hold_steps and config.trunk_scale < 1.0:
                 trunk = trunk_scale(
-                    since, hold_scale=s.trunk_scale, hold_steps=s.trunk_hold_steps,
-                    resume_scale=s.trunk_resume_scale, ramp_steps=s.trunk_ramp_steps,
+                    since, hold_scale=config.trunk_scale, hold_steps=config.trunk_hold_steps,
+                    resume_scale=config.trunk_resume_scale, ramp_steps=config.trunk_ramp_steps,
                 )  # fmt: skip
-                if since == s.trunk_hold_steps and outcome is not None:
-                    detail = f"trunk LR x{trunk:g}, back to x1 in {s.trunk_ramp_steps} steps"
+                if since == config.trunk_hold_steps and outcome is not None:
+                    detail = f"trunk LR x{trunk:g}, back to x1 in {config.trunk_ramp_steps} steps"
                     outcome.adaptations.append(Adapted("trunk_unfreeze", self.active, detail))
             if head == 1.0 and trunk == 1.0 and self.switch.pending is None:
                 self._drift_step, self._boosting = None, False
@@ -311,7 +314,13 @@ def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | 
     if monitor is None and not settings.adaptation.enabled:
         return None
     generator = torch.Generator().manual_seed(settings.model.seed + 1)
+    config = AdaptationConfig(
+        **{
+            field.name: getattr(settings.adaptation, field.name)
+            for field in fields(AdaptationConfig)
+        }
+    )
     return Adaptation(
-        learner=learner, settings=settings.adaptation, monitor=monitor, generator=generator,
+        learner=learner, config=config, monitor=monitor, generator=generator,
         base_lr=settings.learner.lr,
     )  # fmt: skip

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.drift import DriftMonitor, SignalMonitor
 from driftd.adaptation.head_switch import HeadSwitch
 from driftd.adaptation.pending_decision import PendingDecision
@@ -19,7 +22,7 @@ from driftd.learning.lr import ConstantLR
 from driftd.learning.models import build_model
 from driftd.records import Record
 from driftd.serving.publish_gate import LabelWindow
-from driftd.settings.root import load_settings
+from driftd.settings.root import AdaptationSettings
 
 
 def _shifted_stream() -> list[float]:
@@ -137,8 +140,13 @@ def _switch() -> HeadSwitch:
         loss="cross_entropy",
         metrics_window=100,
     )
-    settings = load_settings(model={"n_classes": 2}).adaptation
-    return HeadSwitch(learner=learner, settings=settings, generator=torch.Generator())
+    return HeadSwitch(learner=learner, config=_config(), generator=torch.Generator())
+
+
+def _config(**options: Any) -> AdaptationConfig:
+    """The config the composition root derives from ``AdaptationSettings(**options)``."""
+    settings = AdaptationSettings(**options)
+    return AdaptationConfig(**{f.name: getattr(settings, f.name) for f in fields(AdaptationConfig)})
 
 
 def test_the_pending_head_decision_sums_only_finite_losses() -> None:
