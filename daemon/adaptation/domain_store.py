@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from driftd.adaptation.recurrence import InputStats
 from driftd.learning.learner import OnlineLearner
+from driftd.learning.tensor_state import TensorState
 
 
 @dataclass
@@ -188,10 +189,14 @@ class DomainStore:
                     pad = value.new_zeros((len(rows), *value.shape[1:]))
                     entry.head_moments[key][name] = torch.cat([value, pad])
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-        """Tensors keyed ``<i>.w.<key>`` / ``<i>.m.<key>.<name>`` and JSON entries in LRU order."""
+    def state_dict(self) -> TensorState:
+        """Tensors and ``{"entries": [...]}``: one JSON entry per domain, in LRU order.
+
+        Tensors of the ``i``-th entry are keyed ``<i>.w.<key>`` (head), ``<i>.m.<key>.<name>``
+        (head moments), ``<i>.t.<key>`` (trunk) and ``<i>.i.<name>`` (input fingerprint).
+        """
         tensors: dict[str, torch.Tensor] = {}
-        meta: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         for i, (name, entry) in enumerate(self._entries.items()):
             for key, value in entry.head.items():
                 tensors[f"{i}.w.{key}"] = value
@@ -200,18 +205,25 @@ class DomainStore:
                     tensors[f"{i}.m.{key}.{state_name}"] = value
             for key, value in entry.trunk.items():
                 tensors[f"{i}.t.{key}"] = value
-            inputs, count = entry.inputs.state_dict()
+            inputs, inputs_meta = entry.inputs.state_dict()
             tensors |= {f"{i}.i.{key}": value for key, value in inputs.items()}
             moments = {key: sorted(values) for key, values in entry.head_moments.items()}
-            meta.append({"name": name, "reference_loss": entry.reference_loss,
-                         "weights": list(entry.head), "moments": moments,
-                         "trunk": list(entry.trunk), "inputs": count})  # fmt: skip
-        return tensors, meta
+            entries.append({
+                "name": name, "reference_loss": entry.reference_loss, "weights": list(entry.head),
+                "moments": moments, "trunk": list(entry.trunk), "inputs": inputs_meta["count"],
+            })  # fmt: skip
+        return tensors, {"entries": entries}
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
-        """Restore :meth:`state_dict` output (order = recency)."""
+    def load_state_dict(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
+        """Restore :meth:`state_dict` output (order = recency).
+
+        ``meta`` may also be the bare list of entries that snapshots before issue 11 hold.
+        """
         self._entries.clear()
-        for i, item in enumerate(meta):
+        entries = meta if isinstance(meta, list) else meta["entries"]
+        for i, item in enumerate(entries):
             weights = {key: tensors[f"{i}.w.{key}"] for key in item["weights"]}
             moments = {
                 key: {name: tensors[f"{i}.m.{key}.{name}"] for name in names}
@@ -221,7 +233,7 @@ class DomainStore:
             prefix = f"{i}.i."
             inputs = InputStats.from_state(
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-                int(item.get("inputs", 0)),
+                {"count": item.get("inputs", 0)},
             )
             self._entries[str(item["name"])] = StoredDomain(
                 head=weights, head_moments=moments, reference_loss=item["reference_loss"],

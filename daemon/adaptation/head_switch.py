@@ -31,6 +31,7 @@ from driftd.adaptation.recurrence import InputStats, change_point, early_choice,
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.learning.tensor_state import TensorState
 from driftd.outcomes import Adapted, StepOutcome
 
 
@@ -293,19 +294,20 @@ class HeadSwitch:
         for evicted in stored:
             outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_dict(self) -> TensorState:
         """Tensors (replay rows, stored trunks and heads, fingerprints) and JSON-ready state."""
         replay_tensors, replay_meta = self.replay.state_dict()
         tensors = {f"replay.{k}": v for k, v in replay_tensors.items()}
-        stored_meta: list[dict[str, Any]] = []
+        stored_meta: dict[str, Any] = {"entries": []}
         if self.domain_store is not None:
             stored_tensors, stored_meta = self.domain_store.state_dict()
             # under "heads", as snapshots have always stored them
             tensors |= {f"heads.{k}": v for k, v in stored_tensors.items()}
         counts = {}
         for name, stats in (("inputs", self.inputs), ("pending_inputs", self.pending_inputs)):
-            part, counts[name] = stats.state_dict()
+            part, stats_meta = stats.state_dict()
             tensors |= {f"{name}.{k}": v for k, v in part.items()}
+            counts[name] = stats_meta["count"]
         meta = {
             "active": self.active, "next_domain": self.next_domain,
             "pending": None if self.pending is None else self.pending.state_dict(),
@@ -322,9 +324,9 @@ class HeadSwitch:
         saved = meta["pending"]
         self.pending = None if saved is None else PendingDecision.from_state(saved)
         counts = meta.get("input_counts", {})
-        self.inputs = InputStats.from_state(_part(tensors, "inputs."), counts.get("inputs", 0))
-        self.pending_inputs = InputStats.from_state(
-            _part(tensors, "pending_inputs."), counts.get("pending_inputs", 0)
+        self.inputs, self.pending_inputs = (
+            InputStats.from_state(_part(tensors, f"{name}."), {"count": counts.get(name, 0)})
+            for name in ("inputs", "pending_inputs")
         )
 
 

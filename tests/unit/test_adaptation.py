@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -139,6 +141,31 @@ def test_resume_with_adaptation_continues_bit_identically(tmp_path: Path, stop_a
     assert a.monitor is not None
     assert b.monitor is not None
     assert json.dumps(a.monitor.state_dict()) == json.dumps(b.monitor.state_dict())
+
+
+def test_a_snapshot_from_before_issue_11_resumes_to_the_same_state(tmp_path: Path) -> None:
+    """Stored domains then were a bare list of entries in the manifest; a pending decision
+    also had fewer keys when written before early reuse (covered in test_pending_decision)."""
+    records, settings = _records(), _settings(tmp_path)
+    store = InMemorySnapshotStore(keep=1)
+    _trainer(settings, records, store).run(StopWhen(max_events=2_048))  # a decision pending
+    snapshot = store.load_newest()
+    assert snapshot is not None
+    manifest = copy.deepcopy(dict(snapshot.manifest))
+    adaptation = manifest["adaptation"]
+    assert adaptation["pending"] is not None
+    assert len(adaptation["heads"]["entries"]) >= 1
+    adaptation["heads"] = adaptation["heads"]["entries"]
+    old_store = InMemorySnapshotStore(keep=1)
+    old_store.save(dataclasses.replace(snapshot, manifest=manifest))
+    a = _trainer(settings, records, store).loop.state.adaptation
+    b = _trainer(settings, records, old_store).loop.state.adaptation
+    assert a is not None
+    assert b is not None
+    (a_tensors, a_meta), (b_tensors, b_meta) = a.state_dict(), b.state_dict()
+    assert json.dumps(a_meta, sort_keys=True) == json.dumps(b_meta, sort_keys=True)
+    assert a_tensors.keys() == b_tensors.keys()
+    assert all(torch.equal(value, b_tensors[key]) for key, value in a_tensors.items())
 
 
 def test_snapshot_holds_everything_as_json_and_tensors(tmp_path: Path) -> None:

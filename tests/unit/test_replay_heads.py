@@ -93,7 +93,7 @@ def _learn(learner: OnlineLearner, seed: int, steps: int = 3, n_classes: int = 3
         learner.learn_many(x, y, torch.ones(16, dtype=torch.bool))
 
 
-def test_registry_is_bounded_and_evicts_the_least_recently_used() -> None:
+def test_stored_domains_are_bounded_least_recently_used_evicted() -> None:
     learner, domains = _learner(), DomainStore(3)
     for name in "abc":
         assert domains.store(name, learner, reference_loss=None) == []
@@ -124,7 +124,7 @@ def test_switching_heads_restores_weights_and_moments_exactly() -> None:
     assert torch.equal(domains.entry("a").head["0.weight"], saved["0.weight"]), "copy kept"
 
 
-def test_registry_state_round_trip() -> None:
+def test_stored_domains_state_round_trip() -> None:
     learner, domains = _learner(), DomainStore(4)
     _learn(learner, 1)
     inputs = InputStats()
@@ -133,6 +133,7 @@ def test_registry_state_round_trip() -> None:
     domains.store("z", learner, reference_loss=None)
     inputs.update(torch.ones(1, 4))  # the store keeps its own copy
     tensors, meta = domains.state_dict()
+    assert [entry["name"] for entry in meta["entries"]] == ["x.y", "z"]
     copy = DomainStore(4)
     copy.load_state_dict(dict(tensors), meta)
     assert copy.names == ["x.y", "z"]
@@ -145,6 +146,12 @@ def test_registry_state_round_trip() -> None:
     for key, value in domains.entry("x.y").head_moments.items():
         for name, tensor in value.items():
             assert torch.equal(copy.entry("x.y").head_moments[key][name], tensor)
+    for key, value in domains.entry("z").trunk.items():
+        assert torch.equal(copy.entry("z").trunk[key], value)
+    before_issue_11 = DomainStore(4)  # snapshots then held the bare list of entries
+    before_issue_11.load_state_dict(dict(tensors), meta["entries"])
+    assert before_issue_11.names == ["x.y", "z"]
+    assert before_issue_11.entry("x.y").inputs.count == 3
 
 
 def test_growing_classes_keeps_learned_weights_and_moments_bit_identical() -> None:
