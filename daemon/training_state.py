@@ -206,7 +206,8 @@ class TrainingState:
         saved = manifest.get("adaptation")
         if self.adaptation is not None and saved is not None:
             tensors = _part(snapshot.training, _ADAPTATION)
-            for signal in self.adaptation.load_state_dict(tensors, saved):
+            self.adaptation.load_state_dict(tensors, saved)
+            for signal in self.adaptation.reset_signals:
                 log.warning(
                     "drift detector on %s changed since the snapshot: it starts afresh", signal,
                     extra={"event": "detector_reset", "signal": signal},

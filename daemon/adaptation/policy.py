@@ -53,6 +53,7 @@ from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
 from driftd.adaptation.trunk_evidence import trunk_still_serves
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.learning.tensor_state import TensorState
 from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
 
 if TYPE_CHECKING:
@@ -71,6 +72,10 @@ class Adaptation:
         generator: Random source of fresh heads, grown rows, replay draws (state saved).
         base_lr: The configured learning rate (``learner.lr``): at a drift the LR policy's rate
             is raised back to ``policy_lr_factor`` times it if it decayed below.
+
+    Attributes:
+        reset_signals: Signals whose drift detectors started afresh at the last
+            :meth:`load_state_dict` (their configuration changed since the snapshot).
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class Adaptation:
         self._boosting = False
         self._trunk_check_from: int | None = None  # replay arrival the trunk evidence starts at
         self._trunk_released = False
+        self.reset_signals: list[str] = []
         self._apply_scales()
 
     @property
@@ -276,7 +282,7 @@ class Adaptation:
             p.requires_grad_(trunk > 0.0)
         learner.refresh_lr()
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_dict(self) -> TensorState:
         """Tensors (generator, replay rows, stored trunks and heads, fingerprints) and JSON meta."""
         tensors, meta = self.switch.state_dict()
         tensors = {"generator": self.generator.get_state(), **tensors}
@@ -287,19 +293,19 @@ class Adaptation:
         }  # fmt: skip
         return tensors, meta
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[str]:
-        """Restore :meth:`state_dict` output; returns signals whose detectors started afresh."""
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (see :attr:`reset_signals`)."""
         self.generator.set_state(tensors["generator"])
         self.switch.load_state_dict(tensors, meta)
         self.steps, self._drift_step = int(meta["steps"]), meta["drift_step"]
         self._boosting = bool(meta["boosting"])
         self._trunk_check_from = meta.get("trunk_check_from")
         self._trunk_released = bool(meta.get("trunk_released", False))
-        fresh: list[str] = []
+        self.reset_signals = []
         if self.monitor is not None and meta.get("monitor") is not None:
-            fresh = self.monitor.load_state_dict(meta["monitor"])
+            self.monitor.load_state_dict(meta["monitor"])
+            self.reset_signals = list(self.monitor.reset_signals)
         self._apply_scales()
-        return fresh
 
 
 def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | None:

@@ -168,6 +168,24 @@ def test_a_snapshot_from_before_issue_11_resumes_to_the_same_state(tmp_path: Pat
     assert all(torch.equal(value, b_tensors[key]) for key, value in a_tensors.items())
 
 
+def test_a_changed_detector_starts_afresh_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = InMemorySnapshotStore(keep=1)
+    _trainer(_settings(tmp_path), _records(), store).run(StopWhen(max_events=640))
+    caplog.set_level(logging.WARNING, logger="driftd.training_state")
+    changed = _settings(tmp_path, drift={"params": {"delta": 0.01}})
+    adaptation = _trainer(changed, _records(), store).loop.state.adaptation
+    resets = [r for r in caplog.records if getattr(r, "event", None) == "detector_reset"]
+    assert [r.signal for r in resets] == ["loss"]  # type: ignore[attr-defined]
+    assert adaptation is not None
+    assert adaptation.reset_signals == ["loss"]
+    assert adaptation.monitor is not None
+    assert adaptation.monitor.concept is not None
+    assert adaptation.monitor.concept.seen == 0
+    assert all(monitor.seen > 0 for monitor in adaptation.monitor.covariate), "inputs restored"
+
+
 def test_snapshot_holds_everything_as_json_and_tensors(tmp_path: Path) -> None:
     store = FileSnapshotStore(tmp_path / "snap", keep=2)
     trainer = _trainer(_settings(tmp_path), _records(), store)
