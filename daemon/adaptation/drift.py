@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from driftd.settings.root import DriftSettings
 
 Kind = Literal["warning", "drift"]
+Signal = Literal["loss", "error", "input_mean", "input_rms"]
+"""What a monitor watches: a concept signal (labels needed) or a covariate one (inputs only)."""
 _TAIL = 32  # fed values averaged into a detection's "after" level
 
 
@@ -66,7 +68,7 @@ class DriftDetected:
     """
 
     detector: str
-    signal: str
+    signal: Signal
     kind: Kind
     index: int
     row: int
@@ -97,7 +99,7 @@ class SignalMonitor:
     """
 
     def __init__(
-        self, *, detector: str, params: Params, signal: str, every: int = 0, batch_mean: bool
+        self, *, detector: str, params: Params, signal: Signal, every: int = 0, batch_mean: bool
     ) -> None:
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
@@ -241,7 +243,7 @@ class DriftMonitor:
         self.concept_signal = concept_signal
         self.covariate = list(covariate)
         self.improvements = 0
-        self.reset_signals: list[str] = []
+        self.reset_signals: list[Signal] = []
 
     def update(
         self,
@@ -354,7 +356,7 @@ def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
         detector=detector, params=params, signal=signal,
         every=settings.every, batch_mean=settings.batch_mean,
     )  # fmt: skip
-    names = ("input_mean", "input_rms") if settings.covariate else ()
+    names: tuple[Signal, ...] = ("input_mean", "input_rms") if settings.covariate else ()
     per_batch = settings.covariate_batch_mean
     adwin: Params = {"delta": settings.covariate_delta, "clock": 1 if per_batch else 32}
     covariate = [

@@ -45,7 +45,7 @@ import torch
 
 from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
-from driftd.adaptation.drift import DriftDetected, DriftMonitor, make_monitor
+from driftd.adaptation.drift import DriftDetected, DriftMonitor, Signal, make_monitor
 from driftd.adaptation.growth import grow_outputs
 from driftd.adaptation.head_switch import HeadSwitch
 from driftd.adaptation.replay import ReplayBuffer
@@ -96,7 +96,7 @@ class Adaptation:
         self._boosting = False
         self._trunk_check_from: int | None = None  # replay arrival the trunk evidence starts at
         self._trunk_released = False
-        self.reset_signals: list[str] = []
+        self.reset_signals: list[Signal] = []
         self._apply_scales()
 
     @property
