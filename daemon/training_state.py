@@ -2,17 +2,18 @@
 
 "What is saved" lives here; "where it is saved" is a snapshot store's business. The state is the
 learner (model, optimizer, LR policy, prequential window) and the adaptation (drift detectors,
-domain heads, replay buffer, policy), together with the next offset of every partition: saved
+stored domains, replay buffer, policy), together with the next offset of every partition: saved
 together, restored together, so a restart replays exactly what came after.
 
 Layout: ``weights`` hold the live model only (shared trunk + active head: all inference needs;
 after structured pruning, the shrunk layers, described by the manifest's ``model`` config);
-``training`` holds the optimizer tensors and, under ``adaptation.``, the stored heads, replay
-rows and generator state, under ``pruning.`` the masks, Taylor scores and recent window, and
-under ``dead_letters.`` the bytes of rejections not yet acknowledged; the manifest holds
-``domains`` (one entry per known domain), ``adaptation`` (policy, detector and registry state
-as JSON; never pickle), ``pruning`` (schedule, controller, sizes) and ``dead_letters`` (those
-rejections' partition, offset and reason: :mod:`driftd.dead_letter_backlog`).
+``training`` holds the optimizer tensors and, under ``adaptation.``, the stored trunks and
+heads, replay rows and generator state, under ``pruning.`` the masks, Taylor scores and recent
+window, and under ``dead_letters.`` the bytes of rejections not yet acknowledged; the manifest
+holds ``domains`` (one entry per known domain), ``adaptation`` (policy, detector and
+stored-domain state as JSON; never pickle), ``pruning`` (schedule, controller, sizes) and
+``dead_letters`` (those rejections' partition, offset and reason:
+:mod:`driftd.dead_letter_backlog`).
 """
 
 from __future__ import annotations
@@ -179,13 +180,13 @@ class TrainingState:
         adaptation = self.adaptation
         if adaptation is None:
             return []
-        heads = adaptation.heads
+        stored = adaptation.domain_store
         return [
             {
                 "name": name,
                 "active": name == adaptation.active,
-                "reference_loss": heads.entry(name).reference_loss
-                if heads is not None and name in heads
+                "reference_loss": stored.entry(name).reference_loss
+                if stored is not None and name in stored
                 else None,
             }
             for name in adaptation.domains
@@ -205,7 +206,8 @@ class TrainingState:
         saved = manifest.get("adaptation")
         if self.adaptation is not None and saved is not None:
             tensors = _part(snapshot.training, _ADAPTATION)
-            for signal in self.adaptation.load_state_dict(tensors, saved):
+            self.adaptation.load_state_dict(tensors, saved)
+            for signal in self.adaptation.reset_signals:
                 log.warning(
                     "drift detector on %s changed since the snapshot: it starts afresh", signal,
                     extra={"event": "detector_reset", "signal": signal},

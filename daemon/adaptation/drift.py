@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from driftd.settings.root import DriftSettings
 
 Kind = Literal["warning", "drift"]
+Signal = Literal["loss", "error", "input_mean", "input_rms"]
+"""What a monitor watches: a concept signal (labels needed) or a covariate one (inputs only)."""
 _TAIL = 32  # fed values averaged into a detection's "after" level
 
 
@@ -66,7 +68,7 @@ class DriftDetected:
     """
 
     detector: str
-    signal: str
+    signal: Signal
     kind: Kind
     index: int
     row: int
@@ -97,7 +99,7 @@ class SignalMonitor:
     """
 
     def __init__(
-        self, *, detector: str, params: Params, signal: str, every: int = 0, batch_mean: bool
+        self, *, detector: str, params: Params, signal: Signal, every: int = 0, batch_mean: bool
     ) -> None:
         if every < 0:
             raise ValueError(f"every must be >= 0, got {every}")
@@ -191,12 +193,22 @@ class SignalMonitor:
             "warning": self._warning,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> bool:
-        """Restore :meth:`state_dict` output; False (state untouched) if the config differs."""
-        if (state["detector"], state["params"], state["signal"]) != (
-            self.name, self.params, self.signal
-        ):  # fmt: skip
-            return False
+    def matches(self, state: dict[str, Any]) -> bool:
+        """Whether ``state`` was saved with this detector, its params and this signal."""
+        saved = (state["detector"], state["params"], state["signal"])
+        return saved == (self.name, self.params, self.signal)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output.
+
+        Raises:
+            ValueError: It was saved with another configuration (see :meth:`matches`).
+        """
+        if not self.matches(state):
+            raise ValueError(
+                f"{self.signal} monitor state is of {state['detector']} {state['params']}, "
+                f"not {self.name} {self.params}"
+            )
         self.detector = make_detector(self.name, self.params)
         load_detector_state(self.detector, state["state"])
         self.seen, self._phase = int(state["seen"]), int(state["phase"])
@@ -204,7 +216,6 @@ class SignalMonitor:
         self._ref_sum, self._ref_n = float(state["reference"][0]), int(state["reference"][1])
         self._tail = [float(v) for v in state["tail"]]
         self._warning = bool(state["warning"])
-        return True
 
 
 class DriftMonitor:
@@ -214,6 +225,11 @@ class DriftMonitor:
         concept: Monitor of the per-event loss or error (None: no labelled signal).
         concept_signal: ``loss`` or ``error``: what ``concept`` is fed.
         covariate: Monitors of ``input_mean`` and ``input_rms`` (per batch), possibly empty.
+
+    Attributes:
+        improvements: Detections of a falling loss or error (not reported as drifts).
+        reset_signals: Signals whose detectors started afresh at the last
+            :meth:`load_state_dict` (their configuration changed since the state was saved).
     """
 
     def __init__(
@@ -227,6 +243,7 @@ class DriftMonitor:
         self.concept_signal = concept_signal
         self.covariate = list(covariate)
         self.improvements = 0
+        self.reset_signals: list[Signal] = []
 
     def update(
         self,
@@ -282,23 +299,24 @@ class DriftMonitor:
             "covariate": [monitor.state_dict() for monitor in self.covariate],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> list[str]:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output.
 
-        Returns:
-            The signals that started afresh instead (their detector configuration changed).
+        A signal whose detector configuration changed (or that was not saved) starts afresh
+        instead; :attr:`reset_signals` names those signals until the next load.
         """
-        fresh: list[str] = []
+        self.reset_signals = []
         if self.concept is not None:
-            saved = state.get("concept")
-            if saved is None or not self.concept.load_state_dict(saved):
-                fresh.append(self.concept.signal)
+            self._load_monitor(self.concept, state.get("concept"))
         saved_covariate = {s["signal"]: s for s in state.get("covariate", [])}
         for monitor in self.covariate:
-            saved = saved_covariate.get(monitor.signal)
-            if saved is None or not monitor.load_state_dict(saved):
-                fresh.append(monitor.signal)
-        return fresh
+            self._load_monitor(monitor, saved_covariate.get(monitor.signal))
+
+    def _load_monitor(self, monitor: SignalMonitor, saved: dict[str, Any] | None) -> None:
+        if saved is not None and monitor.matches(saved):
+            monitor.load_state_dict(saved)
+        else:
+            self.reset_signals.append(monitor.signal)
 
 
 def _input_values(flat: torch.Tensor, monitor: SignalMonitor) -> list[float]:
@@ -338,7 +356,7 @@ def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
         detector=detector, params=params, signal=signal,
         every=settings.every, batch_mean=settings.batch_mean,
     )  # fmt: skip
-    names = ("input_mean", "input_rms") if settings.covariate else ()
+    names: tuple[Signal, ...] = ("input_mean", "input_rms") if settings.covariate else ()
     per_batch = settings.covariate_batch_mean
     adwin: Params = {"delta": settings.covariate_delta, "clock": 1 if per_batch else 32}
     covariate = [

@@ -1,8 +1,8 @@
 """Which head serves the stream after a drift: store it, score the others, reuse one or start one.
 
-:class:`HeadSwitch` owns the domain-head registry, the replay buffer and the decision pending
-after a drift (see :mod:`driftd.adaptation.policy` for the policy as a whole). A decision comes, in
-this order of precedence, from:
+:class:`HeadSwitch` owns the store of known domains (each one's trunk and head), the replay
+buffer and the decision pending after a drift (see :mod:`driftd.adaptation.policy` for the
+policy as a whole). A decision comes, in this order of precedence, from:
 
 1. the full window: ``score_events`` labelled events after the detection; the best stored head
    that fits its domain's reference and beats the live head's prequential loss is reused, else
@@ -20,41 +20,40 @@ this order of precedence, from:
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from driftd.adaptation.heads import HeadRegistry, head_of
+from driftd.adaptation.config import AdaptationConfig
+from driftd.adaptation.domain_store import DomainStore, head_of
+from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.learning.tensor_state import TensorState
 from driftd.outcomes import Adapted, StepOutcome
-
-if TYPE_CHECKING:
-    from driftd.settings.root import AdaptationSettings
 
 
 class HeadSwitch:
-    """The head registry, replay buffer and pending head decision of one learner.
+    """The stored domains, replay buffer and pending head decision of one learner.
 
     Args:
         learner: The learner whose head is switched.
-        settings: The adaptation settings.
+        config: The adaptation settings it reads.
         generator: Random source of fresh heads and replay draws (its state is the owner's).
     """
 
     def __init__(
-        self, *, learner: OnlineLearner, settings: AdaptationSettings, generator: torch.Generator
+        self, *, learner: OnlineLearner, config: AdaptationConfig, generator: torch.Generator
     ) -> None:
-        self.learner, self.settings, self.generator = learner, settings, generator
-        self.heads = HeadRegistry(settings.max_heads) if settings.heads else None
-        self.replay = ReplayBuffer(settings.replay_size, mode=settings.replay, generator=generator)
+        self.learner, self.config, self.generator = learner, config, generator
+        self.domain_store = DomainStore(config.max_heads) if config.heads else None
+        self.replay = ReplayBuffer(config.replay_size, mode=config.replay, generator=generator)
         self.active = "d0"
         self.next_domain = 1
-        # marker (detection), start (estimated change), from, loss_sum, count, trigger, events
-        self.pending: dict[str, Any] | None = None
-        self.fingerprints = settings.on_covariate_drift == "score_heads"
+        self.pending: PendingDecision | None = None
+        self.fingerprints = config.on_covariate_drift == "score_heads"
         self.inputs = InputStats()  # the active domain's inputs (fingerprints only)
         self.pending_inputs = InputStats()  # the inputs since the pending drift
 
@@ -66,20 +65,17 @@ class HeadSwitch:
             x = batch.x if every else batch.x[labelled]
             self.replay.extend(x, batch.y if every else batch.y[labelled])
         if self.pending is not None:
-            losses = report.event_losses.detach()
-            losses = losses[torch.isfinite(losses)]  # the live head's level stays a number
-            self.pending["loss_sum"] += float(losses.sum(dtype=torch.float64))
-            self.pending["count"] += len(losses)
-            self.pending["events"] += len(batch)
+            self.pending.add_losses(report.event_losses)
+            self.pending.events += len(batch)
 
     def activate(self, domain: str, outcome: StepOutcome) -> None:
         """Put explicit ``domain``'s head in the live model (created on first sight)."""
-        assert self.heads is not None
+        assert self.domain_store is not None
         self.pending = None  # an explicit domain settles any head decision
         self._store(self.active, None, outcome)
-        if domain in self.heads:
-            self.heads.load(domain, self.learner)
-            self.inputs = self.heads.entry(domain).inputs.copy()
+        if domain in self.domain_store:
+            self.domain_store.load(domain, self.learner)
+            self.inputs = self.domain_store.entry(domain).inputs.copy()
         else:
             self.inputs = InputStats()
             self._new_head(domain, outcome, "first event of an explicit domain")
@@ -96,12 +92,9 @@ class HeadSwitch:
         start = self._change_start(marker, span)
         if self.pending is None:
             self._start(marker, start, "concept", outcome)
-        else:  # a covariate drift started looking (its head stored): now the loss shows it too
-            self.pending |= {"marker": marker, "start": start, "trigger": "concept"}
+        # else a covariate drift started looking (its head stored): now the loss shows it too
         assert self.pending is not None
-        losses_after = losses_after[torch.isfinite(losses_after)]
-        loss_sum = float(losses_after.sum(dtype=torch.float64))
-        self.pending |= {"loss_sum": loss_sum, "count": len(losses_after)}
+        self.pending.anchor_concept(marker, start, losses_after)
 
     def on_covariate_drift(self, marker: int, start: int, why: str, outcome: StepOutcome) -> None:
         """Store the active head and look for its successor (``score_heads``)."""
@@ -112,15 +105,15 @@ class HeadSwitch:
         """Track the inputs and decide when the evidence suffices; True if a head was reused."""
         if self.fingerprints:
             (self.inputs if self.pending is None else self.pending_inputs).update(batch.x)
-        pending, s = self.pending, self.settings
+        pending, config = self.pending, self.config
         if pending is None:
             return False
-        by_inputs = pending["trigger"] == "covariate"
-        if self.replay.arrivals - pending["marker"] >= s.score_events:
+        by_inputs = pending.trigger == "covariate"
+        if self.replay.arrivals - pending.marker >= config.score_events:
             self._decide(outcome)
-        elif by_inputs and pending["events"] >= s.score_events:
+        elif by_inputs and pending.events >= config.score_events:
             self._decide_by_inputs(outcome, final=True)
-        elif s.early_reuse:
+        elif config.early_reuse:
             self._try_early(outcome)
             if self.pending is not None and by_inputs:
                 self._decide_by_inputs(outcome, final=False)
@@ -133,56 +126,55 @@ class HeadSwitch:
         too. The live model's losses over the detector's window (``span``; else twice
         ``score_events``) before the detection locate the rise (:func:`change_point`).
         """
-        first = max(0, marker - (span or 2 * self.settings.score_events))
+        first = max(0, marker - (span or 2 * self.config.score_events))
         x, y = self.replay.since(first, marker + 1)
-        if len(x) < 4 or self.heads is None:
+        if len(x) < 4 or self.domain_store is None:
             return marker
-        losses = self.heads.live_event_losses(self.learner, x, y)
+        losses = self.domain_store.live_event_losses(self.learner, x, y)
         if not bool(torch.isfinite(losses).all()):
             return marker  # no level to compare: score from the detection on
         return first + change_point(losses)
 
-    def _start(self, marker: int, start: int, trigger: str, outcome: StepOutcome) -> None:
+    def _start(self, marker: int, start: int, trigger: Trigger, outcome: StepOutcome) -> None:
         """Store the active head with its reference loss (just before ``start``)."""
-        heads, learner = self.heads, self.learner
-        assert heads is not None
-        x, y = self.replay.since(max(0, start - self.settings.score_events * 4), start)
-        reference = heads.score_live(learner, x, y) if len(x) else None
+        domains, learner = self.domain_store, self.learner
+        assert domains is not None
+        x, y = self.replay.since(max(0, start - self.config.score_events * 4), start)
+        reference = domains.score_live(learner, x, y) if len(x) else None
         if reference is None or not math.isfinite(reference):
             reference = learner.window.loss
         self._store(self.active, reference, outcome)
-        if self.settings.replay == "reservoir":
+        if self.config.replay == "reservoir":
             self.replay.clear()
-        self.pending = {
-            "marker": marker, "start": start, "from": self.active, "loss_sum": 0.0, "count": 0,
-            "trigger": trigger, "events": 0,
-        }  # fmt: skip
+        self.pending = PendingDecision(
+            marker=marker, start=start, from_domain=self.active, trigger=trigger
+        )
         self.pending_inputs = InputStats()
 
     def _try_early(self, outcome: StepOutcome) -> None:
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
-        x, y = self.replay.since(pending["start"])
-        if len(x) < self.settings.early_min_events:
+        assert domains is not None
+        x, y = self.replay.since(pending.start)
+        if len(x) < self.config.early_min_events:
             return
-        losses = heads.event_scores(self.learner, x, y)
+        losses = domains.event_scores(self.learner, x, y)
         best = early_choice(
-            losses, baseline=pending["from"], fits=self._fits_reference,
-            z=self.settings.reuse_confidence,
+            losses, baseline=pending.from_domain, fits=self._fits_reference,
+            z=self.config.reuse_confidence,
         )  # fmt: skip
         if best is not None:
-            was, now = float(losses[pending["from"]].mean()), float(losses[best].mean())
-            detail = f"early, on {len(x)} events: {pending['from']} {was:.3f}, {best} {now:.3f}"
+            was, now = float(losses[pending.from_domain].mean()), float(losses[best].mean())
+            detail = f"early, on {len(x)} events: {pending.from_domain} {was:.3f}, {best} {now:.3f}"
             self._reuse(best, detail, outcome)
 
     def _decide(self, outcome: StepOutcome) -> None:
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
-        x, y = self.replay.since(pending["marker"])
-        live = pending["loss_sum"] / max(1, pending["count"])
-        scores = heads.scores(self.learner, x, y) if len(x) else {}
+        assert domains is not None
+        x, y = self.replay.since(pending.marker)
+        live = pending.live_loss
+        scores = domains.scores(self.learner, x, y) if len(x) else {}
         # a head whose loss is not a number is no candidate (NaN would compare false either way)
         scores = {name: s if math.isfinite(s) else math.inf for name, s in scores.items()}
         fitting = [
@@ -194,26 +186,26 @@ class HeadSwitch:
         detail = f"on {len(x)} events: live {live:.3f}, stored {shown}"
         if best is not None:
             self._reuse(best, detail, outcome)
-        elif pending["trigger"] == "concept":
+        elif pending.trigger == "concept":
             self._new_domain(detail, outcome, clone=False)
         else:
             self._no_fit_by_inputs(detail, outcome)
 
     def _decide_by_inputs(self, outcome: StepOutcome, *, final: bool) -> None:
         """Choose by the inputs' fingerprint: finally, or early if the inputs clearly left."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
-        recent, limit = self.pending_inputs, self.settings.input_fit_distance
-        if recent.count < self.settings.early_min_events:
+        assert domains is not None
+        recent, limit = self.pending_inputs, self.config.input_fit_distance
+        if recent.count < self.config.early_min_events:
             return
-        fingerprints = {name: heads.entry(name).inputs for name in heads.names}
+        fingerprints = {name: domains.entry(name).inputs for name in domains.names}
         best, distances = input_choice(
-            recent, fingerprints, baseline=pending["from"], max_distance=limit
+            recent, fingerprints, baseline=pending.from_domain, max_distance=limit
         )
         shown = ", ".join(f"{name} {distance:.3f}" for name, distance in distances.items())
         detail = f"by inputs of {recent.count} events: distance {shown or 'unknown'}"
-        was = distances.get(pending["from"])
+        was = distances.get(pending.from_domain)
         if best is not None and (final or was is None or was > limit):
             self._reuse(best, detail, outcome)
         elif final:
@@ -221,11 +213,11 @@ class HeadSwitch:
 
     def _no_fit_by_inputs(self, detail: str, outcome: StepOutcome) -> None:
         """After a covariate drift, no stored head fits: same domain, or a new one (cloned)."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
-        was = self.pending_inputs.distance(heads.entry(pending["from"]).inputs)
-        if was is not None and was <= self.settings.input_fit_distance:
+        assert domains is not None
+        was = self.pending_inputs.distance(domains.entry(pending.from_domain).inputs)
+        if was is not None and was <= self.config.input_fit_distance:
             # the inputs still look like the active domain's (a late or passing alarm)
             self.pending = None
             self.inputs = self.inputs.merged(self.pending_inputs)
@@ -235,17 +227,17 @@ class HeadSwitch:
 
     def _reuse(self, name: str, detail: str, outcome: StepOutcome) -> None:
         """Switch to stored head ``name`` (with its trunk), then replay the post-drift events."""
-        pending, heads = self.pending, self.heads
+        pending, domains = self.pending, self.domain_store
         assert pending is not None
-        assert heads is not None
+        assert domains is not None
         self.pending = None
-        heads.load(name, self.learner, trunk=True)
+        domains.load(name, self.learner, trunk=True)
         self.active = name
-        self.inputs = heads.entry(name).inputs.merged(self.pending_inputs)
+        self.inputs = domains.entry(name).inputs.merged(self.pending_inputs)
         outcome.adaptations.append(Adapted("reuse_head", name, detail))
         # one pass at most: the head fits already, and an early switch has few events to
         # replay (20 steps on 40 events overfit them: measured on SEA)
-        x, y = self.replay.since(pending["start"])
+        x, y = self.replay.since(pending.start)
         self._replay_steps(x, y, outcome, passes=1)
 
     def _new_domain(self, detail: str, outcome: StepOutcome, *, clone: bool) -> None:
@@ -257,18 +249,18 @@ class HeadSwitch:
         self.inputs = self.pending_inputs.copy()
         self._new_head(name, outcome, detail, clone=clone)
         self.active = name
-        self._replay_steps(*self.replay.since(pending["marker"]), outcome)
+        self._replay_steps(*self.replay.since(pending.marker), outcome)
 
     def _fits_reference(self, name: str, score: float) -> bool:
-        assert self.heads is not None
-        reference = self.heads.entry(name).reference_loss
+        assert self.domain_store is not None
+        reference = self.domain_store.entry(name).reference_loss
         if reference is None:
             return False
-        return score <= self.settings.fit_ratio * reference + self.settings.fit_margin
+        return score <= self.config.fit_ratio * reference + self.config.fit_margin
 
     def _new_head(self, name: str, outcome: StepOutcome, why: str, *, clone: bool = False) -> None:
         learner = self.learner
-        how = "clone" if clone else self.settings.new_head
+        how = "clone" if clone else self.config.new_head
         if how == "fresh":
             head = head_of(learner)
             model: Any = learner.model
@@ -282,7 +274,7 @@ class HeadSwitch:
         self, x: torch.Tensor, y: torch.Tensor, outcome: StepOutcome, *, passes: int = 0
     ) -> None:
         """``replay_steps`` extra steps on ``(x, y)``; at most ``passes`` over it (0: no cap)."""
-        steps, size = self.settings.replay_steps, self.settings.replay_batch_size
+        steps, size = self.config.replay_steps, self.config.replay_batch_size
         if passes:
             steps = min(steps, -(-passes * len(x) // size))
         if not steps or not len(x):
@@ -294,46 +286,47 @@ class HeadSwitch:
         outcome.adaptations.append(Adapted("replay", self.active, detail))
 
     def _store(self, name: str, reference_loss: float | None, outcome: StepOutcome) -> None:
-        assert self.heads is not None
-        stored = self.heads.store(
+        assert self.domain_store is not None
+        stored = self.domain_store.store(
             name, self.learner, reference_loss=reference_loss,
             inputs=self.inputs if self.fingerprints else None,
         )  # fmt: skip
         for evicted in stored:
             outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors (replay rows, stored heads, fingerprints) and JSON-ready state."""
+    def state_dict(self) -> TensorState:
+        """Tensors (replay rows, stored trunks and heads, fingerprints) and JSON-ready state."""
         replay_tensors, replay_meta = self.replay.state_dict()
         tensors = {f"replay.{k}": v for k, v in replay_tensors.items()}
-        heads_meta: list[dict[str, Any]] = []
-        if self.heads is not None:
-            head_tensors, heads_meta = self.heads.state_dict()
-            tensors |= {f"heads.{k}": v for k, v in head_tensors.items()}
+        stored_meta: dict[str, Any] = {"entries": []}
+        if self.domain_store is not None:
+            stored_tensors, stored_meta = self.domain_store.state_dict()
+            # under "heads", as snapshots have always stored them (the meta: the bare list)
+            tensors |= {f"heads.{k}": v for k, v in stored_tensors.items()}
         counts = {}
         for name, stats in (("inputs", self.inputs), ("pending_inputs", self.pending_inputs)):
-            part, counts[name] = stats.state_dict()
+            part, stats_meta = stats.state_dict()
             tensors |= {f"{name}.{k}": v for k, v in part.items()}
+            counts[name] = stats_meta["count"]
         meta = {
-            "active": self.active, "next_domain": self.next_domain, "pending": self.pending,
-            "replay": replay_meta, "heads": heads_meta, "input_counts": counts,
+            "active": self.active, "next_domain": self.next_domain,
+            "pending": None if self.pending is None else self.pending.state_dict(),
+            "replay": replay_meta, "heads": stored_meta["entries"], "input_counts": counts,
         }  # fmt: skip
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output (also a snapshot from before early reuse)."""
         self.replay.load_state_dict(_part(tensors, "replay."), meta["replay"])
-        if self.heads is not None:
-            self.heads.load_state_dict(_part(tensors, "heads."), meta["heads"])
+        if self.domain_store is not None:
+            self.domain_store.load_state_dict(_part(tensors, "heads."), meta["heads"])
         self.active, self.next_domain = str(meta["active"]), int(meta["next_domain"])
-        self.pending = meta["pending"]
-        if self.pending is not None:
-            defaults = {"start": self.pending["marker"], "trigger": "concept", "events": 0}
-            self.pending = {**defaults, **self.pending}
+        saved = meta["pending"]
+        self.pending = None if saved is None else PendingDecision.from_state(saved)
         counts = meta.get("input_counts", {})
-        self.inputs = InputStats.from_state(_part(tensors, "inputs."), counts.get("inputs", 0))
-        self.pending_inputs = InputStats.from_state(
-            _part(tensors, "pending_inputs."), counts.get("pending_inputs", 0)
+        self.inputs, self.pending_inputs = (
+            InputStats.from_state(_part(tensors, f"{name}."), {"count": counts.get(name, 0)})
+            for name in ("inputs", "pending_inputs")
         )
 
 

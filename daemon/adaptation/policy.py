@@ -2,7 +2,7 @@
 
 On a concept drift (the loss or error went *up*; a detected improvement is only reported):
 
-1. the active head is stored in the registry (its domain's state before the drift);
+1. the active domain's head and trunk are stored (its state before the drift);
 2. the head's LR is boosted (its group's ``lr_scale``, decaying back to 1) and its optimizer
    moments reset; the trunk is frozen or slowed for a few steps, then resumes at a low LR that
    ramps back to 1 (``freeze_trunk`` keeps it frozen for good: feature transfer);
@@ -22,9 +22,9 @@ On a concept drift (the loss or error went *up*; a detected improvement is only 
 
 A covariate drift (the inputs moved; no labels needed) acts as ``on_covariate_drift`` says:
 ``ignore`` (reported only), ``lr_boost`` (step 2 alone) or ``score_heads``: store the active
-head and look for a recurring domain as above, by the loss when ``score_events`` labelled events
+domain and look for a recurring domain as above, by the loss when ``score_events`` labelled events
 arrive in time, else by the inputs alone (:func:`~driftd.adaptation.recurrence.input_choice`:
-every head keeps a fingerprint of its domain's inputs). No fit: the live head goes on, as the
+every stored domain keeps a fingerprint of its inputs). No fit: the live head goes on, as the
 same domain if the inputs still look like it (``keep_head``), else as a new one (not
 re-initialised: the inputs moved, the concept may not have). A concept drift during it still
 boosts, and then decides as a concept drift. The head decisions live in
@@ -38,68 +38,76 @@ Everything is deterministic given the state, which :meth:`Adaptation.state_dict`
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from driftd.adaptation.drift import DriftDetected, DriftMonitor, make_monitor
+from driftd.adaptation.config import AdaptationConfig
+from driftd.adaptation.domain_store import DomainStore, head_of
+from driftd.adaptation.drift import DriftDetected, DriftMonitor, Signal, make_monitor
 from driftd.adaptation.growth import grow_outputs
 from driftd.adaptation.head_switch import HeadSwitch
-from driftd.adaptation.heads import HeadRegistry, head_of
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
 from driftd.adaptation.trunk_evidence import trunk_still_serves
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
+from driftd.learning.tensor_state import TensorState
 from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
 
 if TYPE_CHECKING:
-    from driftd.settings.root import AdaptationSettings, Settings
+    from driftd.settings.root import Settings
 
 CONCEPT_SIGNALS = ("loss", "error")
 
 
 class Adaptation:
-    """Drift monitor, head switch (registry, replay) and LR schedules of one learner.
+    """Drift monitor, head switch (stored domains, replay) and LR schedules of one learner.
 
     Args:
         learner: The learner adapted (a split model with ``shared`` and ``head``).
-        settings: The policy's settings; ``enabled=False`` only monitors.
+        config: The adaptation settings it reads; ``enabled=False`` only monitors.
         monitor: The drift monitor, or None.
         generator: Random source of fresh heads, grown rows, replay draws (state saved).
         base_lr: The configured learning rate (``learner.lr``): at a drift the LR policy's rate
             is raised back to ``policy_lr_factor`` times it if it decayed below.
+
+    Attributes:
+        reset_signals: Signals whose drift detectors started afresh at the last
+            :meth:`load_state_dict` (their configuration changed since the snapshot).
     """
 
     def __init__(
         self,
         *,
         learner: OnlineLearner,
-        settings: AdaptationSettings,
+        config: AdaptationConfig,
         monitor: DriftMonitor | None,
         generator: torch.Generator,
         base_lr: float,
     ) -> None:
-        self.learner, self.settings, self.monitor = learner, settings, monitor
+        self.learner, self.config, self.monitor = learner, config, monitor
         self.base_lr = base_lr
         self.generator = generator
-        self.switch = HeadSwitch(learner=learner, settings=settings, generator=generator)
+        self.switch = HeadSwitch(learner=learner, config=config, generator=generator)
         self.steps = 0
         self._drift_step: int | None = None
         self._boosting = False
         self._trunk_check_from: int | None = None  # replay arrival the trunk evidence starts at
         self._trunk_released = False
+        self.reset_signals: list[Signal] = []
         self._apply_scales()
 
     @property
     def enabled(self) -> bool:
         """Whether the policy acts (otherwise drifts are only reported)."""
-        return bool(self.settings.enabled)
+        return bool(self.config.enabled)
 
     @property
-    def heads(self) -> HeadRegistry | None:
-        """The domain-head registry (None: ``heads=false``)."""
-        return self.switch.heads
+    def domain_store(self) -> DomainStore | None:
+        """The known domains' stored trunks and heads (None: ``heads=false``)."""
+        return self.switch.domain_store
 
     @property
     def replay(self) -> ReplayBuffer:
@@ -114,7 +122,7 @@ class Adaptation:
     @property
     def domains(self) -> list[str]:
         """Known domains, least recently used first (the active one included)."""
-        names = self.heads.names if self.heads is not None else []
+        names = self.domain_store.names if self.domain_store is not None else []
         return names if self.active in names else [*names, self.active]
 
     def plan(
@@ -122,16 +130,16 @@ class Adaptation:
     ) -> tuple[list[tuple[str | None, DecodedBatch]], StepOutcome]:
         """Grow the classes for unseen labels, then split the batch by explicit domain."""
         outcome = StepOutcome()
-        if self.enabled and self.settings.grow_classes and bool(batch.labelled.any()):
+        if self.enabled and self.config.grow_classes and bool(batch.labelled.any()):
             self._grow(int(batch.y[batch.labelled].max()) + 1, outcome)
-        if not (self.enabled and self.heads is not None):
+        if not (self.enabled and self.domain_store is not None):
             return [(None, batch)], outcome
         return split_by_domain(batch), outcome
 
     def activate(self, domain: str | None) -> StepOutcome:
         """Put ``domain``'s head in the live model (None: keep the active one)."""
         outcome = StepOutcome()
-        if domain is None or domain == self.active or self.heads is None or not self.enabled:
+        if domain is None or domain == self.active or self.domain_store is None or not self.enabled:
             return outcome
         self.switch.activate(domain, outcome)
         return outcome
@@ -139,9 +147,9 @@ class Adaptation:
     def observe(self, report: StepReport, batch: DecodedBatch) -> StepOutcome:
         """Feed the step to the monitor and replay buffer, then act on what it shows."""
         outcome = StepOutcome()
-        switch, heads = self.switch, self.enabled and self.heads is not None
+        switch, switching = self.switch, self.enabled and self.domain_store is not None
         arrivals = switch.replay.arrivals
-        if heads:
+        if switching:
             switch.record(report, batch)
         if self.monitor is not None:
             outcome.drifts = self.monitor.update(
@@ -156,7 +164,7 @@ class Adaptation:
                 self._on_concept_drift(drift, batch, arrivals, report, outcome)
             elif drift.kind == "drift":
                 self._on_covariate_drift(drift, batch, arrivals, outcome)
-        if heads and switch.after_step(batch, outcome):
+        if switching and switch.after_step(batch, outcome):
             self._boosting = False  # a stored head fits: no need to learn fast
         self._check_trunk(outcome)
         self._apply_scales(outcome)
@@ -165,7 +173,7 @@ class Adaptation:
     def _check_trunk(self, outcome: StepOutcome) -> None:
         """After ``score_events`` post-drift events, release a held trunk that does not serve."""
         start = self._trunk_check_from
-        if start is None or self.replay.arrivals - start < self.settings.score_events:
+        if start is None or self.replay.arrivals - start < self.config.score_events:
             return
         self._trunk_check_from = None
         x, y = self.replay.since(start)
@@ -187,11 +195,11 @@ class Adaptation:
         outcome: StepOutcome,
     ) -> None:
         pending = self.switch.pending
-        if pending is not None and pending["trigger"] == "concept":
+        if pending is not None and pending.trigger == "concept":
             return  # already adapting to this change
         self._boost(outcome, "")
-        if self.heads is None or batch.domains[drift.row] is not None:
-            return  # no registry, or the events name their domain
+        if self.domain_store is None or batch.domains[drift.row] is not None:
+            return  # no stored domains, or the events name their domain
         labelled = batch.labelled
         position = drift.row if bool(labelled.all()) else int(labelled[: drift.row].sum())
         losses_after = report.event_losses[position:]
@@ -200,66 +208,67 @@ class Adaptation:
     def _on_covariate_drift(
         self, drift: DriftDetected, batch: DecodedBatch, arrivals: int, outcome: StepOutcome
     ) -> None:
-        mode = self.settings.on_covariate_drift
+        mode = self.config.on_covariate_drift
         if mode == "ignore" or self.switch.pending is not None or self._drift_step == self.steps:
             return  # off, already adapting, or already acted on this step
         why = f"on covariate drift ({drift.signal})"
         if mode == "lr_boost":
             self._boost(outcome, f" {why}")
-        elif self.heads is not None and batch.domains[drift.row] is None:
+        elif self.domain_store is not None and batch.domains[drift.row] is None:
             # the LR schedules stay as they are; events naming their domain route themselves
             self.switch.on_covariate_drift(self.replay.arrivals, arrivals, why, outcome)
 
     def _boost(self, outcome: StepOutcome, why: str) -> None:
         """Head LR boost and moment reset, LR policy restart, trunk hold."""
-        s, learner = self.settings, self.learner
-        self._drift_step, self._boosting = self.steps, s.lr_boost > 1.0
-        if s.reset_head_moments:
+        config, learner = self.config, self.learner
+        self._drift_step, self._boosting = self.steps, config.lr_boost > 1.0
+        if config.reset_head_moments:
             for p in head_of(learner).parameters():
                 learner.optimizer.state.pop(p, None)
         if self._boosting:
-            reset = ", moments reset" if s.reset_head_moments else ""
-            detail = f"head LR x{s.lr_boost:g} decaying over {s.boost_steps} steps{reset}{why}"
+            reset = ", moments reset" if config.reset_head_moments else ""
+            boost, steps = config.lr_boost, config.boost_steps
+            detail = f"head LR x{boost:g} decaying over {steps} steps{reset}{why}"
             outcome.adaptations.append(Adapted("lr_boost", self.active, detail))
-        target, rate = s.policy_lr_factor * self.base_lr, learner.lr_policy.lr
+        target, rate = config.policy_lr_factor * self.base_lr, learner.lr_policy.lr
         if rate < target:  # the policy decayed while the old domain settled: restart it
             learner.lr_policy.rescale(target / rate)
             detail = f"LR policy {rate:.3g} -> {learner.lr_policy.lr:.3g}{why}"
             outcome.adaptations.append(Adapted("lr_restart", self.active, detail))
-        if not s.freeze_trunk and s.trunk_hold_steps and s.trunk_scale < 1.0:
-            detail = f"trunk LR x{s.trunk_scale:g} for {s.trunk_hold_steps} steps{why}"
+        if not config.freeze_trunk and config.trunk_hold_steps and config.trunk_scale < 1.0:
+            detail = f"trunk LR x{config.trunk_scale:g} for {config.trunk_hold_steps} steps{why}"
             outcome.adaptations.append(Adapted("trunk_freeze", self.active, detail))
             self._trunk_released = False
-            if s.trunk_evidence:
+            if config.trunk_evidence:
                 self._trunk_check_from = self.replay.arrivals
 
     def _grow(self, n_classes: int, outcome: StepOutcome) -> None:
         model: Any = self.learner.model
         current = int(model.n_outputs)
-        wanted = min(n_classes, self.settings.max_classes)
+        wanted = min(n_classes, self.config.max_classes)
         if wanted <= current:
             return
         for key, rows in grow_outputs(self.learner, wanted, self.generator).items():
-            if self.heads is not None:
-                self.heads.pad_rows(key, rows)
+            if self.domain_store is not None:
+                self.domain_store.pad_rows(key, rows)
         outcome.adaptations.append(Adapted("grow_classes", self.active, f"{current} -> {wanted}"))
 
     def _apply_scales(self, outcome: StepOutcome | None = None) -> None:
         """Set the head and trunk LR multipliers for the current step of the schedules."""
-        s, learner = self.settings, self.learner
-        head, trunk = 1.0, 0.0 if s.freeze_trunk and self.enabled else 1.0
+        config, learner = self.config, self.learner
+        head, trunk = 1.0, 0.0 if config.freeze_trunk and self.enabled else 1.0
         if self._drift_step is not None and self.enabled:
             since = self.steps - self._drift_step
             if self._boosting:
-                head = head_scale(since, boost=s.lr_boost, boost_steps=s.boost_steps)
-            held = not (s.freeze_trunk or self._trunk_released)
-            if held and s.trunk_hold_steps and s.trunk_scale < 1.0:
+                head = head_scale(since, boost=config.lr_boost, boost_steps=config.boost_steps)
+            held = not (config.freeze_trunk or self._trunk_released)
+            if held and config.trunk_hold_steps and config.trunk_scale < 1.0:
                 trunk = trunk_scale(
-                    since, hold_scale=s.trunk_scale, hold_steps=s.trunk_hold_steps,
-                    resume_scale=s.trunk_resume_scale, ramp_steps=s.trunk_ramp_steps,
+                    since, hold_scale=config.trunk_scale, hold_steps=config.trunk_hold_steps,
+                    resume_scale=config.trunk_resume_scale, ramp_steps=config.trunk_ramp_steps,
                 )  # fmt: skip
-                if since == s.trunk_hold_steps and outcome is not None:
-                    detail = f"trunk LR x{trunk:g}, back to x1 in {s.trunk_ramp_steps} steps"
+                if since == config.trunk_hold_steps and outcome is not None:
+                    detail = f"trunk LR x{trunk:g}, back to x1 in {config.trunk_ramp_steps} steps"
                     outcome.adaptations.append(Adapted("trunk_unfreeze", self.active, detail))
             if head == 1.0 and trunk == 1.0 and self.switch.pending is None:
                 self._drift_step, self._boosting = None, False
@@ -273,8 +282,8 @@ class Adaptation:
             p.requires_grad_(trunk > 0.0)
         learner.refresh_lr()
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """Tensors (generator, replay rows, stored heads, fingerprints) and JSON-ready state."""
+    def state_dict(self) -> TensorState:
+        """Tensors (generator, replay rows, stored trunks and heads, fingerprints) and JSON meta."""
         tensors, meta = self.switch.state_dict()
         tensors = {"generator": self.generator.get_state(), **tensors}
         meta |= {
@@ -284,19 +293,19 @@ class Adaptation:
         }  # fmt: skip
         return tensors, meta
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> list[str]:
-        """Restore :meth:`state_dict` output; returns signals whose detectors started afresh."""
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (see :attr:`reset_signals`)."""
         self.generator.set_state(tensors["generator"])
         self.switch.load_state_dict(tensors, meta)
         self.steps, self._drift_step = int(meta["steps"]), meta["drift_step"]
         self._boosting = bool(meta["boosting"])
         self._trunk_check_from = meta.get("trunk_check_from")
         self._trunk_released = bool(meta.get("trunk_released", False))
-        fresh: list[str] = []
+        self.reset_signals = []
         if self.monitor is not None and meta.get("monitor") is not None:
-            fresh = self.monitor.load_state_dict(meta["monitor"])
+            self.monitor.load_state_dict(meta["monitor"])
+            self.reset_signals = list(self.monitor.reset_signals)
         self._apply_scales()
-        return fresh
 
 
 def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | None:
@@ -311,7 +320,13 @@ def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | 
     if monitor is None and not settings.adaptation.enabled:
         return None
     generator = torch.Generator().manual_seed(settings.model.seed + 1)
+    config = AdaptationConfig(
+        **{
+            field.name: getattr(settings.adaptation, field.name)
+            for field in fields(AdaptationConfig)
+        }
+    )
     return Adaptation(
-        learner=learner, settings=settings.adaptation, monitor=monitor, generator=generator,
+        learner=learner, config=config, monitor=monitor, generator=generator,
         base_lr=settings.learner.lr,
     )  # fmt: skip

@@ -20,8 +20,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from driftd.learning.tensor_state import TensorState
 
 
 def clearly_better(baseline: torch.Tensor, candidate: torch.Tensor, *, z: float) -> bool:
@@ -127,18 +130,20 @@ class InputStats:
         mean = self.total / self.count
         return mean, (self.squares / self.count - mean.square()).clamp_min(0.0)
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], int]:
-        """Tensors ``total``/``squares`` (none before the first event) and the count."""
+    def state_dict(self) -> TensorState:
+        """Tensors ``total``/``squares`` (none before the first event) and ``{"count": ...}``."""
+        meta = {"count": self.count}
         if self.total is None or self.squares is None:
-            return {}, self.count
-        return {"total": self.total, "squares": self.squares}, self.count
+            return {}, meta
+        return {"total": self.total, "squares": self.squares}, meta
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], count: int) -> InputStats:
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> InputStats:
         """Rebuild from :meth:`state_dict` output."""
+        count = int(meta["count"])
         if "total" not in tensors:
-            return cls(int(count))
-        return cls(int(count), tensors["total"].clone(), tensors["squares"].clone())
+            return cls(count)
+        return cls(count, tensors["total"].clone(), tensors["squares"].clone())
 
 
 def early_choice(

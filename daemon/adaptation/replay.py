@@ -14,6 +14,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from driftd.learning.tensor_state import TensorState
+
 Mode = Literal["sliding", "reservoir"]
 
 
@@ -99,7 +101,7 @@ class ReplayBuffer:
         """Forget the events (arrival numbering goes on)."""
         self._size, self._seen, self._write = 0, 0, 0
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_dict(self) -> TensorState:
         """Tensors (the kept rows) and JSON-ready counters."""
         meta = {"mode": self.mode, "capacity": self.capacity, "size": self._size,
                 "arrivals": self.arrivals, "seen": self._seen, "write": self._write}  # fmt: skip

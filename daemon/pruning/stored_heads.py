@@ -1,9 +1,8 @@
 """Stored domain heads follow the live model through structured pruning.
 
-A structured pruning event shrinks the live trunk and head; the heads of other domains, stored
-in the :class:`~driftd.adaptation.heads.HeadRegistry`
-with the trunk they were trained over, must shrink
-the same way or a later switch to them would not fit. :class:`StoredHeadsFollower` is the
+A structured pruning event shrinks the live trunk and head; the trunks and heads of the other
+known domains, in the :class:`~driftd.adaptation.domain_store.DomainStore`, must shrink the same
+way or a later switch to them would not fit. :class:`StoredHeadsFollower` is the
 pruner's ``on_reshape`` callback: at the first reshape of an event it keeps the stored entries
 as they were, slices them for every shape the event tries (prune, each recovery) and puts them
 back on a rollback; when an event ends with the new shapes, it is told to ``settle``.
@@ -15,39 +14,37 @@ from collections.abc import Mapping
 
 import torch
 
-from driftd.adaptation.heads import HeadEntry, HeadRegistry
+from driftd.adaptation.domain_store import DomainStore, StoredDomain
 from driftd.pruning.shrink import ShrinkResult, slice_head_state, slice_tensor
 
 
 class StoredHeadsFollower:
-    """Reshapes a head registry's entries like the live model (see the module docstring)."""
+    """Reshapes the stored domains' trunks and heads like the live model (see the module)."""
 
-    def __init__(self, registry: HeadRegistry) -> None:
-        self.registry = registry
-        self._originals: dict[str, HeadEntry] | None = None
+    def __init__(self, store: DomainStore) -> None:
+        self.store = store
+        self._originals: dict[str, StoredDomain] | None = None
 
     def __call__(self, result: ShrinkResult | None) -> None:
         """The live model now has ``result``'s shapes (None: the event's unpruned ones)."""
         if self._originals is None:
             if result is None:
                 return
-            self._originals = {
-                name: _copy(self.registry.entry(name)) for name in self.registry.names
-            }
+            self._originals = {name: _copy(self.store.entry(name)) for name in self.store.names}
         for name, original in self._originals.items():
-            if name not in self.registry:
+            if name not in self.store:
                 continue
-            entry = self.registry.entry(name)
+            entry = self.store.entry(name)
             if result is None:
                 restored = _copy(original)
-                entry.weights, entry.moments, entry.trunk = (
-                    restored.weights, restored.moments, restored.trunk,
+                entry.head, entry.head_moments, entry.trunk = (
+                    restored.head, restored.head_moments, restored.trunk,
                 )  # fmt: skip
             else:
-                entry.weights = slice_head_state(original.weights, result)
-                entry.moments = {
+                entry.head = slice_head_state(original.head, result)
+                entry.head_moments = {
                     key: _sliced(values, result, "head." + key)
-                    for key, values in original.moments.items()
+                    for key, values in original.head_moments.items()
                 }
                 entry.trunk = slice_head_state(original.trunk, result, prefix="shared.")
         if result is None:
@@ -58,13 +55,13 @@ class StoredHeadsFollower:
         self._originals = None
 
 
-def _copy(entry: HeadEntry) -> HeadEntry:
+def _copy(entry: StoredDomain) -> StoredDomain:
     """A shallow copy (tensors are never modified in place, only replaced)."""
-    return HeadEntry(
-        dict(entry.weights),
-        {key: dict(values) for key, values in entry.moments.items()},
-        entry.reference_loss,
-        dict(entry.trunk),
+    return StoredDomain(
+        head=dict(entry.head),
+        head_moments={key: dict(values) for key, values in entry.head_moments.items()},
+        reference_loss=entry.reference_loss,
+        trunk=dict(entry.trunk),
     )
 
 

@@ -77,7 +77,7 @@ class AdaptationSettings(Section):
     )
     freeze_trunk: bool = Field(False, description="Feature transfer: never train the trunk.")
     heads: bool = Field(True, description="Keep per-domain heads; reuse one on a recurrence.")
-    max_heads: int = Field(8, ge=1, le=1_000, description="Bound of the head registry (LRU).")
+    max_heads: int = Field(8, ge=1, le=1_000, description="Bound of the stored domains (LRU).")
     new_head: Literal["clone", "fresh"] = Field(
         "clone", description="A new domain's head: freshly initialised, or the live one as is."
     )

@@ -26,8 +26,8 @@ def pruning_builder(
     """A function building the pruning stage of a new learner (stored heads follow its shape)."""
 
     def build(learner: OnlineLearner, adaptation: Adaptation | None) -> PruningStage | None:
-        heads = adaptation.heads if adaptation is not None else None
-        follower = StoredHeadsFollower(heads) if heads is not None else None
+        stored = adaptation.domain_store if adaptation is not None else None
+        follower = StoredHeadsFollower(stored) if stored is not None else None
         return make_pruning_stage(
             settings.pruning, learner, task=settings.model.task, seed=settings.model.seed,
             clock=clock, on_reshape=follower, on_settle=follower.settle if follower else None,

@@ -1,5 +1,5 @@
 """Soak: `driftd run` on a continuously produced drifting stream, drift, adaptation and pruning
-on, snapshots frequent. Memory, file descriptors, the replay buffer, the head registry and the
+on, snapshots frequent. Memory, file descriptors, the replay buffer, the stored domains and the
 metrics' series must stay bounded.
 
 Normal runs last ``SOAK_SECONDS`` (60 s); ``DRIFTD_FAULTS_HEAVY=1`` runs
@@ -172,6 +172,7 @@ def test_soak_memory_fds_buffers_and_series_stay_bounded(
     manifest = newest_manifest(snapshots)
     assert manifest is not None
     adaptation = _adaptation(manifest)
+    stored_domains = adaptation["heads"]
     assert series_at_warm_up is not None
     new_series = sorted(series_at_end - series_at_warm_up)
     print(
@@ -183,7 +184,7 @@ def test_soak_memory_fds_buffers_and_series_stay_bounded(
         f"{rss_slope:+.2f} MiB/min (with consumer child {tree_slope:+.2f} MiB/min, "
         f"{steady.tree_rss_mib[-1]:.0f} MiB); fds {min(steady.fds)}..{max(steady.fds)}; "
         f"replay {adaptation['replay']['size']}/{adaptation['replay']['capacity']}, "
-        f"heads {len(adaptation['heads'])}/{MAX_HEADS}, domains {len(manifest['domains'])}; "
+        f"heads {len(stored_domains)}/{MAX_HEADS}, domains {len(manifest['domains'])}; "
         f"series {len(series_at_warm_up)} -> {len(series_at_end)} (new: {new_series})"
     )
     assert manifest["events_learned"] > EVENTS_PER_SECOND * SOAK_SECONDS / 4  # it kept up
@@ -192,7 +193,7 @@ def test_soak_memory_fds_buffers_and_series_stay_bounded(
     assert max(steady.fds) - min(steady.fds) <= MAX_FD_SPREAD
     assert adaptation["replay"]["capacity"] == REPLAY_SIZE
     assert adaptation["replay"]["size"] <= REPLAY_SIZE
-    assert len(adaptation["heads"]) <= MAX_HEADS
+    assert len(stored_domains) <= MAX_HEADS
     assert len(manifest["domains"]) <= MAX_HEADS + 1  # stored heads + the live one
     assert sum(1 for s in series_at_end if s.startswith("driftd_active_domain")) == 1
     assert len(series_at_end) <= len(series_at_warm_up) + 10, new_series

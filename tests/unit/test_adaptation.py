@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -130,15 +132,59 @@ def test_resume_with_adaptation_continues_bit_identically(tmp_path: Path, stop_a
     a, b = reference.loop.state.adaptation, resumed.loop.state.adaptation
     assert a is not None
     assert b is not None
-    assert a.heads is not None
-    assert b.heads is not None
-    assert a.heads.names == b.heads.names
-    for name in a.heads.names:
-        for key, value in a.heads.entry(name).weights.items():
-            assert torch.equal(value, b.heads.entry(name).weights[key]), (name, key)
+    assert a.domain_store is not None
+    assert b.domain_store is not None
+    assert a.domain_store.names == b.domain_store.names
+    for name in a.domain_store.names:
+        for key, value in a.domain_store.entry(name).head.items():
+            assert torch.equal(value, b.domain_store.entry(name).head[key]), (name, key)
     assert a.monitor is not None
     assert b.monitor is not None
     assert json.dumps(a.monitor.state_dict()) == json.dumps(b.monitor.state_dict())
+
+
+def test_the_manifest_keeps_the_layout_older_daemons_read(tmp_path: Path) -> None:
+    """Stored domains stay a bare list of entries under ``heads`` (a rollback reads them); the
+    ``{"entries": [...]}`` shape of :class:`DomainStore` state is also accepted on load."""
+    records, settings = _records(), _settings(tmp_path)
+    store = InMemorySnapshotStore(keep=1)
+    _trainer(settings, records, store).run(StopWhen(max_events=2_048))  # a decision pending
+    snapshot = store.load_newest()
+    assert snapshot is not None
+    manifest = copy.deepcopy(dict(snapshot.manifest))
+    adaptation = manifest["adaptation"]
+    assert adaptation["pending"] is not None
+    assert isinstance(adaptation["heads"], list)
+    assert len(adaptation["heads"]) >= 1
+    adaptation["heads"] = {"entries": adaptation["heads"]}
+    other_store = InMemorySnapshotStore(keep=1)
+    other_store.save(dataclasses.replace(snapshot, manifest=manifest))
+    a = _trainer(settings, records, store).loop.state.adaptation
+    b = _trainer(settings, records, other_store).loop.state.adaptation
+    assert a is not None
+    assert b is not None
+    (a_tensors, a_meta), (b_tensors, b_meta) = a.state_dict(), b.state_dict()
+    assert json.dumps(a_meta, sort_keys=True) == json.dumps(b_meta, sort_keys=True)
+    assert a_tensors.keys() == b_tensors.keys()
+    assert all(torch.equal(value, b_tensors[key]) for key, value in a_tensors.items())
+
+
+def test_a_changed_detector_starts_afresh_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = InMemorySnapshotStore(keep=1)
+    _trainer(_settings(tmp_path), _records(), store).run(StopWhen(max_events=640))
+    caplog.set_level(logging.WARNING, logger="driftd.training_state")
+    changed = _settings(tmp_path, drift={"params": {"delta": 0.01}})
+    adaptation = _trainer(changed, _records(), store).loop.state.adaptation
+    resets = [r for r in caplog.records if getattr(r, "event", None) == "detector_reset"]
+    assert [r.signal for r in resets] == ["loss"]  # type: ignore[attr-defined]
+    assert adaptation is not None
+    assert adaptation.reset_signals == ["loss"]
+    assert adaptation.monitor is not None
+    assert adaptation.monitor.concept is not None
+    assert adaptation.monitor.concept.seen == 0
+    assert all(monitor.seen > 0 for monitor in adaptation.monitor.covariate), "inputs restored"
 
 
 def test_snapshot_holds_everything_as_json_and_tensors(tmp_path: Path) -> None:

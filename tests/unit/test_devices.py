@@ -16,7 +16,7 @@ import orjson
 import pytest
 import torch
 
-from driftd.adaptation.heads import head_of
+from driftd.adaptation.domain_store import head_of
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.hot_model import HotModel
 from driftd.adapters.memory import InMemoryDeadLetterSink
@@ -142,8 +142,8 @@ def test_adaptation_detects_and_switches_heads_on_the_device(device: str, detect
     assert state.learner is not None
     assert _on(device, state.learner.model)
     assert state.adaptation is not None
-    assert state.adaptation.heads is not None
-    assert len(state.adaptation.heads) >= 2, "a head was stored and another one took over"
+    assert state.adaptation.domain_store is not None
+    assert len(state.adaptation.domain_store) >= 2, "a head was stored and another one took over"
     assert (progress.accuracy or 0.0) > 0.8
 
 
@@ -158,15 +158,15 @@ def test_stored_heads_restored_from_a_snapshot_work_on_the_device(device: str) -
     state = second.loop.state
     assert state.learner is not None
     assert state.adaptation is not None
-    heads = state.adaptation.heads
-    assert heads is not None
-    assert len(heads) >= 2
+    domains = state.adaptation.domain_store
+    assert domains is not None
+    assert len(domains) >= 2
     x, y = torch.randn(32, 10), torch.randint(0, 3, (32,))
-    scores = heads.scores(state.learner, x, y)  # stored trunks and heads, on the device
-    assert set(scores) == set(heads.names)
+    scores = domains.scores(state.learner, x, y)  # stored trunks and heads, on the device
+    assert set(scores) == set(domains.names)
     assert all(math.isfinite(score) for score in scores.values())
-    for name in heads.names:
-        heads.load(name, state.learner, trunk=True)
+    for name in domains.names:
+        domains.load(name, state.learner, trunk=True)
         for p in head_of(state.learner).parameters():
             moments = state.learner.optimizer.state.get(p, {})
             assert all(v.device.type == device for k, v in moments.items() if k != "step")

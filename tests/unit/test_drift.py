@@ -130,7 +130,8 @@ def test_state_round_trip_continues_bit_identically(detector: str) -> None:
     _feed(original, values[:cut])
     saved = json.loads(json.dumps(original.state_dict()))  # what a manifest stores
     restored = _monitor(detector, params={"seed": 1} if detector == "kswin" else {})
-    assert restored.load_state_dict(saved)
+    assert restored.matches(saved)
+    restored.load_state_dict(saved)
     assert _feed(original, values[cut:]) == _feed(restored, values[cut:])
     assert detector_state(original.detector) == detector_state(restored.detector)
 
@@ -139,8 +140,35 @@ def test_state_of_another_configuration_is_not_loaded() -> None:
     monitor = _monitor("adwin")
     _feed(monitor, _mean_shift()[:500])
     other = _monitor("adwin", params={"delta": 0.1})
-    assert not other.load_state_dict(monitor.state_dict())
+    assert not other.matches(monitor.state_dict())
+    with pytest.raises(ValueError, match="adwin"):
+        other.load_state_dict(monitor.state_dict())
     assert other.seen == 0
+
+
+def test_a_monitor_restores_what_fits_and_names_the_signals_that_start_afresh() -> None:
+    def monitor(delta: float) -> DriftMonitor:
+        concept = _monitor("adwin", params={"delta": delta})
+        covariate = SignalMonitor(
+            detector="adwin", params={"delta": 0.002}, signal="input_mean", batch_mean=True
+        )
+        return DriftMonitor(concept=concept, covariate=[covariate])
+
+    saved = monitor(0.002)
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    losses = x[:, 0].abs()
+    labels = torch.zeros(64, dtype=torch.int64)
+    labelled = torch.ones(64, dtype=torch.bool)
+    saved.update(x=x, y=labels, labelled=labelled, event_losses=losses, predictions=labels)
+    same, changed = monitor(0.002), monitor(0.1)
+    same.load_state_dict(saved.state_dict())
+    changed.load_state_dict(saved.state_dict())
+    assert (same.reset_signals, changed.reset_signals) == ([], ["loss"])
+    assert changed.concept is not None
+    assert changed.concept.seen == 0, "the changed detector starts afresh"
+    assert changed.covariate[0].seen == same.covariate[0].seen == 1, "the input monitor fits"
+    changed.load_state_dict({"concept": None, "covariate": []})
+    assert changed.reset_signals == ["loss", "input_mean"], "nothing saved: both start afresh"
 
 
 def test_rust_backed_state_is_base64_not_pickle() -> None:

@@ -183,15 +183,15 @@ def test_structured_pruning_with_domain_heads_keeps_stored_heads_usable(tmp_path
 
     state = trainer.loop.state
     assert state.adaptation is not None
-    assert state.adaptation.heads is not None
+    assert state.adaptation.domain_store is not None
     assert sum(telemetry.prunes.values()) >= 1
     assert telemetry.adaptations["new_head"] >= 1
     learner = state.learner
     assert learner is not None
     live_head = learner.model.head.state_dict()
-    for name in state.adaptation.heads.names:
-        entry = state.adaptation.heads.entry(name)
-        for key, value in entry.weights.items():
+    for name in state.adaptation.domain_store.names:
+        entry = state.adaptation.domain_store.entry(name)
+        for key, value in entry.head.items():
             assert value.shape == live_head[key].shape, (name, key)
         live_trunk = learner.model.shared.state_dict()
         for key, value in entry.trunk.items():

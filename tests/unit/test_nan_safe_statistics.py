@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.drift import DriftMonitor, SignalMonitor
 from driftd.adaptation.head_switch import HeadSwitch
+from driftd.adaptation.pending_decision import PendingDecision
 from driftd.adaptation.recurrence import InputStats
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
@@ -18,7 +22,7 @@ from driftd.learning.lr import ConstantLR
 from driftd.learning.models import build_model
 from driftd.records import Record
 from driftd.serving.publish_gate import LabelWindow
-from driftd.settings.root import load_settings
+from driftd.settings.root import AdaptationSettings
 
 
 def _shifted_stream() -> list[float]:
@@ -75,7 +79,7 @@ def test_dropped_count_survives_a_state_round_trip() -> None:
     monitor = SignalMonitor(detector="adwin", params={}, signal="loss", batch_mean=False)
     monitor.update_many([1.0, math.inf, 2.0])
     restored = SignalMonitor(detector="adwin", params={}, signal="loss", batch_mean=False)
-    assert restored.load_state_dict(monitor.state_dict())
+    restored.load_state_dict(monitor.state_dict())
     assert (restored.seen, restored.dropped) == (3, 1)
 
 
@@ -136,14 +140,18 @@ def _switch() -> HeadSwitch:
         loss="cross_entropy",
         metrics_window=100,
     )
-    settings = load_settings(model={"n_classes": 2}).adaptation
-    return HeadSwitch(learner=learner, settings=settings, generator=torch.Generator())
+    return HeadSwitch(learner=learner, config=_config(), generator=torch.Generator())
+
+
+def _config(**options: Any) -> AdaptationConfig:
+    """The config the composition root derives from ``AdaptationSettings(**options)``."""
+    settings = AdaptationSettings(**options)
+    return AdaptationConfig(**{f.name: getattr(settings, f.name) for f in fields(AdaptationConfig)})
 
 
 def test_the_pending_head_decision_sums_only_finite_losses() -> None:
     switch = _switch()
-    switch.pending = {"marker": 0, "start": 0, "from": "d0", "loss_sum": 0.0, "count": 0,
-                      "trigger": "concept", "events": 0}  # fmt: skip
+    switch.pending = PendingDecision(marker=0, start=0, from_domain="d0", trigger="concept")
     n = 3
     batch = DecodedBatch(
         records=[Record("t", 0, i, b"{}") for i in range(n)], x=torch.zeros(n, 3),
@@ -153,6 +161,5 @@ def test_the_pending_head_decision_sums_only_finite_losses() -> None:
     losses = torch.tensor([0.5, math.nan, 1.5])
     report = StepReport(n, n, None, None, losses, torch.zeros(n, dtype=torch.int64), 0.1)
     switch.record(report, batch)
-    assert (switch.pending["loss_sum"], switch.pending["count"], switch.pending["events"]) == (
-        2.0, 2, 3,
-    )  # fmt: skip
+    pending = switch.pending
+    assert (pending.loss_sum, pending.count, pending.events, pending.live_loss) == (2.0, 2, 3, 1.0)

@@ -62,8 +62,9 @@ def test_input_fingerprints_measure_standardized_distance() -> None:
     assert merged.count == 400
     assert merged.total is not None
     assert torch.allclose(merged.total / 400, torch.full((8,), 1.0, dtype=torch.float64), atol=0.15)
-    tensors, count = merged.state_dict()
-    restored = InputStats.from_state(tensors, count)
+    tensors, meta = merged.state_dict()
+    assert meta == {"count": 400}
+    restored = InputStats.from_state(tensors, meta)
     assert restored.distance(near) == merged.distance(near)
 
 

@@ -1,12 +1,12 @@
-"""Replay buffer bounds and order; head registry LRU bound and exact swaps; class growth."""
+"""Replay buffer bounds and order; stored domains: LRU bound, exact swaps; class growth."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.growth import grow_outputs
-from driftd.adaptation.heads import HeadRegistry, head_of
 from driftd.adaptation.recurrence import InputStats
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import JsonDecoder
@@ -93,47 +93,48 @@ def _learn(learner: OnlineLearner, seed: int, steps: int = 3, n_classes: int = 3
         learner.learn_many(x, y, torch.ones(16, dtype=torch.bool))
 
 
-def test_registry_is_bounded_and_evicts_the_least_recently_used() -> None:
-    learner, registry = _learner(), HeadRegistry(3)
+def test_stored_domains_are_bounded_least_recently_used_evicted() -> None:
+    learner, domains = _learner(), DomainStore(3)
     for name in "abc":
-        assert registry.store(name, learner, reference_loss=None) == []
-    registry.load("a", learner)  # a becomes most recent
-    assert registry.store("d", learner, reference_loss=None) == ["b"]
-    assert registry.names == ["c", "a", "d"]
-    assert registry.store("e", learner, reference_loss=None) == ["c"]
-    assert len(registry) == 3
+        assert domains.store(name, learner, reference_loss=None) == []
+    domains.load("a", learner)  # a becomes most recent
+    assert domains.store("d", learner, reference_loss=None) == ["b"]
+    assert domains.names == ["c", "a", "d"]
+    assert domains.store("e", learner, reference_loss=None) == ["c"]
+    assert len(domains) == 3
 
 
 def test_switching_heads_restores_weights_and_moments_exactly() -> None:
-    learner, registry = _learner(), HeadRegistry(4)
+    learner, domains = _learner(), DomainStore(4)
     _learn(learner, 1)
     head = head_of(learner)
     saved = {k: v.clone() for k, v in head.state_dict().items()}
     moments = {k: learner.optimizer.state[p]["exp_avg"].clone() for k, p in head.named_parameters()}
-    registry.store("a", learner, reference_loss=0.5)
+    domains.store("a", learner, reference_loss=0.5)
     params_before = [id(p) for p in head.parameters()]
     _learn(learner, 2)  # the live head moves on (as domain b)
-    registry.store("b", learner, reference_loss=None)
-    registry.load("a", learner)
+    domains.store("b", learner, reference_loss=None)
+    domains.load("a", learner)
     assert [id(p) for p in head.parameters()] == params_before, "same parameter objects"
     for key, value in head.state_dict().items():
         assert torch.equal(value, saved[key]), key
     for key, p in head.named_parameters():
         assert torch.equal(learner.optimizer.state[p]["exp_avg"], moments[key]), key
     _learn(learner, 3)
-    assert torch.equal(registry.entry("a").weights["0.weight"], saved["0.weight"]), "copy kept"
+    assert torch.equal(domains.entry("a").head["0.weight"], saved["0.weight"]), "copy kept"
 
 
-def test_registry_state_round_trip() -> None:
-    learner, registry = _learner(), HeadRegistry(4)
+def test_stored_domains_state_round_trip() -> None:
+    learner, domains = _learner(), DomainStore(4)
     _learn(learner, 1)
     inputs = InputStats()
     inputs.update(torch.arange(12.0).reshape(3, 4))
-    registry.store("x.y", learner, reference_loss=0.25, inputs=inputs)
-    registry.store("z", learner, reference_loss=None)
-    inputs.update(torch.ones(1, 4))  # the registry keeps its own copy
-    tensors, meta = registry.state_dict()
-    copy = HeadRegistry(4)
+    domains.store("x.y", learner, reference_loss=0.25, inputs=inputs)
+    domains.store("z", learner, reference_loss=None)
+    inputs.update(torch.ones(1, 4))  # the store keeps its own copy
+    tensors, meta = domains.state_dict()
+    assert [entry["name"] for entry in meta["entries"]] == ["x.y", "z"]
+    copy = DomainStore(4)
     copy.load_state_dict(dict(tensors), meta)
     assert copy.names == ["x.y", "z"]
     assert copy.entry("x.y").reference_loss == 0.25
@@ -142,21 +143,27 @@ def test_registry_state_round_trip() -> None:
     assert fingerprint.total is not None
     assert fingerprint.total.tolist() == [12.0, 15.0, 18.0, 21.0]
     assert copy.entry("z").inputs.count == 0
-    for key, value in registry.entry("x.y").moments.items():
+    for key, value in domains.entry("x.y").head_moments.items():
         for name, tensor in value.items():
-            assert torch.equal(copy.entry("x.y").moments[key][name], tensor)
+            assert torch.equal(copy.entry("x.y").head_moments[key][name], tensor)
+    for key, value in domains.entry("z").trunk.items():
+        assert torch.equal(copy.entry("z").trunk[key], value)
+    before_issue_11 = DomainStore(4)  # snapshots then held the bare list of entries
+    before_issue_11.load_state_dict(dict(tensors), meta["entries"])
+    assert before_issue_11.names == ["x.y", "z"]
+    assert before_issue_11.entry("x.y").inputs.count == 3
 
 
 def test_growing_classes_keeps_learned_weights_and_moments_bit_identical() -> None:
-    learner, registry = _learner(), HeadRegistry(4)
+    learner, domains = _learner(), DomainStore(4)
     _learn(learner, 1)
-    registry.store("other", learner, reference_loss=None)
+    domains.store("other", learner, reference_loss=None)
     layer = head_of(learner)[0]
     weight, bias = layer.weight.detach().clone(), layer.bias.detach().clone()
     state = {k: v.clone() for k, v in learner.optimizer.state[layer.weight].items()}
     rows = grow_outputs(learner, 5, torch.Generator().manual_seed(9))
     for key, new_rows in rows.items():
-        registry.pad_rows(key, new_rows)
+        domains.pad_rows(key, new_rows)
     assert layer.weight.shape == (5, 8)
     assert learner.model.config["n_outputs"] == 5
     assert torch.equal(layer.weight[:3], weight)
@@ -165,7 +172,7 @@ def test_growing_classes_keeps_learned_weights_and_moments_bit_identical() -> No
     assert torch.equal(grown["step"], state["step"])
     assert torch.equal(grown["exp_avg"][:3], state["exp_avg"])
     assert torch.equal(grown["exp_avg"][3:], torch.zeros(2, 8))
-    assert registry.entry("other").weights["0.weight"].shape == (5, 8)
+    assert domains.entry("other").head["0.weight"].shape == (5, 8)
     assert learner.param_group("head")["params"][0] is layer.weight  # type: ignore[index]
     _learn(learner, 2, n_classes=5)  # learns the new classes: the optimizer owns the new rows
     assert not torch.equal(layer.weight[3:], rows["0.weight"])
@@ -182,17 +189,17 @@ def test_decoder_accepts_labels_up_to_the_growth_bound() -> None:
 
 
 def test_a_head_is_scored_over_the_trunk_it_was_stored_with() -> None:
-    learner, registry = _learner(), HeadRegistry(4)
+    learner, domains = _learner(), DomainStore(4)
     _learn(learner, 1)
     generator = torch.Generator().manual_seed(9)
     x, y = torch.randn(32, 4, generator=generator), torch.randint(0, 3, (32,), generator=generator)
-    when_stored = registry.score_live(learner, x, y)
-    registry.store("a", learner, reference_loss=when_stored)
+    when_stored = domains.score_live(learner, x, y)
+    domains.store("a", learner, reference_loss=when_stored)
     _learn(learner, 2, steps=20)  # the trunk moves on with another domain
-    assert registry.scores(learner, x, y)["a"] == pytest.approx(when_stored, rel=1e-6)
-    per_event = registry.event_scores(learner, x, y)["a"]
+    assert domains.scores(learner, x, y)["a"] == pytest.approx(when_stored, rel=1e-6)
+    per_event = domains.event_scores(learner, x, y)["a"]
     assert per_event.shape == (32,)
     assert float(per_event.mean()) == pytest.approx(when_stored, rel=1e-6)
-    registry.load("a", learner, trunk=True)  # a recurrence found by scoring restores both
-    assert registry.score_live(learner, x, y) == pytest.approx(when_stored, rel=1e-6)
-    assert torch.allclose(registry.live_event_losses(learner, x, y), per_event)
+    domains.load("a", learner, trunk=True)  # a recurrence found by scoring restores both
+    assert domains.score_live(learner, x, y) == pytest.approx(when_stored, rel=1e-6)
+    assert torch.allclose(domains.live_event_losses(learner, x, y), per_event)

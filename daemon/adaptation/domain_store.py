@@ -1,11 +1,13 @@
-"""A bounded, least-recently-used registry of domain heads over one shared trunk.
+"""The known domains, each stored as its trunk and head: bounded, least recently used evicted.
 
-The live model keeps one head module; switching domain copies a stored head's weights *into* it
-and swaps the optimizer state of its parameters, so parameter identity (and the optimizer's
-param groups) never change. An entry holds the head's tensors, the optimizer state of its
-parameters (e.g. Adam moments), the prequential loss the head had when it was stored and a
-snapshot of the trunk it was trained over: the trunk keeps learning on other domains, so an old
-head is scored over (and, when reused after a detected recurrence, restored with) its own trunk.
+The live model is one shared trunk and one head. Every known domain keeps a copy of both as they
+were when it was last active (:class:`StoredDomain`): the head's tensors, the optimizer state of
+its parameters (e.g. Adam moments), the prequential loss it had then and the trunk it was
+trained over. The live trunk keeps learning on other domains, so an old head is scored over (and,
+when reused after a detected recurrence, restored with) its own trunk.
+
+Switching domain copies a stored head's weights *into* the live head and swaps the optimizer
+state of its parameters, so parameter identity (and the optimizer's param groups) never change.
 """
 
 from __future__ import annotations
@@ -20,22 +22,23 @@ from torch.func import functional_call
 
 from driftd.adaptation.recurrence import InputStats
 from driftd.learning.learner import OnlineLearner
+from driftd.learning.tensor_state import TensorState
 
 
 @dataclass
-class HeadEntry:
-    """One stored head.
+class StoredDomain:
+    """A known domain's stored trunk and head.
 
     Attributes:
-        weights: The head's ``state_dict`` (parameters and buffers), detached copies.
-        moments: Optimizer state per head parameter name (tensors only).
+        head: The head's ``state_dict`` (parameters and buffers), detached copies.
+        head_moments: Optimizer state per head parameter name (tensors only).
         reference_loss: Prequential loss of the head when stored (its domain's level).
         trunk: The trunk's ``state_dict`` when stored (empty: score over the live trunk).
         inputs: Fingerprint of the domain's inputs (label-free recognition of a recurrence).
     """
 
-    weights: dict[str, torch.Tensor]
-    moments: dict[str, dict[str, torch.Tensor]]
+    head: dict[str, torch.Tensor]
+    head_moments: dict[str, dict[str, torch.Tensor]]
     reference_loss: float | None
     trunk: dict[str, torch.Tensor] = field(default_factory=dict)
     inputs: InputStats = field(default_factory=InputStats)
@@ -48,18 +51,18 @@ def head_of(learner: OnlineLearner) -> nn.Module:
     return head
 
 
-class HeadRegistry:
-    """At most ``max_heads`` named heads, least recently used evicted first.
+class DomainStore:
+    """At most ``capacity`` named domains' trunks and heads, least recently used evicted first.
 
     Args:
-        max_heads: Bound on stored heads (the active domain's included).
+        capacity: Bound on stored domains (the active one included; ``adaptation.max_heads``).
     """
 
-    def __init__(self, max_heads: int) -> None:
-        if max_heads < 1:
-            raise ValueError(f"max_heads must be >= 1, got {max_heads}")
-        self.max_heads = max_heads
-        self._entries: OrderedDict[str, HeadEntry] = OrderedDict()
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._entries: OrderedDict[str, StoredDomain] = OrderedDict()
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -72,7 +75,7 @@ class HeadRegistry:
         """Stored domains, least recently used first."""
         return list(self._entries)
 
-    def entry(self, name: str) -> HeadEntry:
+    def entry(self, name: str) -> StoredDomain:
         """The stored entry of ``name`` (KeyError if unknown)."""
         return self._entries[name]
 
@@ -84,7 +87,7 @@ class HeadRegistry:
         reference_loss: float | None,
         inputs: InputStats | None = None,
     ) -> list[str]:
-        """Save the live head as ``name``'s (most recently used); return the evicted names."""
+        """Save the live trunk and head as ``name``'s (most recently used); return the evicted."""
         head = head_of(learner)
         weights = {key: value.detach().clone() for key, value in head.state_dict().items()}
         state = learner.optimizer.state
@@ -96,14 +99,18 @@ class HeadRegistry:
         model: Any = learner.model
         trunk = {key: value.detach().clone() for key, value in model.shared.state_dict().items()}
         fingerprint = InputStats() if inputs is None else inputs.copy()
-        return self.put(name, HeadEntry(weights, moments, reference_loss, trunk, fingerprint))
+        stored = StoredDomain(
+            head=weights, head_moments=moments, reference_loss=reference_loss, trunk=trunk,
+            inputs=fingerprint,
+        )  # fmt: skip
+        return self.put(name, stored)
 
-    def put(self, name: str, entry: HeadEntry) -> list[str]:
+    def put(self, name: str, entry: StoredDomain) -> list[str]:
         """Insert or replace ``name`` as most recently used; return the evicted names."""
         self._entries[name] = entry
         self._entries.move_to_end(name)
         evicted: list[str] = []
-        while len(self._entries) > self.max_heads:
+        while len(self._entries) > self.capacity:
             evicted.append(self._entries.popitem(last=False)[0])
         return evicted
 
@@ -116,13 +123,13 @@ class HeadRegistry:
         entry = self._entries[name]
         self._entries.move_to_end(name)
         head = head_of(learner)
-        head.load_state_dict(entry.weights)  # in place: the parameters stay the same objects
+        head.load_state_dict(entry.head)  # in place: the parameters stay the same objects
         if trunk and entry.trunk:
             model: Any = learner.model
             model.shared.load_state_dict(entry.trunk)
         state = learner.optimizer.state
         for key, p in head.named_parameters():
-            saved = entry.moments.get(key)
+            saved = entry.head_moments.get(key)
             if saved:
                 state[p] = {k: _moment_for(p, k, v) for k, v in saved.items()}
             else:
@@ -152,7 +159,7 @@ class HeadRegistry:
         for name, entry in self._entries.items():
             trunk = _on_device(entry.trunk, x.device)  # restored from a snapshot: on the CPU
             embedding = functional_call(model.shared, trunk, (x,)) if trunk else live
-            outputs = functional_call(head, _on_device(entry.weights, x.device), (embedding,))
+            outputs = functional_call(head, _on_device(entry.head, x.device), (embedding,))
             scores[name] = learner.event_losses(outputs, y).detach().to("cpu")
         return scores
 
@@ -170,42 +177,53 @@ class HeadRegistry:
         return learner.event_losses(outputs, y.to(learner.device)).detach().to("cpu")
 
     def pad_rows(self, key: str, rows: torch.Tensor) -> None:
-        """Append output rows to weight/bias ``key`` of every entry (class growth).
+        """Append output rows to weight/bias ``key`` of every stored head (class growth).
 
         The moments of the new rows start at zero.
         """
         for entry in self._entries.values():
-            old = entry.weights[key]
-            entry.weights[key] = torch.cat([old, rows.to(old.device, old.dtype)])
-            for name, value in entry.moments.get(key, {}).items():
+            old = entry.head[key]
+            entry.head[key] = torch.cat([old, rows.to(old.device, old.dtype)])
+            for name, value in entry.head_moments.get(key, {}).items():
                 if value.dim() and value.shape[0] == old.shape[0]:
                     pad = value.new_zeros((len(rows), *value.shape[1:]))
-                    entry.moments[key][name] = torch.cat([value, pad])
+                    entry.head_moments[key][name] = torch.cat([value, pad])
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-        """Tensors keyed ``<i>.w.<key>`` / ``<i>.m.<key>.<name>`` and JSON entries in LRU order."""
+    def state_dict(self) -> TensorState:
+        """Tensors and ``{"entries": [...]}``: one JSON entry per domain, in LRU order.
+
+        Tensors of the ``i``-th entry are keyed ``<i>.w.<key>`` (head), ``<i>.m.<key>.<name>``
+        (head moments), ``<i>.t.<key>`` (trunk) and ``<i>.i.<name>`` (input fingerprint).
+        """
         tensors: dict[str, torch.Tensor] = {}
-        meta: list[dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         for i, (name, entry) in enumerate(self._entries.items()):
-            for key, value in entry.weights.items():
+            for key, value in entry.head.items():
                 tensors[f"{i}.w.{key}"] = value
-            for key, values in entry.moments.items():
+            for key, values in entry.head_moments.items():
                 for state_name, value in values.items():
                     tensors[f"{i}.m.{key}.{state_name}"] = value
             for key, value in entry.trunk.items():
                 tensors[f"{i}.t.{key}"] = value
-            inputs, count = entry.inputs.state_dict()
+            inputs, inputs_meta = entry.inputs.state_dict()
             tensors |= {f"{i}.i.{key}": value for key, value in inputs.items()}
-            moments = {key: sorted(values) for key, values in entry.moments.items()}
-            meta.append({"name": name, "reference_loss": entry.reference_loss,
-                         "weights": list(entry.weights), "moments": moments,
-                         "trunk": list(entry.trunk), "inputs": count})  # fmt: skip
-        return tensors, meta
+            moments = {key: sorted(values) for key, values in entry.head_moments.items()}
+            entries.append({
+                "name": name, "reference_loss": entry.reference_loss, "weights": list(entry.head),
+                "moments": moments, "trunk": list(entry.trunk), "inputs": inputs_meta["count"],
+            })  # fmt: skip
+        return tensors, {"entries": entries}
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: list[dict[str, Any]]) -> None:
-        """Restore :meth:`state_dict` output (order = recency)."""
+    def load_state_dict(
+        self, tensors: dict[str, torch.Tensor], meta: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
+        """Restore :meth:`state_dict` output (order = recency).
+
+        ``meta`` may also be the bare list of entries that snapshots before issue 11 hold.
+        """
         self._entries.clear()
-        for i, item in enumerate(meta):
+        entries = meta if isinstance(meta, list) else meta["entries"]
+        for i, item in enumerate(entries):
             weights = {key: tensors[f"{i}.w.{key}"] for key in item["weights"]}
             moments = {
                 key: {name: tensors[f"{i}.m.{key}.{name}"] for name in names}
@@ -215,11 +233,12 @@ class HeadRegistry:
             prefix = f"{i}.i."
             inputs = InputStats.from_state(
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
-                int(item.get("inputs", 0)),
+                {"count": item.get("inputs", 0)},
             )
-            self._entries[str(item["name"])] = HeadEntry(
-                weights, moments, item["reference_loss"], trunk, inputs
-            )
+            self._entries[str(item["name"])] = StoredDomain(
+                head=weights, head_moments=moments, reference_loss=item["reference_loss"],
+                trunk=trunk, inputs=inputs,
+            )  # fmt: skip
 
 
 def _on_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
