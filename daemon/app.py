@@ -15,7 +15,6 @@ from threading import Event
 import torch
 from prometheus_client import CollectorRegistry
 
-from driftd.adaptation.drift import make_monitor
 from driftd.adapters.file_snapshot_reader import FileSnapshotReader
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.http_endpoint import MetricsServer
@@ -47,6 +46,7 @@ from driftd.pruning.stage import report_model_size
 from driftd.records import TopicPartition
 from driftd.settings.root import ConfigurationError, Settings
 from driftd.triggers import EveryNStepsOrTSeconds
+from driftd.wiring.adaptation import make_monitor
 from driftd.wiring.learning import (
     make_decoder,
     resolve_device,

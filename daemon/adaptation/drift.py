@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 
@@ -38,9 +38,6 @@ from driftd.adaptation.detectors import (
     load_detector_state,
     make_detector,
 )
-
-if TYPE_CHECKING:
-    from driftd.settings.root import DriftSettings
 
 Kind = Literal["warning", "drift"]
 Signal = Literal["loss", "error", "input_mean", "input_rms"]
@@ -331,36 +328,3 @@ def _input_values(flat: torch.Tensor, monitor: SignalMonitor) -> list[float]:
     per_event = flat.mean(1) if monitor.signal == "input_mean" else flat.square().mean(1).sqrt()
     values: list[float] = per_event.tolist()
     return values
-
-
-def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
-    """The monitor ``settings`` describe (None when drift detection is disabled).
-
-    Regression has no 0/1 error: where the default detector watches it (one the user did not
-    choose), ADWIN watches the per-event loss instead.
-
-    Raises:
-        ValueError: The error signal was asked for on a regression task.
-    """
-    if not settings.enabled:
-        return None
-    detector, signal = settings.detector, settings.concept_signal
-    if signal == "error" and task != "classification":
-        if {"detector", "signal"} & settings.model_fields_set:
-            raise ValueError(f"drift.detector={detector} / signal=error needs classification")
-        detector, signal = "adwin", "loss"
-    params = dict(settings.params)
-    if detector == "kswin":
-        params.setdefault("seed", 0)  # its window sampling must replay identically
-    concept = SignalMonitor(
-        detector=detector, params=params, signal=signal,
-        every=settings.every, batch_mean=settings.batch_mean,
-    )  # fmt: skip
-    names: tuple[Signal, ...] = ("input_mean", "input_rms") if settings.covariate else ()
-    per_batch = settings.covariate_batch_mean
-    adwin: Params = {"delta": settings.covariate_delta, "clock": 1 if per_batch else 32}
-    covariate = [
-        SignalMonitor(detector="adwin", params=adwin, signal=name, batch_mean=per_batch)
-        for name in names
-    ]
-    return DriftMonitor(concept=concept, concept_signal=signal, covariate=covariate)

@@ -38,14 +38,13 @@ Everything is deterministic given the state, which :meth:`Adaptation.state_dict`
 
 from __future__ import annotations
 
-from dataclasses import fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
-from driftd.adaptation.drift import DriftDetected, DriftMonitor, Signal, make_monitor
+from driftd.adaptation.drift import DriftDetected, DriftMonitor, Signal
 from driftd.adaptation.growth import grow_outputs
 from driftd.adaptation.head_switch import HeadSwitch
 from driftd.adaptation.replay import ReplayBuffer
@@ -55,9 +54,6 @@ from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.tensor_state import TensorState
 from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
-
-if TYPE_CHECKING:
-    from driftd.settings.root import Settings
 
 CONCEPT_SIGNALS = ("loss", "error")
 
@@ -306,27 +302,3 @@ class Adaptation:
             self.monitor.load_state_dict(meta["monitor"])
             self.reset_signals = list(self.monitor.reset_signals)
         self._apply_scales()
-
-
-def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | None:
-    """The monitor and policy ``settings`` describe for ``learner`` (None: both disabled).
-
-    Its generator is seeded from ``model.seed`` (offset by one, apart from the model's own).
-
-    Raises:
-        ValueError: The drift settings do not fit the task.
-    """
-    monitor = make_monitor(settings.drift, task=settings.model.task)
-    if monitor is None and not settings.adaptation.enabled:
-        return None
-    generator = torch.Generator().manual_seed(settings.model.seed + 1)
-    config = AdaptationConfig(
-        **{
-            field.name: getattr(settings.adaptation, field.name)
-            for field in fields(AdaptationConfig)
-        }
-    )
-    return Adaptation(
-        learner=learner, config=config, monitor=monitor, generator=generator,
-        base_lr=settings.learner.lr,
-    )  # fmt: skip

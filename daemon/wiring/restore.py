@@ -10,13 +10,13 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from driftd.adaptation.policy import make_adaptation
 from driftd.ports import Clock, Snapshot, SnapshotStore, SystemClock, UnreadableSnapshotsError
 from driftd.pruning.int8_export import Int8Exporter
 from driftd.records import TopicPartition
 from driftd.serving.publish_gate import LabelWindow, PublishGate, PublishPolicy
 from driftd.settings.root import Settings
 from driftd.training_state import TrainingState
+from driftd.wiring.adaptation import make_adaptation
 from driftd.wiring.learning import (
     configured_n_features,
     learner_builder,

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from driftd.adaptation.config import AdaptationConfig
-from driftd.adaptation.policy import make_adaptation
 from driftd.learning.learner import OnlineLearner, make_optimizer
 from driftd.learning.lr import ConstantLR
 from driftd.learning.models import build_model
 from driftd.settings.root import AdaptationSettings, load_settings
+from driftd.wiring.adaptation import make_adaptation
 
 
 def test_every_field_is_a_setting_of_the_same_name_and_type_without_a_default() -> None:

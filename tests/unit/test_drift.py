@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from driftd.adaptation.detectors import DETECTORS, detector_state, is_binary, load_detector_state
-from driftd.adaptation.drift import DriftMonitor, SignalMonitor, make_monitor
+from driftd.adaptation.drift import DriftMonitor, SignalMonitor
 from driftd.settings.root import DriftSettings
+from driftd.wiring.adaptation import make_monitor
 
 
 def _mean_shift(seed: int = 12345) -> list[float]:

@@ -11,7 +11,6 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from driftd.adaptation.drift import make_monitor
 from driftd.adapters.memory import InMemoryDeadLetterSink
 from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
@@ -20,6 +19,7 @@ from driftd.loop import StopWhen
 from driftd.records import Record
 from driftd.settings.root import load_settings
 from driftd.tools.progress_line import progress_fields
+from driftd.wiring.adaptation import make_monitor
 from tests.fakes import FakeClock
 
 
