@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from driftd.adaptation.outcomes import ADAPTATION_KINDS
 from driftd.adapters.bulk_histogram import BulkHistogram
 from driftd.adapters.prometheus_consumer_metrics import PrometheusConsumerMetrics
-from driftd.outcomes import ADAPTATION_KINDS
 from driftd.ports import Clock, SystemClock
 
 if TYPE_CHECKING:

@@ -25,6 +25,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from threading import Event
 
+from driftd.adaptation.outcomes import StepOutcome
+from driftd.adaptation.reporting import report_outcome
 from driftd.dead_letter_backlog import commit_offsets
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.learning.granularity import StepSizeController
@@ -32,7 +34,6 @@ from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters
 from driftd.loop_progress import LoopProgress, ProgressLogSchedule, StopWhen
 from driftd.non_finite import split_dropped
-from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
     DeadLetterSink,

@@ -26,13 +26,13 @@ import torch
 
 from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
+from driftd.adaptation.outcomes import Adapted, StepOutcome
 from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.tensor_state import TensorState
-from driftd.outcomes import Adapted, StepOutcome
 
 
 class HeadSwitch:

@@ -47,13 +47,14 @@ from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.drift import DriftDetected, DriftMonitor, Signal
 from driftd.adaptation.growth import grow_outputs
 from driftd.adaptation.head_switch import HeadSwitch
+from driftd.adaptation.lr_ramps import head_scale, trunk_scale
+from driftd.adaptation.outcomes import AdaptationKind, Adapted, StepOutcome
 from driftd.adaptation.replay import ReplayBuffer
-from driftd.adaptation.routing import head_scale, split_by_domain, trunk_scale
+from driftd.adaptation.routing import split_by_domain
 from driftd.adaptation.trunk_evidence import trunk_still_serves
 from driftd.decode import DecodedBatch
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.tensor_state import TensorState
-from driftd.outcomes import AdaptationKind, Adapted, StepOutcome
 
 CONCEPT_SIGNALS = ("loss", "error")
 

@@ -45,7 +45,7 @@ class ModelAdapted:
 
     Attributes:
         kind: ``lr_boost``, ``new_head``, ``reuse_head``, ``trunk_freeze``, ... (see
-            :data:`driftd.outcomes.AdaptationKind`).
+            :data:`driftd.adaptation.outcomes.AdaptationKind`).
         step: Gradient steps taken when it acted.
         events_seen: Events given to the learner up to the end of that step.
     """

@@ -20,9 +20,9 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 import driftd
+from driftd.adaptation.outcomes import ADAPTATION_KINDS
 from driftd.adapters.http_endpoint import MetricsServer
 from driftd.adapters.prometheus_telemetry import PRUNE_OUTCOMES, PrometheusTelemetry
-from driftd.outcomes import ADAPTATION_KINDS
 from driftd.records import TopicPartition
 
 pytestmark = pytest.mark.integration
