@@ -174,3 +174,31 @@ def test_a_clean_batch_reports_nothing_dropped() -> None:
                                 torch.ones(4, dtype=torch.bool))  # fmt: skip
     assert report.dropped is None
     assert report.n_events == 4
+
+
+def test_a_huge_but_finite_loss_without_standardisation_passes_through_the_window() -> None:
+    """Raw values of ±1e30 with ``model.standardize = false``: the loss is finite, so the rows
+    are learned, not dead-lettered. Adam's normalised step keeps the weights finite and small,
+    learning goes on, and the windowed loss recovers once the row leaves the window."""
+    from driftd.library import Learner
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4_000, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    learner = Learner(
+        model={"standardize": False}, learner={"metrics_window": 500}, drift={"enabled": False}
+    )
+    learner.learn_many(x[:1_000], y[:1_000])
+    outlier, labels = x[1_000:1_100].copy(), y[1_000:1_100].copy()
+    outlier[5], outlier[6], labels[5:7] = 1e30, -1e30, 1  # opposite logits: one of them is wrong
+    learner.learn_many(outlier, labels)
+    learner.learn_many(x[1_100:1_300], y[1_100:1_300])
+    assert learner.metrics["loss"] is not None
+    assert 1e20 < learner.metrics["loss"] < math.inf  # the one row dominates the window's mean
+    learner.learn_many(x[1_300:3_000], y[1_300:3_000])
+    weights = torch.cat([p.detach().flatten() for p in learner.model.parameters()])  # type: ignore[union-attr]
+    assert bool(torch.isfinite(weights).all())
+    assert float(weights.abs().max()) < 10.0
+    assert learner.metrics["loss"] < 0.5  # the row left the 500-event window
+    assert float((learner.predict_many(x[3_000:]) == y[3_000:]).mean()) > 0.9
+    assert not [event for event in learner.events if "non_finite" in repr(event)]
