@@ -175,11 +175,15 @@ class TrainingLoop:
             if reason is not None:
                 self.progress.stopped_by = reason
                 break
-            records = self._poll(stop)
+            asked = self._poll_size(stop)
+            records = self._poll(asked)
             if records:
-                self._choose_step_size(len(records))
+                self._choose_step_size(len(records), asked)
+                learning = self.clock.monotonic()
                 self.process(records)
                 last_record = self.clock.monotonic()  # learning a batch is not idle time
+                if self.step_sizes is not None:
+                    self.step_sizes.learned(len(records), last_record - learning)
             self._maybe_report_lag()
             if self._snapshot_due():
                 self.snapshot_and_commit()
@@ -187,7 +191,7 @@ class TrainingLoop:
             self.snapshot_and_commit()
         return self.progress
 
-    def _choose_step_size(self, polled: int) -> None:
+    def _choose_step_size(self, polled: int, asked: int) -> None:
         """Finer gradient steps while the consumer keeps up, coarser while a backlog grows."""
         if self.step_sizes is None:
             return
@@ -195,13 +199,23 @@ class TrainingLoop:
             backlog: int | None = sum(self.source.lag().values())
         except Exception:  # a source that cannot say: keep the size
             backlog = None
-        self.choose_step_size(polled, backlog)
+        self.choose_step_size(polled, backlog, asked=asked, now=self.clock.monotonic())
 
-    def choose_step_size(self, polled: int, backlog: int | None) -> None:
-        """Tell ``learner.micro_batch=auto``'s controller what a poll found (None: unknown)."""
+    def choose_step_size(
+        self,
+        polled: int,
+        backlog: int | None,
+        *,
+        asked: int | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Tell ``learner.micro_batch=auto``'s controller what a poll of ``asked`` found.
+
+        ``backlog``: what is left to read (None: unknown); ``now``: when the poll returned.
+        """
         if self.step_sizes is None:
             return
-        size = self.step_sizes.observe(backlog, polled)
+        size = self.step_sizes.observe(backlog, polled, asked=asked, now=now)
         if size != self.progress.step_size:
             self.telemetry.step_size(size)
         self.progress.step_size = size
@@ -224,11 +238,11 @@ class TrainingLoop:
         self.state.advance(records)
         self._dirty = True
 
-    def _poll(self, stop: StopWhen) -> Sequence[Record]:
+    def _poll(self, size: int) -> Sequence[Record]:
         """The next batch; nothing while the dead-letter backlog is full and will not drain."""
         if self.dead_letters.pending >= self.max_dead_letter_backlog and not self._drain():
             return ()
-        return self.source.poll(self._poll_size(stop), self.poll_timeout_s)
+        return self.source.poll(size, self.poll_timeout_s)
 
     def _drain(self) -> bool:
         """Back-pressure: flush the full backlog; if that fails, wait one poll timeout."""

@@ -34,6 +34,53 @@ def test_halves_while_nothing_waits_and_doubles_while_a_backlog_stands() -> None
     assert controller.observe(0, 0) == 256, "an empty poll says nothing"
 
 
+def test_finer_only_while_the_measured_cost_keeps_up_with_the_arrivals() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=16)
+    controller.capacity[4] = 2_000.0  # measured: 4-event steps learn 2,000 events/s
+    # 30 events come every 10 ms (3,000 events/s), all read at once: nothing waits.
+    sizes = [controller.observe(0, 30, now=0.01 * poll) for poll in range(5)]
+    assert controller.arrival_rate == pytest.approx(3_000.0)
+    assert sizes == [8, 8, 8, 8, 8]  # 4 would fall behind: 2,000 < 1.5 x 3,000
+    controller.capacity[8] = 4_000.0  # and 8 itself turns out short of the headroom
+    controller.capacity[4] = 9_000.0
+    assert controller.observe(0, 30, now=0.05) == 8, "finer is never faster than 8"
+    controller.capacity[8] = 10_000.0
+    assert controller.observe(0, 30, now=0.06) == 4
+
+
+def test_a_source_that_gives_all_it_is_asked_sets_no_pace_to_keep() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=8)
+    controller.capacity |= {4: 100.0, 8: 100.0}  # slow, but events come only when asked
+    sizes = [controller.observe(0, 256, asked=256, now=0.1 * poll) for poll in range(4)]
+    assert sizes == [4, 2, 1, 1]
+
+
+def test_behind_it_coarsens_straight_to_a_size_measured_fast_enough() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=2)
+    controller.capacity |= {2: 500.0, 64: 20_000.0, 128: 30_000.0}
+    controller.observe(0, 256, now=0.0)
+    # 4,096 waiting: draining it in 2 s needs ~2,000 events/s more than arrive (none here).
+    assert controller.observe(4_096, 256, now=1.0) == 64
+    unknown = StepSizeController(min_size=1, max_size=256, start=2)
+    assert unknown.observe(4_096, 256, now=1.0) == 4, "no size known fast enough: double"
+
+
+def test_between_the_thresholds_a_growing_backlog_coarsens_a_shrinking_one_holds() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=8)
+    controller.observe(300, 256, now=0.0)
+    assert controller.observe(600, 256, now=0.1) == 16  # growing
+    assert controller.observe(500, 256, now=0.2) == 16  # shrinking: hold
+
+
+def test_a_partial_step_tells_nothing_about_the_cost_of_a_size() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=32)
+    controller.learned(12, 0.006)  # one 12-event step: the size's cost stays unknown
+    assert controller.capacity == {}
+    controller.learned(256, 0.05)
+    controller.learned(256, 0.10)
+    assert controller.capacity[32] == pytest.approx(5_120 + 0.3 * (2_560 - 5_120))
+
+
 def test_state_round_trip_is_clamped_to_the_bounds() -> None:
     controller = StepSizeController(min_size=4, max_size=64, start=1)
     assert controller.size == 4
