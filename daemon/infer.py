@@ -30,9 +30,8 @@ from driftd.app import dead_letter_sink
 from driftd.connect import close_all, connect_with_backoff
 from driftd.core_wiring import configured_n_features, make_decoder, resolve_device
 from driftd.loop import StopWhen
-from driftd.ports import Clock, DeadLetterSink, RecordSource, SystemClock
+from driftd.ports import Clock, DeadLetterSink, PredictionSink, RecordSource, SystemClock
 from driftd.serving.inference_loop import InferenceLoop, InferenceProgress
-from driftd.serving.values import PredictionSink
 from driftd.settings.root import ConfigurationError, Settings
 from driftd.triggers import EveryNStepsOrTSeconds
 

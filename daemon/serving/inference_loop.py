@@ -33,9 +33,16 @@ import orjson
 
 from driftd.decode import DecodedBatch, JsonDecoder
 from driftd.loop_progress import StopWhen
-from driftd.ports import Clock, DeadLetterSink, RecordSource
+from driftd.ports import (
+    Clock,
+    DeadLetterSink,
+    InferenceTelemetry,
+    Predictions,
+    PredictionSink,
+    Predictor,
+    RecordSource,
+)
 from driftd.records import Record, Rejection, TopicPartition
-from driftd.serving.values import InferenceTelemetry, Predictions, PredictionSink, Predictor
 from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")
