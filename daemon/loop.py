@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from threading import Event
 
 from driftd.dead_letter_backlog import commit_offsets
-from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.decode import DecodedBatch
 from driftd.learning.granularity import StepSizeController
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters
@@ -36,6 +36,7 @@ from driftd.outcomes import StepOutcome, report_outcome
 from driftd.ports import (
     Clock,
     DeadLetterSink,
+    Decoder,
     RecordSource,
     SnapshotNotifier,
     SnapshotStore,
@@ -92,7 +93,7 @@ class TrainingLoop:
         self,
         *,
         source: RecordSource,
-        decoder: JsonDecoder,
+        decoder: Decoder,
         state: TrainingState,
         store: SnapshotStore,
         dead_letters: DeadLetterSink,

@@ -4,7 +4,7 @@ Adapters (:mod:`driftd.adapters`) implement them by technology; the loops and th
 roots see only these names. One module per side:
 
 * :mod:`~driftd.ports.clock`: :class:`Clock` (and the real :class:`SystemClock`);
-* :mod:`~driftd.ports.records`: :class:`RecordSource`, :class:`DeadLetterSink`;
+* :mod:`~driftd.ports.records`: :class:`RecordSource`, :class:`Decoder`, :class:`DeadLetterSink`;
 * :mod:`~driftd.ports.snapshots`: :class:`Snapshot`, :class:`SnapshotStore`,
   :class:`SnapshotNotifier` and :class:`SnapshotPublished`;
 * :mod:`~driftd.ports.telemetry`: the training loop's :class:`Telemetry`;
@@ -15,7 +15,7 @@ Importing them stays light (no torch, no numpy): the CLI and the consumer child 
 """
 
 from driftd.ports.clock import Clock, SystemClock
-from driftd.ports.records import DeadLetterSink, RecordSource
+from driftd.ports.records import DeadLetterSink, Decoder, RecordSource
 from driftd.ports.serving import (
     InferenceTelemetry,
     ModelNotReadyError,
@@ -39,6 +39,7 @@ from driftd.ports.telemetry import Telemetry
 __all__ = [
     "Clock",
     "DeadLetterSink",
+    "Decoder",
     "InferenceTelemetry",
     "ModelNotReadyError",
     "ModelSwapped",

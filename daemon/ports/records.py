@@ -1,4 +1,4 @@
-"""The record ports: where records come from and where the rejected ones go.
+"""The record ports: where records come from, how they are decoded, where the rejected ones go.
 
 Both loops use them: the training loop (:mod:`driftd.loop`) and the inference loop
 (:mod:`driftd.serving.inference_loop`).
@@ -7,9 +7,12 @@ Both loops use them: the training loop (:mod:`driftd.loop`) and the inference lo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from driftd.records import Record, Rejection, TopicPartition
+
+if TYPE_CHECKING:  # annotations only: the CLI and the consumer child start without torch
+    from driftd.decode import DecodedBatch
 
 
 class RecordSource(Protocol):
@@ -38,6 +41,18 @@ class RecordSource(Protocol):
 
     def close(self) -> None:
         """Release connections; safe to call twice."""
+        ...
+
+
+class Decoder(Protocol):
+    """Turns raw records into a mini-batch (:class:`~driftd.decode.JsonDecoder` by default).
+
+    A bad record is a value, not an exception: it comes back among the batch's rejections with a
+    stable reason, and the loop dead-letters it.
+    """
+
+    def decode_many(self, records: Sequence[Record]) -> DecodedBatch:
+        """Decode a batch; every record ends up either in the tensors or in ``rejections``."""
         ...
 
 
