@@ -16,6 +16,7 @@ A backlog that cannot be measured (None) leaves the size as it is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -51,6 +52,6 @@ class StepSizeController:
         """The current size, JSON-ready."""
         return {"size": self.size}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (clamped into this controller's bounds)."""
         self.size = min(max(int(state["size"]), self.min_size), self.max_size)
