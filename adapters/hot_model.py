@@ -35,8 +35,14 @@ from driftd.adapters.served_model import (
     load_served_model,
 )
 from driftd.adapters.snapshot_readers import open_snapshot_reader
-from driftd.ports import Clock, SystemClock
-from driftd.serving.values import ModelNotReadyError, ModelSwapped, Predictions, ReloadRefused
+from driftd.ports import (
+    Clock,
+    ModelNotReadyError,
+    ModelSwapped,
+    Predictions,
+    ReloadRefused,
+    SystemClock,
+)
 
 log = logging.getLogger(__name__)
 

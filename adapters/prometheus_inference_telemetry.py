@@ -17,11 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from driftd.adapters.bulk_histogram import BulkHistogram
 from driftd.adapters.prometheus_consumer_metrics import PrometheusConsumerMetrics
-from driftd.ports import Clock, SystemClock
-from driftd.serving.values import ModelSwapped, ReloadRefused
+from driftd.ports import Clock, ModelSwapped, ReloadRefused, SystemClock
 
 if TYPE_CHECKING:
-    from driftd.serving.values import InferenceTelemetry
+    from driftd.ports import InferenceTelemetry
 
 #: Event timestamp to prediction: 1 ms (live stream) to 10 min (catching up a backlog).
 PREDICTION_LATENCY_BUCKETS = (
@@ -34,12 +33,12 @@ EVENT_TO_SERVING_BUCKETS = (
 )  # fmt: skip
 
 
-#: Why a snapshot is refused (``driftd.serving.values.ReloadRefused``).
+#: Why a snapshot is refused (``driftd.ports.ReloadRefused``).
 REFUSAL_REASONS = ("missing", "corrupt", "unsupported", "incompatible", "bad_model")
 
 
 class PrometheusInferenceTelemetry(PrometheusConsumerMetrics):
-    """Implements ``driftd.serving.values.InferenceTelemetry`` on ``registry`` (not the global).
+    """Implements ``driftd.ports.InferenceTelemetry`` on ``registry`` (not the global).
 
     ``driftd_model_version`` reads 0 and ``driftd_model_age_seconds`` NaN until a model serves;
     the age is computed at scrape time, so it keeps growing while no newer snapshot arrives.

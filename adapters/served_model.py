@@ -3,7 +3,7 @@
 :func:`load_served_model` does all the slow work of a reload off to the side and returns an
 immutable :class:`ServedModel`; :class:`~driftd.adapters.hot_model.HotModel` then swaps one
 reference to it. Anything wrong with a snapshot becomes a :class:`SnapshotRefusedError` with a
-stable reason (see :class:`~driftd.serving.values.ReloadRefused`).
+stable reason (see :class:`~driftd.ports.ReloadRefused`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import torch
 from driftd.adapters.file_snapshot_reader import SnapshotError
 from driftd.adapters.snapshot_readers import SnapshotReader
 from driftd.learning.models import ModelConfigError, build_model
-from driftd.ports import Clock
+from driftd.ports import Clock, Predictions
 from driftd.pruning.quantize import load_int8
-from driftd.serving.values import Predictions
 
 _MAX_DETAIL = 2000
 

@@ -28,8 +28,8 @@ _LAZY = {
     "Learner": "driftd.library.learner",
     "ModelAdapted": "driftd.library.events",
     "ModelPruned": "driftd.library.events",
-    "ModelNotReadyError": "driftd.serving.values",
-    "Predictions": "driftd.serving.values",
+    "ModelNotReadyError": "driftd.ports",
+    "Predictions": "driftd.ports",
     "SnapshotError": "driftd.adapters.file_snapshot_reader",
 }
 

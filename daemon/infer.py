@@ -29,9 +29,8 @@ from driftd.adapters.prometheus_inference_telemetry import PrometheusInferenceTe
 from driftd.app import dead_letter_sink
 from driftd.connect import close_all, connect_with_backoff
 from driftd.loop import StopWhen
-from driftd.ports import Clock, DeadLetterSink, RecordSource, SystemClock
+from driftd.ports import Clock, DeadLetterSink, PredictionSink, RecordSource, SystemClock
 from driftd.serving.inference_loop import InferenceLoop, InferenceProgress
-from driftd.serving.values import PredictionSink
 from driftd.settings.root import ConfigurationError, Settings
 from driftd.triggers import EveryNStepsOrTSeconds
 from driftd.wiring.learning import configured_n_features, make_decoder, resolve_device

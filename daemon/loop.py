@@ -28,7 +28,7 @@ from threading import Event
 from driftd.adaptation.outcomes import StepOutcome
 from driftd.adaptation.reporting import report_outcome
 from driftd.dead_letter_backlog import commit_offsets
-from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.decode import DecodedBatch
 from driftd.learning.granularity import StepSizeController
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters
@@ -37,6 +37,7 @@ from driftd.non_finite import split_dropped
 from driftd.ports import (
     Clock,
     DeadLetterSink,
+    Decoder,
     RecordSource,
     SnapshotNotifier,
     SnapshotStore,
@@ -93,7 +94,7 @@ class TrainingLoop:
         self,
         *,
         source: RecordSource,
-        decoder: JsonDecoder,
+        decoder: Decoder,
         state: TrainingState,
         store: SnapshotStore,
         dead_letters: DeadLetterSink,

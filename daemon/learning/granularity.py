@@ -21,6 +21,7 @@ poll, per second. A backlog that cannot be measured (None) leaves the size as it
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 SMOOTHING = 0.3  # weight of the newest measurement in the running estimates
@@ -129,6 +130,6 @@ class StepSizeController:
         """The current size, JSON-ready (costs and rates are measured anew after a restart)."""
         return {"size": self.size}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (clamped into this controller's bounds)."""
         self.size = min(max(int(state["size"]), self.min_size), self.max_size)

@@ -11,6 +11,7 @@ changes while running; hyperparameters come from the constructor.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 
@@ -119,7 +120,7 @@ class LRPolicy:
         """What changes while running, as JSON-ready plain values."""
         return {"policy": self.name, "steps": self._steps, "base_lr": self._base_lr}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output.
 
         Raises:
@@ -254,7 +255,7 @@ class AdaptiveLR(LRPolicy):
             "streak": self._streak,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
         super().load_state_dict(state)
         values = [state.get(key) for key in ("ema", "best", "bad_steps", "streak")]

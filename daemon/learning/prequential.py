@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -205,7 +206,7 @@ class PrequentialWindow:
             entries.append(entry)
         return {"size": self.size, "batches": entries}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` (also a window saved before the error sums)."""
         self.size = int(state["size"])
         self.clear()

@@ -21,8 +21,10 @@ TensorState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 """A stateful component's ``state_dict()``: tensors (for safetensors) and JSON-serialisable meta.
 
 Every core component's state has one of two shapes: ``dict[str, Any]`` when it is plain JSON,
-:data:`TensorState` when it holds tensors; ``load_state_dict`` takes the same shape back and
-returns None.
+:data:`TensorState` when it holds tensors. ``load_state_dict`` takes the same shape back, as
+``Mapping`` parameters, and returns None: ``load_state_dict(state)`` for the first,
+``load_state_dict(tensors, meta)`` for the second (the tensors may hold other keys, so an owner
+can pass its part of a snapshot's tensors without copying).
 """
 
 

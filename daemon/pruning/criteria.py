@@ -16,10 +16,12 @@ which sets small weights exactly to zero.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from driftd.learning.tensor_state import TensorState
 from driftd.pruning.layers import WeightLayer, prunable_weights
 
 
@@ -158,15 +160,19 @@ class TaylorAccumulator:
         """Average ``|sum w * g|`` per unit, keyed by layer name."""
         return {name: self._corrected(value) for name, value in self._units.items()}
 
-    def state_dict(self) -> dict[str, Tensor]:
-        """Tensors only (safetensors-ready): ``steps``, ``weights.<param>``, ``units.<layer>``."""
+    def state_dict(self) -> TensorState:
+        """``(tensors, {})``: all of its state is tensors.
+
+        Keys ``steps``, ``weights.<param>`` and ``units.<layer>``; ``steps`` stays a tensor, so
+        snapshots keep their ``taylor.steps``.
+        """
         tensors = {"steps": torch.tensor(self.steps, dtype=torch.int64)}
         tensors |= {f"weights.{k}": v.detach().cpu().clone() for k, v in self._weights.items()}
         tensors |= {f"units.{k}": v.detach().cpu().clone() for k, v in self._units.items()}
-        return tensors
+        return tensors, {}
 
-    def load_state_dict(self, tensors: Mapping[str, Tensor]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+    def load_state_dict(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (its ``meta`` is empty)."""
         self.reset()
         self.steps = int(tensors["steps"])
         for key, value in tensors.items():

@@ -25,6 +25,11 @@ _PREFIX = "mask."
 class MaskSet:
     """Keep-masks over named parameters (True keeps the entry, False prunes it).
 
+    A value rather than a stateful component: the pruner replaces it at each pruning event and
+    rebuilds it from a snapshot (:meth:`from_tensors`), so it has tensors to save
+    (:meth:`to_tensors`, part of :meth:`Pruner.state_dict <driftd.pruning.Pruner.state_dict>`)
+    and no ``state_dict``/``load_state_dict`` of its own.
+
     Args:
         masks: Parameter name to a bool tensor shaped like that parameter.
     """
@@ -112,15 +117,15 @@ class MaskSet:
             mask = self.masks[name] = mask.to(device)
         return mask
 
-    def state_dict(self) -> dict[str, Tensor]:
+    def to_tensors(self) -> dict[str, Tensor]:
         """Bool tensors keyed ``mask.<parameter>`` (safetensors stores bool)."""
         return {
             _PREFIX + name: mask.detach().cpu().contiguous() for name, mask in self.masks.items()
         }
 
     @classmethod
-    def from_state_dict(cls, tensors: Mapping[str, Tensor]) -> MaskSet:
-        """Rebuild from :meth:`state_dict` output (other keys are ignored)."""
+    def from_tensors(cls, tensors: Mapping[str, Tensor]) -> MaskSet:
+        """Rebuild from :meth:`to_tensors` output (other keys are ignored)."""
         return cls({k[len(_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_PREFIX)})
 
 

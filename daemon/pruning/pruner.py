@@ -20,13 +20,14 @@ back, and fine-tunes again; rolling back restores the unpruned model and optimiz
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from driftd.learning.tensor_state import TensorState
 from driftd.pruning import criteria, measured, scoring
 from driftd.pruning.controller import PruningController, Verdict
 from driftd.pruning.cycle import PruneReport, Replay, Trainable
@@ -286,11 +287,12 @@ class Pruner:
             "outcomes": dict(self.controller.counts),
         }
 
-    def state_dict(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    def state_dict(self) -> TensorState:
         """Tensors (masks, Taylor averages) for safetensors and JSON-ready metadata."""
-        tensors = self.masks.state_dict()
+        tensors = self.masks.to_tensors()
         if self.taylor is not None:
-            tensors |= {f"taylor.{k}": v for k, v in self.taylor.state_dict().items()}
+            taylor, _ = self.taylor.state_dict()  # tensors only: its meta is empty
+            tensors |= {f"taylor.{k}": v for k, v in taylor.items()}
         meta = {
             "format": FORMAT,
             "structured": self.policy.structured,
@@ -299,7 +301,7 @@ class Pruner:
         }
         return tensors, meta
 
-    def load_state_dict(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+    def load_state_dict(self, tensors: Mapping[str, Tensor], meta: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (an event mid-verification is not resumed).
 
         Raises:
@@ -307,11 +309,11 @@ class Pruner:
         """
         if meta.get("format") != FORMAT:
             raise ValueError(f"unknown pruning state format {meta.get('format')!r}")
-        self.masks = MaskSet.from_state_dict(tensors)
+        self.masks = MaskSet.from_tensors(tensors)
         if self.taylor is not None:
             taylor = {k[len("taylor.") :]: v for k, v in tensors.items() if k.startswith("taylor.")}
             if taylor:
-                self.taylor.load_state_dict(taylor)
+                self.taylor.load_state_dict(taylor, {})
         self.original_units = {k: int(v) for k, v in meta["original_units"].items()}
         self.controller.load_state_dict(meta["controller"])
         self._pending, self.shrink = None, None

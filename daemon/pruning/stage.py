@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.models import count_parameters, sparsity
+from driftd.learning.tensor_state import TensorState
 from driftd.ports import Telemetry
 from driftd.pruning import Pruner, PruneReport, Verdict, flops_per_event
 
@@ -122,7 +123,7 @@ class PruningStage:
         x, y = self.window.since(0)
         return x.to(self.learner.device), y.to(self.learner.device)
 
-    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    def state_dict(self) -> TensorState:
         """Tensors (masks, Taylor scores, recent window, random state) and JSON metadata."""
         pruner_tensors, pruner_meta = self.pruner.state_dict()
         window_tensors, window_meta = self.window.state_dict()
@@ -132,14 +133,14 @@ class PruningStage:
         meta = {"pruner": pruner_meta, "window": window_meta, "summary": self.summary()}
         return tensors, meta
 
-    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    def load_state_dict(self, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output (a verification in progress ends interrupted)."""
         self.generator.set_state(tensors["generator"])
         self.pruner.load_state_dict(_part(tensors, "pruner."), meta["pruner"])
         self.window.load_state_dict(_part(tensors, "window."), meta["window"])
 
 
-def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def _part(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
 
 

@@ -31,11 +31,19 @@ from typing import Any
 import numpy as np
 import orjson
 
-from driftd.decode import DecodedBatch, JsonDecoder
+from driftd.decode import DecodedBatch
 from driftd.loop_progress import StopWhen
-from driftd.ports import Clock, DeadLetterSink, RecordSource
+from driftd.ports import (
+    Clock,
+    DeadLetterSink,
+    Decoder,
+    InferenceTelemetry,
+    Predictions,
+    PredictionSink,
+    Predictor,
+    RecordSource,
+)
 from driftd.records import Record, Rejection, TopicPartition
-from driftd.serving.values import InferenceTelemetry, Predictions, PredictionSink, Predictor
 from driftd.triggers import EveryNStepsOrTSeconds
 
 log = logging.getLogger("driftd.infer")
@@ -76,7 +84,7 @@ class InferenceLoop:
         self,
         *,
         source: RecordSource,
-        decoder: JsonDecoder,
+        decoder: Decoder,
         predictor: Predictor,
         sink: PredictionSink,
         dead_letters: DeadLetterSink,

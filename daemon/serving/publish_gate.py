@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -229,7 +230,7 @@ class LabelWindow:
         """JSON-ready state (the manifest's ``publish_gate.labels``)."""
         return {"size": self.size, "batches": [entry.tolist() for entry in self._batches]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict` (the size in force now wins)."""
         self._batches.clear()
         self._count = 0
@@ -292,7 +293,7 @@ class PublishGate:
         """JSON-ready state saved in the manifest (``publish_gate``)."""
         return {"labels": self.labels.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
         labels = state.get("labels")
         if isinstance(labels, dict):

@@ -37,8 +37,7 @@ from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.hot_model import HotModel
 from driftd.learning.models import build_model
-from driftd.ports import Snapshot
-from driftd.serving.values import ModelSwapped, PredictionSink
+from driftd.ports import ModelSwapped, PredictionSink, Snapshot
 from driftd.settings.root import ModelSettings, Settings
 from driftd.wiring.learning import model_config_from_settings
 

@@ -122,6 +122,59 @@ def test_bad_record_is_rejected_with_its_reason(value: bytes | None, reason: str
     assert rejection.detail
 
 
+# Dead-letter headers and logs carry these words: they change only on purpose.
+DETAILS = [
+    pytest.param({}, b"", "empty", "record has no value", id="empty"),
+    pytest.param({}, b"{" + b" " * MAX_BYTES + b"}", "oversized",
+                 f"{MAX_BYTES + 2} bytes > limit {MAX_BYTES}", id="oversized"),
+    pytest.param({}, b"{not json", "not_json", "not valid JSON: Expecting property name enclosed "
+                 "in double quotes: line 1 column 2 (char 1)", id="not-json"),
+    pytest.param({}, b"[1, 2, 3]", "not_object", "expected a JSON object, got list", id="list"),
+    pytest.param({}, b'{"y": 1}', "missing_x", "no 'x' field", id="no-x"),
+    pytest.param({}, b'{"x": "1,2,3"}', "wrong_type", "'x' must be a list or an object",
+                 id="x-string"),
+    pytest.param({}, b'{"x": [1, "2", 3]}', "wrong_type", "'x' must hold only numbers",
+                 id="x-with-string"),
+    pytest.param({}, b'{"x": {"a": 1}}', "wrong_type",
+                 "named features need event.feature_names configured", id="named-unconfigured"),
+    pytest.param({"feature_names": ["a", "b", "c"]}, b'{"x": {"a": 1, "c": 3}}',
+                 "missing_feature", "feature 'b' is missing", id="named-missing"),
+    pytest.param({}, b'{"x": [1, 2]}', "wrong_dimension", "2 features, expected 3", id="width"),
+    pytest.param({"n_features": None}, b'{"x": []}', "wrong_dimension", "'x' is empty",
+                 id="first-empty"),
+    pytest.param({"n_features": None}, b'{"x": [NaN, 1]}', "non_finite",
+                 "features hold NaN or infinity", id="first-non-finite"),
+    pytest.param({}, b'{"x": [1e39, 0, 0]}', "non_finite", "features hold NaN or infinity",
+                 id="non-finite"),
+    pytest.param({}, b'{"x": [1, 2, 3], "y": 3}', "unknown_label", "label 3 outside [0, 3)",
+                 id="label-range"),
+    pytest.param({}, b'{"x": [1, 2, 3], "y": "cat"}', "unknown_label",
+                 "label 'cat' is not configured", id="label-name"),
+    pytest.param({}, b'{"x": [1, 2, 3], "y": 1e999}', "unknown_label",
+                 "label is out of any class range", id="label-infinite"),
+    pytest.param({}, b'{"x": [1, 2, 3], "y": 1.5}', "wrong_type",
+                 "'y' must be a class index or name", id="label-fraction"),
+    pytest.param({}, b'{"x": [1, 2, 3], "ts": "now"}', "wrong_type",
+                 "'ts' must be epoch seconds or null", id="ts"),
+    pytest.param({}, b'{"x": [1, 2, 3], "domain": 5}', "wrong_type",
+                 "'domain' must be a string or null", id="domain"),
+    pytest.param({"task": "regression", "n_outputs": 2}, b'{"x": [1, 2, 3], "y": "1"}',
+                 "wrong_type", "'y' must be a number or list of numbers", id="target-type"),
+    pytest.param({"task": "regression", "n_outputs": 2}, b'{"x": [1, 2, 3], "y": [1]}',
+                 "wrong_dimension", "1 targets, expected 2", id="target-width"),
+    pytest.param({"task": "regression", "n_outputs": 2}, b'{"x": [1, 2, 3], "y": [1, 1e39]}',
+                 "non_finite", "'y' holds NaN or infinity", id="target-non-finite"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("options", "value", "reason", "detail"), DETAILS)
+def test_rejection_detail_is_stable(
+    options: dict[str, Any], value: bytes, reason: str, detail: str
+) -> None:
+    batch = classifier(**options).decode_many([record(value)])
+    assert [(r.reason, r.detail) for r in batch.rejections] == [(reason, detail)]
+
+
 def test_python_json_nan_literal_is_not_a_parse_error() -> None:
     value = event(x=[1.0, math.nan, 2.0])
     assert b"NaN" in value  # what Python's json writes by default

@@ -19,8 +19,7 @@ from torch.nn.utils import prune
 from driftd.adapters.file_snapshot_store import FileSnapshotStore, SnapshotError
 from driftd.adapters.hot_model import HotModel
 from driftd.learning.models import SplitModel, build_model
-from driftd.ports import Snapshot
-from driftd.serving.values import ModelNotReadyError, ModelSwapped, ReloadRefused
+from driftd.ports import ModelNotReadyError, ModelSwapped, ReloadRefused, Snapshot
 from driftd.settings.root import ModelSettings
 from driftd.wiring.learning import model_config_from_settings
 from tests.fakes import FakeClock

@@ -23,8 +23,7 @@ from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import Trainer, build_trainer
 from driftd.infer import build_inference_worker
 from driftd.loop import StopWhen
-from driftd.ports import SnapshotStoreUnreachableError
-from driftd.serving.values import ModelSwapped
+from driftd.ports import ModelSwapped, SnapshotStoreUnreachableError
 from driftd.settings.root import Settings, load_settings
 from tests.conftest import S3_BUCKET
 from tests.fakes import FakeClock

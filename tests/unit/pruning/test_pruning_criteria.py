@@ -54,7 +54,9 @@ def test_taylor_accumulator_averages_w_times_grad() -> None:
     torch.testing.assert_close(taylor.weight_scores()["shared.0.weight"], weights)
     torch.testing.assert_close(taylor.unit_scores()["shared.0"], units)
     copy = TaylorAccumulator(decay=0.5)
-    copy.load_state_dict(taylor.state_dict())
+    tensors, meta = taylor.state_dict()
+    assert meta == {}  # all of its state is tensors
+    copy.load_state_dict(tensors, meta)
     assert copy.steps == 2
     torch.testing.assert_close(copy.unit_scores()["shared.0"], units)
     taylor.reset()

@@ -78,8 +78,8 @@ def test_mask_set_round_trips_through_safetensors(tmp_path: Path) -> None:
     model = build(mlp_config())
     masks = half_magnitude_masks(model)
     path = tmp_path / "masks.safetensors"
-    save_file(masks.state_dict() | {"unrelated": torch.zeros(2)}, str(path))
-    loaded = MaskSet.from_state_dict(load_file(str(path)))
+    save_file(masks.to_tensors() | {"unrelated": torch.zeros(2)}, str(path))
+    loaded = MaskSet.from_tensors(load_file(str(path)))
     assert set(loaded.masks) == set(masks.masks) == {w.name for w in prunable_weights(model)}
     for name, mask in masks.masks.items():
         assert loaded.masks[name].dtype == torch.bool

@@ -1,19 +1,21 @@
-"""Values and ports of the serving side: predictions, model swaps, and what the worker talks to.
+"""The serving ports and the values that flow through them: predictions, model swaps, refusals.
 
-The inference loop (:mod:`driftd.serving.inference_loop`) and the hot-reloading model
-(:class:`driftd.adapters.hot_model.HotModel`) share these; like the training core they know
-nothing of Kafka or Prometheus.
+The inference loop (:mod:`driftd.serving.inference_loop`) talks to a :class:`Predictor` (the
+hot-reloading :class:`~driftd.adapters.hot_model.HotModel`), a :class:`PredictionSink` and an
+:class:`InferenceTelemetry`; :class:`Predictions`, :class:`ModelSwapped` and
+:class:`ReloadRefused` are what those calls carry, so they live here with them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Protocol
 
 from driftd.records import TopicPartition
+
+if TYPE_CHECKING:  # annotations only: the CLI starts without numpy
+    import numpy as np
 
 
 class ModelNotReadyError(RuntimeError):
