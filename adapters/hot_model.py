@@ -36,6 +36,7 @@ from driftd.adapters.served_model import (
 )
 from driftd.adapters.snapshot_readers import open_snapshot_reader
 from driftd.ports import (
+    RELOAD_INTERVAL_S,
     Clock,
     ModelNotReadyError,
     ModelSwapped,
@@ -84,7 +85,7 @@ class HotModel:
         snapshot_dir: str | Path,
         *,
         storage_options: Mapping[str, Any] | None = None,
-        poll_interval_s: float = 0.2,
+        poll_interval_s: float = RELOAD_INTERVAL_S,
         pin_version: int | None = None,
         device: str | torch.device = "cpu",
         n_features: int | None = None,

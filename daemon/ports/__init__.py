@@ -17,6 +17,7 @@ Importing them stays light (no torch, no numpy): the CLI and the consumer child 
 from driftd.ports.clock import Clock, SystemClock
 from driftd.ports.records import DeadLetterSink, Decoder, RecordSource
 from driftd.ports.serving import (
+    RELOAD_INTERVAL_S,
     InferenceTelemetry,
     ModelNotReadyError,
     ModelSwapped,
@@ -37,6 +38,7 @@ from driftd.ports.snapshots import (
 from driftd.ports.telemetry import Telemetry
 
 __all__ = [
+    "RELOAD_INTERVAL_S",
     "Clock",
     "DeadLetterSink",
     "Decoder",

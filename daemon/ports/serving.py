@@ -17,6 +17,10 @@ from driftd.records import TopicPartition
 if TYPE_CHECKING:  # annotations only: the CLI starts without numpy
     import numpy as np
 
+RELOAD_INTERVAL_S = 0.2
+"""How often a served model checks for a newer snapshot, unless told otherwise (the one default
+behind ``infer.reload_interval_s`` and ``HotModel(poll_interval_s=...)``)."""
+
 
 class ModelNotReadyError(RuntimeError):
     """No snapshot has been served yet, so there is nothing to predict with."""

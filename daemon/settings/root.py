@@ -22,6 +22,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from driftd.ports.serving import RELOAD_INTERVAL_S
 from driftd.settings.adaptation import AdaptationSettings, DriftSettings
 from driftd.settings.environment import stray_message, stray_variables
 from driftd.settings.kafka import KafkaSettings
@@ -232,7 +233,7 @@ class InferSettings(Section):
         False, description="Serve the int8 copy where snapshots have one (pruning.int8_export)."
     )
     reload_interval_s: float = Field(
-        0.2, gt=0.0, description="How often LATEST is checked for a newer snapshot."
+        RELOAD_INTERVAL_S, gt=0.0, description="How often LATEST is checked for a newer snapshot."
     )
     flush_timeout_s: float = Field(
         30.0, gt=0.0,

@@ -37,7 +37,7 @@ from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.file_snapshot_store import FileSnapshotStore
 from driftd.adapters.hot_model import HotModel
 from driftd.learning.models import build_model
-from driftd.ports import ModelSwapped, PredictionSink, Snapshot
+from driftd.ports import RELOAD_INTERVAL_S, ModelSwapped, PredictionSink, Snapshot
 from driftd.settings.root import ModelSettings, Settings
 from driftd.wiring.learning import model_config_from_settings
 
@@ -109,7 +109,7 @@ class _PredictLoad:
 def measure_serving(
     *,
     publishes: int = 100,
-    poll_interval_s: float = 0.2,
+    poll_interval_s: float = RELOAD_INTERVAL_S,
     n_features: int = 16,
     n_classes: int = 3,
     hidden: tuple[int, ...] = (64, 64),
