@@ -1,6 +1,29 @@
-"""Test doubles shared by the unit tests."""
+"""Test doubles and small builders shared by the unit tests."""
 
 from __future__ import annotations
+
+import torch
+
+from driftd.learning.learner import OnlineLearner, make_optimizer
+from driftd.learning.lr import ConstantLR
+from driftd.learning.models import build_model
+
+
+def tiny_classifier() -> OnlineLearner:
+    """A 3-feature, 2-class MLP learner (one hidden layer of 4, plain SGD at 0.1), seeded."""
+    config = {
+        "kind": "mlp", "task": "classification", "n_features": 3, "n_outputs": 2,
+        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [4],
+    }  # fmt: skip
+    model = build_model(config, torch.Generator().manual_seed(0))
+    return OnlineLearner(
+        model=model,
+        optimizer=make_optimizer("sgd", model, lr=0.1, momentum=0.0, weight_decay=0.0),
+        lr_policy=ConstantLR(base_lr=0.1, min_lr=1e-6, max_lr=1.0),
+        task="classification",
+        loss="cross_entropy",
+        metrics_window=100,
+    )
 
 
 class FakeClock:

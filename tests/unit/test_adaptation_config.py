@@ -6,14 +6,11 @@ import dataclasses
 from typing import get_type_hints
 
 import pytest
-import torch
 
 from driftd.adaptation.config import AdaptationConfig
-from driftd.learning.learner import OnlineLearner, make_optimizer
-from driftd.learning.lr import ConstantLR
-from driftd.learning.models import build_model
 from driftd.settings.root import AdaptationSettings, load_settings
 from driftd.wiring.adaptation import make_adaptation
+from tests.fakes import tiny_classifier
 
 
 def test_every_field_is_a_setting_of_the_same_name_and_type_without_a_default() -> None:
@@ -31,20 +28,7 @@ def test_make_adaptation_passes_the_settings_frozen() -> None:
         model={"n_classes": 2, "n_features": 3, "seed": 1},
         adaptation={"max_heads": 3, "new_head": "fresh", "on_covariate_drift": "lr_boost"},
     )
-    model = build_model(
-        {"kind": "mlp", "task": "classification", "n_features": 3, "n_outputs": 2,
-         "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [4]},
-        torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    learner = OnlineLearner(
-        model=model,
-        optimizer=make_optimizer("sgd", model, lr=0.1, momentum=0.0, weight_decay=0.0),
-        lr_policy=ConstantLR(base_lr=0.1, min_lr=1e-6, max_lr=1.0),
-        task="classification",
-        loss="cross_entropy",
-        metrics_window=100,
-    )
-    adaptation = make_adaptation(settings, learner)
+    adaptation = make_adaptation(settings, tiny_classifier())
     assert adaptation is not None
     config = adaptation.config
     assert (config.max_heads, config.new_head, config.on_covariate_drift) == (

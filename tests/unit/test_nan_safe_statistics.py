@@ -17,12 +17,11 @@ from driftd.adaptation.pending_decision import PendingDecision
 from driftd.adaptation.recurrence import InputStats
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
-from driftd.learning.learner import OnlineLearner, StepReport, make_optimizer
-from driftd.learning.lr import ConstantLR
-from driftd.learning.models import build_model
+from driftd.learning.learner import StepReport
 from driftd.records import Record
 from driftd.serving.publish_gate import LabelWindow
 from driftd.settings.root import AdaptationSettings
+from tests.fakes import tiny_classifier
 
 
 def _shifted_stream() -> list[float]:
@@ -127,20 +126,7 @@ def test_label_window_leaves_non_finite_targets_out() -> None:
 
 
 def _switch() -> HeadSwitch:
-    config = {
-        "kind": "mlp", "task": "classification", "n_features": 3, "n_outputs": 2,
-        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [4],
-    }  # fmt: skip
-    model = build_model(config, torch.Generator().manual_seed(0))
-    learner = OnlineLearner(
-        model=model,
-        optimizer=make_optimizer("sgd", model, lr=0.1, momentum=0.0, weight_decay=0.0),
-        lr_policy=ConstantLR(base_lr=0.1, min_lr=1e-6, max_lr=1.0),
-        task="classification",
-        loss="cross_entropy",
-        metrics_window=100,
-    )
-    return HeadSwitch(learner=learner, config=_config(), generator=torch.Generator())
+    return HeadSwitch(learner=tiny_classifier(), config=_config(), generator=torch.Generator())
 
 
 def _config(**options: Any) -> AdaptationConfig:
