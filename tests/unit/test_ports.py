@@ -17,13 +17,16 @@ SERVING_PORTS = {
     "Predictor", "PredictionSink", "InferenceTelemetry", "Predictions", "ModelSwapped",
     "ReloadRefused", "ModelNotReadyError",
 }  # fmt: skip
+SERVING_DEFAULTS = {"RELOAD_INTERVAL_S": 0.2}  # the one default behind settings and HotModel
 
 
 def test_every_port_is_exported_from_driftd_ports() -> None:
     exported = set(driftd.ports.__all__)
-    assert exported == TRAINING_PORTS | SERVING_PORTS | {"Decoder"}
-    for name in exported:
+    assert exported == TRAINING_PORTS | SERVING_PORTS | {"Decoder"} | set(SERVING_DEFAULTS)
+    for name in exported - set(SERVING_DEFAULTS):
         assert getattr(driftd.ports, name).__name__ == name
+    for name, value in SERVING_DEFAULTS.items():
+        assert getattr(driftd.ports, name) == value
 
 
 def test_importing_the_ports_loads_neither_torch_nor_numpy() -> None:
