@@ -106,8 +106,8 @@ consumer group: nothing is committed."""
 _BENCH_HELP = """\
 Measure, on this machine: events/s from a real broker through decode, predict, learn
 and commit; the same without the broker; the model's compute bound; event-to-update
-latency; update-to-serving time; peak memory. Ratios to the compute bound are what
-compare across machines."""
+latency; update-to-serving time; peak memory; restart after kill -9 to the first learned
+event. Ratios to the compute bound are what compare across machines."""
 
 
 def _parser() -> argparse.ArgumentParser:
