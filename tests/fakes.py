@@ -9,19 +9,22 @@ from driftd.learning.lr import ConstantLR
 from driftd.learning.models import build_model
 
 
-def tiny_classifier() -> OnlineLearner:
-    """A 3-feature, 2-class MLP learner (one hidden layer of 4, plain SGD at 0.1), seeded."""
+def tiny_learner(
+    *, task: str = "classification", n_features: int = 3, n_outputs: int = 2, hidden: int = 4
+) -> OnlineLearner:
+    """A small seeded MLP learner: one hidden layer, plain SGD at 0.1, a window of 100."""
     config = {
-        "kind": "mlp", "task": "classification", "n_features": 3, "n_outputs": 2,
-        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [4],
+        "kind": "mlp", "task": task, "n_features": n_features, "n_outputs": n_outputs,
+        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [],
+        "hidden": [hidden],
     }  # fmt: skip
     model = build_model(config, torch.Generator().manual_seed(0))
     return OnlineLearner(
         model=model,
         optimizer=make_optimizer("sgd", model, lr=0.1, momentum=0.0, weight_decay=0.0),
         lr_policy=ConstantLR(base_lr=0.1, min_lr=1e-6, max_lr=1.0),
-        task="classification",
-        loss="cross_entropy",
+        task=task,  # type: ignore[arg-type]
+        loss="cross_entropy" if task == "classification" else "mse",
         metrics_window=100,
     )
 

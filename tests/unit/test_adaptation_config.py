@@ -10,7 +10,7 @@ import pytest
 from driftd.adaptation.config import AdaptationConfig
 from driftd.settings.root import AdaptationSettings, load_settings
 from driftd.wiring.adaptation import make_adaptation
-from tests.fakes import tiny_classifier
+from tests.fakes import tiny_learner
 
 
 def test_every_field_is_a_setting_of_the_same_name_and_type_without_a_default() -> None:
@@ -28,7 +28,7 @@ def test_make_adaptation_passes_the_settings_frozen() -> None:
         model={"n_classes": 2, "n_features": 3, "seed": 1},
         adaptation={"max_heads": 3, "new_head": "fresh", "on_covariate_drift": "lr_boost"},
     )
-    adaptation = make_adaptation(settings, tiny_classifier())
+    adaptation = make_adaptation(settings, tiny_learner())
     assert adaptation is not None
     config = adaptation.config
     assert (config.max_heads, config.new_head, config.on_covariate_drift) == (

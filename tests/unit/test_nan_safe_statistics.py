@@ -21,7 +21,7 @@ from driftd.learning.learner import StepReport
 from driftd.records import Record
 from driftd.serving.publish_gate import LabelWindow
 from driftd.settings.root import AdaptationSettings
-from tests.fakes import tiny_classifier
+from tests.fakes import tiny_learner
 
 
 def _shifted_stream() -> list[float]:
@@ -126,7 +126,7 @@ def test_label_window_leaves_non_finite_targets_out() -> None:
 
 
 def _switch() -> HeadSwitch:
-    return HeadSwitch(learner=tiny_classifier(), config=_config(), generator=torch.Generator())
+    return HeadSwitch(learner=tiny_learner(), config=_config(), generator=torch.Generator())
 
 
 def _config(**options: Any) -> AdaptationConfig:

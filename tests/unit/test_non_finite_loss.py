@@ -21,15 +21,13 @@ from driftd.adapters.memory_snapshot_store import InMemorySnapshotStore
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.adapters.recording_telemetry import RecordingTelemetry
 from driftd.app import build_trainer
-from driftd.learning.learner import OnlineLearner, make_optimizer
-from driftd.learning.lr import ConstantLR
-from driftd.learning.models import build_model
+from driftd.learning.learner import OnlineLearner
 from driftd.loop import StopWhen
 from driftd.loop_progress import LoopProgress
 from driftd.records import Record
 from driftd.settings.root import load_settings
 from driftd.tools.streams import DriftingStream
-from tests.fakes import FakeClock
+from tests.fakes import FakeClock, tiny_learner
 
 POISON_AT = 600  # events before the poison record
 CLASSIFICATION_POISON = orjson.dumps({"x": [3e38] * 10, "y": 0})
@@ -121,20 +119,8 @@ def test_an_overflowing_target_leaves_regression_drift_detection_intact(tmp_path
 
 
 def _learner(task: str = "classification") -> OnlineLearner:
-    config = {
-        "kind": "mlp", "task": task, "n_features": 4,
-        "n_outputs": 3 if task == "classification" else 2,
-        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [8],
-    }  # fmt: skip
-    model = build_model(config, torch.Generator().manual_seed(0))
-    return OnlineLearner(
-        model=model,
-        optimizer=make_optimizer("sgd", model, lr=0.1, momentum=0.0, weight_decay=0.0),
-        lr_policy=ConstantLR(base_lr=0.1, min_lr=1e-6, max_lr=1.0),
-        task=task,  # type: ignore[arg-type]
-        loss="cross_entropy" if task == "classification" else "mse",
-        metrics_window=100,
-    )
+    n_outputs = 3 if task == "classification" else 2
+    return tiny_learner(task=task, n_features=4, n_outputs=n_outputs, hidden=8)
 
 
 def test_the_learner_drops_only_the_rows_whose_loss_is_not_finite() -> None:
