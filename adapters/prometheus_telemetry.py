@@ -45,6 +45,10 @@ SNAPSHOT_WRITE_BUCKETS = (
 )
 
 
+#: Replica syncs of a trainer group: microseconds (a small all-reduce) to seconds (a big model).
+SYNC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: The ``mode`` label of ``driftd_model_syncs_total`` (the ``distributed.sync`` setting).
+SYNC_MODES = ("average", "allreduce")
 PRUNE_OUTCOMES = ("kept", "recovered", "rolled_back", "interrupted")
 #: Why a gradient step is skipped (``driftd.learning.learner``).
 SKIP_REASONS = ("non_finite_loss",)
@@ -239,6 +243,24 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             "Dense-equivalent FLOPs of one event through the live model.",
             registry=r,
         )
+        self._ranks = Gauge(
+            "driftd_trainer_ranks", "Ranks of the trainer group learning this model.", registry=r
+        )
+        self._ranks.set(1)
+        self._syncs = Counter(
+            "driftd_model_syncs",
+            "Times the trainer group's replicas were made one, by mode.",
+            ["mode"],
+            registry=r,
+        )
+        for mode in SYNC_MODES:
+            self._syncs.labels(mode)
+        self._sync_seconds = Histogram(
+            "driftd_model_sync_seconds",
+            "Time of one replica sync (model average, or gradient all-reduce and step).",
+            buckets=SYNC_BUCKETS,
+            registry=r,
+        )
 
     def events_learned(self, n: int) -> None:
         """``n`` labelled events went into a gradient step."""
@@ -323,6 +345,15 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
     def pruned(self, outcome: str) -> None:
         """A pruning event ended with ``outcome``."""
         self._prune_total.labels(outcome).inc()
+
+    def trainer_ranks(self, world_size: int) -> None:
+        """This trainer is one of ``world_size`` ranks."""
+        self._ranks.set(world_size)
+
+    def model_synced(self, mode: str, seconds: float) -> None:
+        """The replicas were made one in ``seconds``."""
+        self._syncs.labels(mode).inc()
+        self._sync_seconds.observe(seconds)
 
     def model_flops(self, flops_per_event: int) -> None:
         """Dense-equivalent FLOPs per event of the live model."""

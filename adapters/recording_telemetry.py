@@ -55,6 +55,9 @@ class RecordingTelemetry:
         domains: Every active-domain report, in order.
         prunes: Pruning events by outcome.
         flops_per_event: The latest dense-equivalent FLOPs per event.
+        ranks: The trainer group's size (1 outside a group).
+        syncs: Replica syncs, by mode.
+        sync_seconds: Duration of each replica sync, in order.
     """
 
     consumed: int = 0
@@ -87,6 +90,9 @@ class RecordingTelemetry:
     domains: list[str] = field(default_factory=list)
     prunes: Counter[str] = field(default_factory=Counter)
     flops_per_event: int | None = None
+    ranks: int = 1
+    syncs: Counter[str] = field(default_factory=Counter)
+    sync_seconds: list[float] = field(default_factory=list)
     _latencies: list[np.ndarray] = field(default_factory=list, repr=False)
 
     def events_consumed(self, n: int) -> None:
@@ -141,6 +147,15 @@ class RecordingTelemetry:
     def pruned(self, outcome: str) -> None:
         """A pruning event ended with ``outcome``."""
         self.prunes[outcome] += 1
+
+    def trainer_ranks(self, world_size: int) -> None:
+        """This trainer is one of ``world_size`` ranks."""
+        self.ranks = world_size
+
+    def model_synced(self, mode: str, seconds: float) -> None:
+        """The replicas were made one in ``seconds``."""
+        self.syncs[mode] += 1
+        self.sync_seconds.append(seconds)
 
     def model_flops(self, flops_per_event: int) -> None:
         """Dense-equivalent FLOPs per event of the live model."""

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event
+from typing import Any
 
 import torch
 from prometheus_client import CollectorRegistry
@@ -23,9 +24,12 @@ from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_snapshot_notifier import KafkaSnapshotNotifier
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory import DiscardingDeadLetterSink
+from driftd.adapters.prometheus_rank_labels import RankLabelledCollector
 from driftd.adapters.prometheus_telemetry import PrometheusTelemetry
+from driftd.adapters.torch_distributed_group import TorchDistributedGroup
 from driftd.connect import StoppedWhileConnectingError, close_all, connect_with_backoff
 from driftd.decode import DecodedBatch
+from driftd.distributed.group_loop import GroupTrainingLoop
 from driftd.learning.learner import StepReport
 from driftd.learning.models import count_parameters, sparsity
 from driftd.learning.warm import warm_up
@@ -41,12 +45,23 @@ from driftd.ports import (
     SnapshotStore,
     SystemClock,
     Telemetry,
+    TrainerGroup,
 )
 from driftd.pruning.stage import report_model_size
-from driftd.records import TopicPartition
+from driftd.records import PartitionShare, TopicPartition
+from driftd.serving.publish_gate import PublishGate
 from driftd.settings.root import ConfigurationError, Settings
+from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
 from driftd.wiring.adaptation import make_monitor
+from driftd.wiring.distributed import (
+    LaunchedRank,
+    check_group_settings,
+    group_backend,
+    group_device,
+    join_group,
+    launched_rank,
+)
 from driftd.wiring.learning import (
     make_decoder,
     resolve_device,
@@ -130,21 +145,23 @@ def kafka_source(
     *,
     stop: Event | None = None,
     on_attempt: Callable[[], None] | None = None,
+    share: PartitionShare | None = None,
 ) -> RecordSource:
     """The Kafka source: in this process, or in a child on another core (see the setting).
 
     Either waits for a broker that does not answer yet (the child retries inside); in this
-    process, ``stop`` ends that wait and ``on_attempt`` is called before each try.
+    process, ``stop`` ends that wait and ``on_attempt`` is called before each try. ``share``:
+    only the partitions this rank of a trainer group owns.
 
     Raises:
         StoppedWhileConnectingError: If ``stop`` was set before the broker answered.
     """
     if settings.kafka.consumer_process:
         return KafkaProcessSource(
-            settings.kafka, start_offsets, max_records=settings.learner.batch_size
+            settings.kafka, start_offsets, max_records=settings.learner.batch_size, share=share
         )
     source = connect_with_backoff(
-        lambda: KafkaRecordSource(settings.kafka, start_offsets=start_offsets),
+        lambda: KafkaRecordSource(settings.kafka, start_offsets=start_offsets, share=share),
         "source",
         stop=stop,
         on_attempt=on_attempt,
@@ -169,27 +186,37 @@ def build_trainer(
     on_step: Callable[[LoopProgress], None] | None = None,
     on_report: Callable[[StepReport, DecodedBatch], None] | None = None,
     stop: Event | None = None,
+    group: TrainerGroup | None = None,
 ) -> Trainer:
     """Wire the daemon: snapshot store, gate, state, metrics, source, sinks, notifier, loop.
 
     The metrics server (``/healthz``, ``/readyz``) starts before the source waits for a broker.
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), or given a ``group``, the daemon is one rank
+    of a trainer group (:mod:`driftd.distributed`).
 
     Raises:
         StoppedWhileConnectingError: If ``stop`` was set while waiting for the broker.
+        ConfigurationError: If the settings or the launcher's variables do not fit a group.
     """
     clock = clock or SystemClock()
     torch.set_num_threads(settings.learner.torch_threads)
+    launched = launched_rank() if group is None else None
+    group = _trainer_group(settings, group, launched)
+    closers: list[Callable[[], None]] = []
+    if launched is not None and group is not None:
+        closers.append(group.close)  # the group this call created
     registry = registry or CollectorRegistry()
+    measured = registry if group is None else _rank_registry(registry, group.rank)
     store = store or make_snapshot_store(settings, clock)
     gate = make_publish_gate(settings)
     state = restore_state(settings, store, gate, clock, read_other=read_transfer_source)
+    share = None if group is None else join_group(group, state)
     n_features = state.model_config["n_features"] if state.model_config else None
     decoder = make_decoder(settings, n_features)
     telemetry = telemetry or PrometheusTelemetry(
-        registry, clock=clock, drift_signals=drift_signals(settings)
+        measured, clock=clock, drift_signals=drift_signals(settings)
     )
-    if gate.reference is not None:
-        telemetry.snapshot_published(gate.reference.version)
+    _report_restored(state, gate, telemetry)
     if notifier is None:
         notifier = (
             KafkaSnapshotNotifier(
@@ -200,20 +227,17 @@ def build_trainer(
             if settings.snapshots.notify_topic
             else NullSnapshotNotifier()
         )
-    if state.learner is not None:
-        learner = state.learner
-        telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
-        telemetry.learning_rate(learner.lr_policy.lr)
-        if state.pruning is not None:
-            report_model_size(state.pruning, telemetry)
     probes = _Probes(heartbeat=clock.monotonic())
     server = None
     if serve_metrics if serve_metrics is not None else settings.metrics.enabled:
-        server = _start_metrics_server(settings, registry, probes, clock)
+        port = settings.metrics.port
+        if port and launched is not None:  # one port per rank on a host
+            port += launched.local_rank
+        server = _start_metrics_server(settings, registry, probes, clock, port)
     given = source
     try:
         source = source or kafka_source(
-            settings, dict(state.offsets), stop=stop, on_attempt=probes.beat(clock)
+            settings, dict(state.offsets), stop=stop, on_attempt=probes.beat(clock), share=share
         )
         # /readyz waits for the source: the first step's one-off costs are paid before it can
         # be ready.
@@ -228,7 +252,7 @@ def build_trainer(
     probes.source = source
     if dead_letters is None:
         dead_letters = dead_letter_sink(settings)
-    loop = TrainingLoop(
+    loop_parts: dict[str, Any] = dict(
         source=source,
         decoder=decoder,
         state=state,
@@ -259,8 +283,66 @@ def build_trainer(
         ),
         step_sizes=step_size_controller(settings.learner),
     )
+    loop = _training_loop(settings, loop_parts, group, share)
     probes.loop = loop
-    return Trainer(loop, source, dead_letters, store, registry, notifier, server=server)
+    return Trainer(
+        loop, source, dead_letters, store, registry, notifier, server=server, closers=closers
+    )
+
+
+def _report_restored(state: TrainingState, gate: PublishGate, telemetry: Telemetry) -> None:
+    """What the metrics show from the start: the published version, the restored model."""
+    if gate.reference is not None:
+        telemetry.snapshot_published(gate.reference.version)
+    if state.learner is not None:
+        learner = state.learner
+        telemetry.model_shape(count_parameters(learner.model), sparsity(learner.model))
+        telemetry.learning_rate(learner.lr_policy.lr)
+        if state.pruning is not None:
+            report_model_size(state.pruning, telemetry)
+
+
+def _trainer_group(
+    settings: Settings, given: TrainerGroup | None, launched: LaunchedRank | None
+) -> TrainerGroup | None:
+    """The trainer group: the one given, or the launcher's (joined here), or None (alone)."""
+    if given is None and launched is None:
+        return None
+    check_group_settings(settings)
+    if given is not None:
+        return given
+    assert launched is not None
+    device = group_device(settings, launched.local_rank)
+    return TorchDistributedGroup(
+        backend=group_backend(settings, device),
+        timeout_s=settings.distributed.timeout_s,
+        device=device,
+    )
+
+
+def _training_loop(
+    settings: Settings,
+    parts: dict[str, Any],
+    group: TrainerGroup | None,
+    share: PartitionShare | None,
+) -> TrainingLoop:
+    """The loop alone, or one rank's loop of a trainer group."""
+    if group is None or share is None:
+        return TrainingLoop(**parts)
+    return GroupTrainingLoop(
+        group=group,
+        sync=settings.distributed.sync,
+        average_every=settings.distributed.average_every_steps,
+        owns=lambda tp: share.owns(tp.topic, tp.partition),
+        **parts,
+    )
+
+
+def _rank_registry(served: CollectorRegistry, rank: int) -> CollectorRegistry:
+    """The registry the telemetry writes to; ``served`` shows it with a ``rank`` label."""
+    measured = CollectorRegistry()
+    served.register(RankLabelledCollector(measured, rank))
+    return measured
 
 
 @dataclass
@@ -281,7 +363,7 @@ class _Probes:
 
 
 def _start_metrics_server(
-    settings: Settings, registry: CollectorRegistry, probes: _Probes, clock: Clock
+    settings: Settings, registry: CollectorRegistry, probes: _Probes, clock: Clock, port: int
 ) -> MetricsServer:
     stale_after = max(60.0, 20 * settings.learner.poll_timeout_s)
 
@@ -300,7 +382,7 @@ def _start_metrics_server(
         return False, "source not connected or no partitions assigned"
 
     server = MetricsServer(
-        registry, settings.metrics.host, settings.metrics.port, health=health, readiness=readiness
+        registry, settings.metrics.host, port, health=health, readiness=readiness
     )
     port = server.start()
     log.info(

@@ -39,6 +39,7 @@ from driftd.ports import (
     DeadLetterSink,
     Decoder,
     RecordSource,
+    Snapshot,
     SnapshotNotifier,
     SnapshotStore,
     Telemetry,
@@ -46,7 +47,7 @@ from driftd.ports import (
 from driftd.pruning import flops_per_event
 from driftd.pruning.stage import report_interrupted, report_pruning
 from driftd.records import Record, Rejection, TopicPartition
-from driftd.serving.publish_gate import PublishGate
+from driftd.serving.publish_gate import PublishDecision, PublishGate
 from driftd.serving.publishing import SnapshotPublisher
 from driftd.training_state import TrainingState
 from driftd.triggers import EveryNStepsOrTSeconds
@@ -143,6 +144,7 @@ class TrainingLoop:
         self._on_report = on_report
         self._stop = Event()
         self._dirty = False
+        self._parts: int | None = None  # micro-batches per learn_many a trainer group agreed on
         self._resend(state.undelivered)
 
     def _resend(self, rejections: Sequence[Rejection]) -> None:
@@ -234,16 +236,19 @@ class TrainingLoop:
         self.progress.events_consumed += len(records)
         batch = self.decoder.decode_many(records)
         self._dead_letter(batch.rejections)
-        if len(batch):
+        if len(batch) or self._parts is not None:  # a group's ranks all take the agreed steps
             self._learn(batch)
         self.state.advance(records)
-        self._dirty = True
+        self._dirty = self._dirty or bool(records)
 
-    def _poll(self, size: int) -> Sequence[Record]:
-        """The next batch; nothing while the dead-letter backlog is full and will not drain."""
+    def _poll(self, size: int, timeout_s: float | None = None) -> Sequence[Record]:
+        """The next batch; nothing while the dead-letter backlog is full and will not drain.
+
+        ``timeout_s``: the longest wait for a first record (None: the poll timeout).
+        """
         if self.dead_letters.pending >= self.max_dead_letter_backlog and not self._drain():
             return ()
-        return self.source.poll(size, self.poll_timeout_s)
+        return self.source.poll(size, self.poll_timeout_s if timeout_s is None else timeout_s)
 
     def _drain(self) -> bool:
         """Back-pressure: flush the full backlog; if that fails, wait one poll timeout."""
@@ -294,6 +299,16 @@ class TrainingLoop:
         self._flush_dead_letters()
         undelivered = list(self.dead_letters.undelivered())
         self.state.undelivered = undelivered
+        written = self._write_snapshot()
+        if written is None:
+            return False
+        self._dirty = bool(undelivered)  # the next snapshot moves the commit on once delivered
+        self._commit(commit_offsets(self.state.offsets, undelivered))
+        self._announce(*written)
+        return True
+
+    def _write_snapshot(self) -> tuple[Snapshot, PublishDecision] | None:
+        """Save the state (published if the gate says so), report it; None if the save failed."""
         started = self.clock.monotonic()
         snapshot, decision = self.publisher.decide(self.state.to_snapshot(self.clock.time()))
         try:
@@ -302,14 +317,13 @@ class TrainingLoop:
             log.error("snapshot failed, training goes on: %s", error)
             self.telemetry.snapshot_failed(failure_reason(error))
             self.snapshot_schedule.fired(self.state.steps)
-            return False
+            return None
         self.state.snapshot_version = saved.version
         self.progress.snapshot_version = saved.version
         self.telemetry.snapshot_written(saved.version, self.clock.monotonic() - started)
         manifest = saved.manifest
         self.telemetry.model_shape(manifest["parameters"], manifest["sparsity"])
         self.snapshot_schedule.fired(self.state.steps)
-        self._dirty = bool(undelivered)  # the next snapshot moves the commit on once delivered
         log.info(
             "snapshot %d written at step %d (%s: %s)", saved.version, self.state.steps,
             "published" if decision.published else "not published", decision.reason,
@@ -321,10 +335,12 @@ class TrainingLoop:
                    "lr": manifest["metrics"]["learning_rate"],
                    "parameters": manifest["parameters"], "sparsity": manifest["sparsity"]},
         )  # fmt: skip
-        self._commit(commit_offsets(self.state.offsets, undelivered))
+        return saved, decision
+
+    def _announce(self, saved: Snapshot, decision: PublishDecision) -> None:
+        """Tell the notifier of a published snapshot (after its offsets were committed)."""
         if self.publisher.saved(saved, decision):
             self.progress.published_version = saved.version
-        return True
 
     def _commit_without_model(self) -> bool:
         # Only rejected records so far: offsets move on up to the oldest undelivered one (no
@@ -372,10 +388,11 @@ class TrainingLoop:
 
     def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> tuple[StepReport, DecodedBatch]:
         """Learn the batch; the report and the batch it describes (non-finite rows out)."""
-        if self.step_sizes is not None:
-            learner.micro_batch = self.step_sizes.size
+        size = self._micro_batch()
+        if size is not None:
+            learner.micro_batch = size
         started = self.clock.monotonic()
-        report = learner.learn_many(batch.x, batch.y, batch.labelled)
+        report = learner.learn_many(batch.x, batch.y, batch.labelled, parts=self._parts)
         seconds = self.clock.monotonic() - started
         if report.dropped is not None:  # dead-lettered, never seen by what follows
             batch, rejections = split_dropped(batch, report.dropped)
@@ -384,6 +401,10 @@ class TrainingLoop:
         if self._on_report is not None:
             self._on_report(report, batch)
         return report, batch
+
+    def _micro_batch(self) -> int | None:
+        """Events per gradient step for the next batch (None: the learner's own setting)."""
+        return None if self.step_sizes is None else self.step_sizes.size
 
     def _adapted(self, outcome: StepOutcome, batch: DecodedBatch) -> None:
         """Report drifts and adaptations; expose the active domain when it changed."""

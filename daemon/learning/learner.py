@@ -6,6 +6,11 @@ predicted with the current model (those predictions are what the prequential met
 then learned in one gradient step. How fine the steps are is chosen outside (a
 :class:`~driftd.learning.granularity.StepSizeController`); the learner knows nothing of where
 the batch came from.
+
+In a trainer group that all-reduces gradients, :attr:`OnlineLearner.gradient_sync` is set: every
+micro-batch, even one with nothing to learn, then makes exactly one sync call (a collective), the
+step applies the ranks' event-weighted mean gradient, and the LR policy and step counter follow
+the group's loss and events, so every replica takes the same steps.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812 - the conventional alias
@@ -73,6 +78,21 @@ class _Part:
     dropped: torch.Tensor | None = None  # see StepReport.dropped
 
 
+class GradientSync(Protocol):
+    """Makes one step's gradients the trainer group's (see :mod:`driftd.distributed.replicas`)."""
+
+    def __call__(
+        self, params: list[nn.Parameter], weight: float, loss_sum: float
+    ) -> tuple[float, float]:
+        """Replace each ``.grad`` by the ranks' ``weight``-weighted mean; return the sums.
+
+        Returns:
+            The group's total weight (events learned) and loss sum; with a total of 0 the
+            gradients are zero and no step should be taken.
+        """
+        ...
+
+
 def _cat(tensors: Iterable[torch.Tensor]) -> torch.Tensor:
     return torch.cat(list(tensors))
 
@@ -82,7 +102,7 @@ def _dropped_rows(parts: list[_Part], n_rows: int, size: int) -> torch.Tensor | 
     if all(part.dropped is None for part in parts):
         return None
     masks = [
-        torch.zeros(min(size, n_rows - i * size), dtype=torch.bool)
+        torch.zeros(max(0, min(size, n_rows - i * size)), dtype=torch.bool)
         if part.dropped is None
         else part.dropped
         for i, part in enumerate(parts)
@@ -147,6 +167,8 @@ class OnlineLearner:
         self.extra_steps = 0
         self.micro_batch: int | None = micro_batch
         self.after_step_hooks: list[Callable[[], None]] = []
+        self.gradient_sync: GradientSync | None = None
+        self._group_sums = [0.0, 0.0]  # this call's group-wide events learned and loss sum
         self._stochastic = not train_matches_eval(model)
         self._apply_lr(lr_policy.lr)
 
@@ -157,48 +179,56 @@ class OnlineLearner:
         outputs: torch.Tensor = self.model(x.to(self.device, non_blocking=True))
         return outputs
 
-    def learn_many(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> StepReport:
+    def learn_many(
+        self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, *, parts: int | None = None
+    ) -> StepReport:
         """Predict and learn a batch in micro-batches of :attr:`micro_batch` events.
 
         Each micro-batch is predicted (and scored) by the model as the previous micro-batches
         left it, then learned in one gradient step: prequential at the micro-batch's grain.
-        The LR policy and :attr:`steps` count one step per call.
+        The LR policy and :attr:`steps` count one step per call. ``parts`` (a trainer group's
+        agreed count): exactly that many micro-batches, the last ones empty if ``x`` is short.
         """
         x = x.to(self.device, non_blocking=True)
+        self._group_sums = [0.0, 0.0]
         lr = self.lr_policy.lr
         standardizer = standardizer_of(self.model)
         if standardizer is not None and not standardizer.count:
             standardizer.update(x)  # the very first batch: no statistics to score it with yet
             standardizer = None
         size = len(x) if self.micro_batch is None else max(1, self.micro_batch)
-        if size >= len(x):
-            parts = [self._learn_part(x, y, labelled)]
+        if parts is not None:
+            size = max(size, math.ceil(len(x) / max(1, parts)), 1)
+            starts: Iterable[int] = (i * size for i in range(max(1, parts)))
         else:
-            parts = [
-                self._learn_part(x[i : i + size], y[i : i + size], labelled[i : i + size])
-                for i in range(0, len(x), size)
-            ]
+            starts = range(0, len(x), size) if size < len(x) else (0,)
+        done = [
+            self._learn_part(x[i : i + size], y[i : i + size], labelled[i : i + size])
+            for i in starts
+        ]
         if standardizer is not None:
             standardizer.update(x)  # after the batch is scored: the next one is standardised so
-        n_labelled = sum(part.n_labelled for part in parts)
-        predictions = (
-            parts[0].predictions if len(parts) == 1 else _cat(p.predictions for p in parts)
-        )
-        dropped = _dropped_rows(parts, len(x), size)
+        n_labelled = sum(part.n_labelled for part in done)
+        predictions = done[0].predictions if len(done) == 1 else _cat(p.predictions for p in done)
+        dropped = _dropped_rows(done, len(x), size)
+        if self.gradient_sync is not None:
+            self._follow_group()
         if n_labelled == 0:
             skipped = None if dropped is None else "non_finite_loss"
             return StepReport(
                 len(predictions), 0, None, None, x.new_zeros(0), predictions, lr, skipped, dropped
             )
-        losses = parts[0].event_losses if len(parts) == 1 else _cat(p.event_losses for p in parts)
-        n_learned = sum(part.n_learned for part in parts)
-        loss_sum = sum(part.loss_sum for part in parts)
+        losses = done[0].event_losses if len(done) == 1 else _cat(p.event_losses for p in done)
+        n_learned = sum(part.n_learned for part in done)
+        loss_sum = sum(part.loss_sum for part in done)
         report_loss = loss_sum / n_labelled
         accuracy = None
         if self.task == "classification":
-            accuracy = sum(part.correct for part in parts) / n_labelled
-        skipped = next((part.skipped for part in parts if part.skipped is not None), None)
-        if n_learned:
+            accuracy = sum(part.correct for part in done) / n_labelled
+        skipped = next((part.skipped for part in done if part.skipped is not None), None)
+        if n_learned and self.gradient_sync is not None:
+            self.events_learned += n_learned  # steps and LR followed the group's
+        elif n_learned:
             self.steps += 1
             self.events_learned += n_learned
             self._apply_lr(self.lr_policy.step(report_loss if math.isfinite(report_loss) else None))
@@ -207,11 +237,20 @@ class OnlineLearner:
             skipped=skipped, dropped=dropped,
         )  # fmt: skip
 
+    def _follow_group(self) -> None:
+        """Count the step and move the LR by the group's events and loss (same on every rank)."""
+        learned, loss_sum = self._group_sums
+        if learned > 0:
+            self.steps += 1
+            loss = loss_sum / learned
+            self._apply_lr(self.lr_policy.step(loss if math.isfinite(loss) else None))
+
     def _learn_part(self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor) -> _Part:
         """Predict one micro-batch, score its labelled events, then take one step on them."""
         n_labelled = int(labelled.sum())
         if n_labelled == 0:
             outputs = self.predict_many(x)
+            self._idle_step()
             return _Part(0, 0, 0.0, 0, outputs.new_zeros(0), self._decide(outputs))
         y = y.to(self.device, non_blocking=True)
         mask = None if n_labelled == len(x) else labelled.to(self.device)
@@ -242,15 +281,38 @@ class OnlineLearner:
         decided = self._decide(predicted)
         if not math.isfinite(loss_sum):
             self.optimizer.zero_grad(set_to_none=True)
+            self._idle_step()
             self.steps_skipped += 1
             skipped = _Part(n_labelled, 0, loss_sum, correct, event_losses.detach(), decided)
             return dataclasses.replace(skipped, skipped="non_finite_loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()  # type: ignore[no-untyped-call]
+        if self._synced(n_labelled, loss_sum):
+            self._clip_and_step()
+        return _Part(n_labelled, n_labelled, loss_sum, correct, event_losses.detach(), decided)
+
+    def _synced(self, weight: float, loss_sum: float) -> bool:
+        """Make the gradients the group's (if in one); whether a step is to be taken."""
+        if self.gradient_sync is None:
+            return weight > 0
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        total, total_loss = self.gradient_sync(params, weight, loss_sum)
+        self._group_sums[0] += total
+        self._group_sums[1] += total_loss
+        return total > 0
+
+    def _idle_step(self) -> None:
+        """Nothing to learn here: in a group, still join the sync and take the group's step."""
+        if self.gradient_sync is None:
+            return
+        self.optimizer.zero_grad(set_to_none=True)
+        if self._synced(0.0, 0.0):
+            self._clip_and_step()
+
+    def _clip_and_step(self) -> None:
         if self.grad_clip_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip_norm)
         self._optimizer_step()
-        return _Part(n_labelled, n_labelled, loss_sum, correct, event_losses.detach(), decided)
 
     def _learn_without(
         self, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, bad: torch.Tensor
@@ -265,6 +327,7 @@ class OnlineLearner:
         dropped[labelled.nonzero()[:, 0][bad.cpu()]] = True
         keep = ~dropped
         if not bool(keep.any()):
+            self._idle_step()
             self.steps_skipped += 1
             empty = self._decide(self.predict_many(x[:0]))
             return _Part(0, 0, 0.0, 0, empty.new_zeros(0, dtype=torch.float32), empty,

@@ -77,6 +77,14 @@ class RunningStandardizer(nn.Module):
         decay = seen / max(float(self.count), 1.0)
         self.m2.mul_(decay).add_(batch_m2 + delta**2 * (seen * n / total))
         self.count.fill_(total)
+        self.refresh()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Derive what :meth:`forward` applies from the statistics (after they were changed)."""
+        total = float(self.count)
+        if total <= 0:
+            return
         std = (self.m2 / total).sqrt().clamp_(min=self.min_std)
         self.shift.copy_(self.mean)
         self.scale.copy_(1.0 / std)

@@ -8,6 +8,7 @@ roots see only these names. One module per side:
 * :mod:`~driftd.ports.snapshots`: :class:`Snapshot`, :class:`SnapshotStore`,
   :class:`SnapshotNotifier` and :class:`SnapshotPublished`;
 * :mod:`~driftd.ports.telemetry`: the training loop's :class:`Telemetry`;
+* :mod:`~driftd.ports.group`: :class:`TrainerGroup`, the collectives of a trainer group;
 * :mod:`~driftd.ports.serving`: :class:`Predictor`, :class:`PredictionSink`,
   :class:`InferenceTelemetry` and the values they carry (:class:`Predictions`, ...).
 
@@ -15,6 +16,7 @@ Importing them stays light (no torch, no numpy): the CLI and the consumer child 
 """
 
 from driftd.ports.clock import Clock, SystemClock
+from driftd.ports.group import TrainerGroup
 from driftd.ports.records import DeadLetterSink, Decoder, RecordSource
 from driftd.ports.serving import (
     RELOAD_INTERVAL_S,
@@ -58,5 +60,6 @@ __all__ = [
     "SnapshotStoreUnreachableError",
     "SystemClock",
     "Telemetry",
+    "TrainerGroup",
     "UnreadableSnapshotsError",
 ]

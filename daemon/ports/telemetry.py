@@ -101,3 +101,11 @@ class Telemetry(Protocol):
     def model_flops(self, flops_per_event: int) -> None:
         """Dense-equivalent FLOPs of one event through the live model."""
         ...
+
+    def trainer_ranks(self, world_size: int) -> None:
+        """This trainer is one of ``world_size`` ranks learning one model."""
+        ...
+
+    def model_synced(self, mode: str, seconds: float) -> None:
+        """The ranks' replicas were made one (``average`` or ``allreduce``) in ``seconds``."""
+        ...

@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from driftd.ports.serving import RELOAD_INTERVAL_S
 from driftd.settings.adaptation import AdaptationSettings, DriftSettings
+from driftd.settings.distributed import DistributedSettings
 from driftd.settings.environment import stray_message, stray_variables
 from driftd.settings.kafka import KafkaSettings
 from driftd.settings.pruning import PruningSettings
@@ -291,6 +292,7 @@ class Settings(BaseSettings):
     infer: InferSettings = Field(default_factory=InferSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    distributed: DistributedSettings = Field(default_factory=DistributedSettings)
     config: Path | None = Field(None, description="TOML file read below env and .env.")
 
     @classmethod

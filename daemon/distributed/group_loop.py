@@ -1,0 +1,236 @@
+"""The training loop of one rank in a trainer group: rounds in lockstep, one model, one snapshot.
+
+Every round, each rank polls its own partitions, then the ranks agree (one small all-reduce,
+:mod:`driftd.distributed.rounds`) on whether to stop or snapshot and how many steps to take;
+then each learns its records:
+
+* ``average``: from its own records alone; every ``average_every`` rounds that learned
+  something, the parameters are averaged and the input statistics merged;
+* ``allreduce``: every rank takes the same number of micro-batch steps (empty ones where it has
+  fewer records), each step applying the group's event-weighted mean gradient; the input
+  statistics are merged at the end of the round.
+
+Coordinated snapshot (commit order as in :mod:`driftd.loop`, made group-wide): the replicas are
+made one; every rank flushes its own dead letters and sends rank 0 its next offsets, its
+undelivered rejections and its counters; rank 0 saves one snapshot with all of them; the ranks
+learn whether it is durable, and only then does each commit its own partitions' offsets. A
+restart, with any number of ranks, resumes every partition from that snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from driftd.dead_letter_backlog import commit_offsets
+from driftd.distributed.replicas import AllReducedGradients, average_replicas, merge_standardizers
+from driftd.distributed.rounds import RoundAgreement, agree_round
+from driftd.learning.standardize import standardizer_of
+from driftd.loop import TrainingLoop
+from driftd.loop_progress import LoopProgress, StopWhen
+from driftd.ports import Snapshot, TrainerGroup
+from driftd.records import Record, Rejection, TopicPartition
+from driftd.serving.publish_gate import PublishDecision
+
+log = logging.getLogger("driftd.distributed")
+
+SyncMode = Literal["average", "allreduce"]
+
+
+@dataclass(frozen=True)
+class RankPosition:
+    """What one rank sends rank 0 for a snapshot."""
+
+    offsets: dict[TopicPartition, int]
+    undelivered: list[Rejection]
+    events_learned: int
+    events_rejected: int
+
+
+class GroupTrainingLoop(TrainingLoop):
+    """:class:`~driftd.loop.TrainingLoop` for one rank of a trainer group.
+
+    Args:
+        group: The collectives of the group (every rank runs this loop).
+        sync: ``average`` or ``allreduce`` (see the module docstring).
+        average_every: Rounds that learned something between two averages (``average``).
+        owns: Whether a partition is this rank's (it commits and resends only those).
+        **loop: Everything :class:`~driftd.loop.TrainingLoop` takes.
+    """
+
+    def __init__(
+        self,
+        *,
+        group: TrainerGroup,
+        sync: SyncMode,
+        average_every: int,
+        owns: Callable[[TopicPartition], bool],
+        **loop: Any,
+    ) -> None:
+        self.group = group
+        self.sync = sync
+        self.average_every = average_every
+        self.owns = owns
+        self._agreed_size: int | None = None
+        self._rounds_unsynced = 0
+        super().__init__(**loop)
+        learner = self.state.learner
+        if learner is None:
+            raise ValueError("a trainer group needs its model before the first round")
+        if sync == "allreduce":
+            learner.gradient_sync = AllReducedGradients(group)
+        if group.rank != 0:  # the snapshot's counters are the group's: rank 0 carries them
+            learner.events_learned = 0
+            self.state.events_rejected = 0
+        self.telemetry.trainer_ranks(group.world_size)
+
+    def _resend(self, rejections: Sequence[Rejection]) -> None:
+        """Resend only this rank's partitions' undelivered dead letters (each rank its own)."""
+        own = [
+            r for r in rejections if self.owns(TopicPartition(r.record.topic, r.record.partition))
+        ]
+        super()._resend(own)
+
+    def run(self, stop: StopWhen | None = None) -> LoopProgress:
+        """Rounds until some rank stops (all stop at the same round); a final snapshot."""
+        stop = stop or StopWhen()
+        started = self.clock.monotonic()
+        last_record: float | None = None  # the group's: any rank's records keep all busy
+        consumed = 0  # the group's records, for max_events
+        busy = False  # the last round had records somewhere: poll without waiting
+        self.progress.stopped_by = "request"
+        while True:
+            now = self.clock.monotonic()
+            self.last_heartbeat = now
+            reason = stop.reached(
+                consumed=consumed, started=started, last_record=last_record, now=now
+            )
+            stopping = self._stop.is_set() or reason is not None
+            records: Sequence[Record] = ()
+            if not stopping:
+                asked = self.batch_size
+                records = self._poll(asked, 0.0 if busy else self.poll_timeout_s)
+                if records:
+                    self._choose_step_size(len(records), asked)
+            agreement = agree_round(
+                self.group,
+                records=len(records),
+                stop=stopping,
+                snapshot_due=self.snapshot_schedule.due(self.state.steps),
+                dirty=self._dirty,
+                step_size=self.progress.step_size,
+            )
+            busy = agreement.total_records > 0
+            if busy:
+                consumed += agreement.total_records
+                learning = self.clock.monotonic()
+                self._learn_round(records, agreement)
+                last_record = self.clock.monotonic()
+                if self.step_sizes is not None and records:
+                    self.step_sizes.learned(len(records), last_record - learning)
+            self._maybe_report_lag()
+            if agreement.snapshot_due and agreement.dirty:
+                self.snapshot_and_commit()
+            if agreement.stop:
+                self.progress.stopped_by = reason or ("request" if stopping else "group")
+                break
+        final = agree_round(
+            self.group, records=0, stop=True, snapshot_due=False, dirty=self._dirty,
+            step_size=None,
+        )  # fmt: skip
+        if final.dirty:
+            self.snapshot_and_commit()
+        return self.progress
+
+    def _learn_round(self, records: Sequence[Record], agreement: RoundAgreement) -> None:
+        """Learn this rank's records the way the sync mode needs (see the module docstring)."""
+        if self.sync == "allreduce":
+            self._agreed_size = agreement.step_size or None
+            self._parts = agreement.parts(self._agreed_size)
+            started = self.clock.monotonic()
+            self.process(records)  # every rank: the same steps, each one all-reduced
+            self._merge_inputs()
+            self.telemetry.model_synced("allreduce", self.clock.monotonic() - started)
+            return
+        if records:
+            self.process(records)
+        self._rounds_unsynced += 1
+        if self._rounds_unsynced >= self.average_every:
+            self.average()
+
+    def _micro_batch(self) -> int | None:
+        if self.sync == "allreduce":
+            return self._agreed_size
+        return super()._micro_batch()
+
+    def _merge_inputs(self) -> None:
+        learner = self.state.learner
+        assert learner is not None
+        standardizer = standardizer_of(learner.model)
+        if standardizer is not None:
+            merge_standardizers(self.group, standardizer)
+
+    def average(self) -> None:
+        """Average the replicas now (a collective: every rank calls it at the same round)."""
+        learner = self.state.learner
+        assert learner is not None
+        started = self.clock.monotonic()
+        average_replicas(self.group, learner.model)
+        self._rounds_unsynced = 0
+        self.telemetry.model_synced("average", self.clock.monotonic() - started)
+
+    def snapshot_and_commit(self) -> bool:
+        """The coordinated snapshot (see the module docstring); True once it is durable."""
+        if self.sync == "average" and self._rounds_unsynced:
+            self.average()
+        self._flush_dead_letters()
+        undelivered = list(self.dead_letters.undelivered())
+        learner = self.state.learner
+        assert learner is not None
+        position = RankPosition(
+            {tp: offset for tp, offset in self.state.offsets.items() if self.owns(tp)},
+            undelivered,
+            learner.events_learned,
+            self.state.events_rejected,
+        )
+        gathered = self.group.gather(position)
+        written = None if gathered is None else self._save_for_group(gathered)  # rank 0
+        outcome = self.group.broadcast(
+            None if written is None else (written[0].version, written[1].published)
+        )
+        if outcome is None:
+            self.snapshot_schedule.fired(self.state.steps)
+            return False
+        version, published = outcome
+        self.state.snapshot_version = version
+        self.progress.snapshot_version = version
+        if published:
+            self.progress.published_version = version
+        self.snapshot_schedule.fired(self.state.steps)
+        self._dirty = bool(undelivered)
+        self._commit(commit_offsets(position.offsets, undelivered))
+        if written is not None:
+            self._announce(*written)
+        return True
+
+    def _save_for_group(
+        self, positions: list[RankPosition]
+    ) -> tuple[Snapshot, PublishDecision] | None:
+        """Rank 0: one snapshot holding every rank's offsets, rejections and counters."""
+        state, learner = self.state, self.state.learner
+        assert learner is not None
+        offsets = dict(state.offsets)
+        for position in positions:  # offsets only move forward: the newest is the owner's
+            for tp, offset in position.offsets.items():
+                offsets[tp] = max(offsets.get(tp, 0), offset)
+        state.offsets = offsets
+        state.undelivered = [r for p in positions for r in p.undelivered]
+        own_learned, own_rejected = learner.events_learned, state.events_rejected
+        learner.events_learned = sum(p.events_learned for p in positions)
+        state.events_rejected = sum(p.events_rejected for p in positions)
+        try:
+            return self._write_snapshot()
+        finally:
+            learner.events_learned, state.events_rejected = own_learned, own_rejected
