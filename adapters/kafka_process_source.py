@@ -31,7 +31,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from driftd.logs import JsonLinesFormatter, configure_logging
-from driftd.records import Record, TopicPartition
+from driftd.records import PartitionShare, Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 
 if TYPE_CHECKING:
@@ -55,6 +55,8 @@ class KafkaProcessSource:
         start_offsets: Next offset to read per partition (from the newest snapshot).
         max_records: Records per fetched batch (the loop's batch size).
         call_timeout_s: How long a commit may take.
+        share: Read only the partitions this rank owns, as :class:`KafkaRecordSource` does
+            (the child's consumer gets it).
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class KafkaProcessSource:
         *,
         max_records: int = 256,
         call_timeout_s: float = 30.0,
+        share: PartitionShare | None = None,
     ) -> None:
         context = multiprocessing.get_context("spawn")  # never fork a process with threads
         self._data, child_data = context.Pipe(duplex=False)
@@ -72,7 +75,7 @@ class KafkaProcessSource:
         self._process = context.Process(
             target=_consume,
             args=(settings.model_dump(), offsets, max_records, child_data, child_control),
-            kwargs={"json_logs": _logs_as_json()},
+            kwargs={"json_logs": _logs_as_json(), "share": share},
             name="driftd-kafka-consumer",
             daemon=True,
         )
@@ -229,6 +232,7 @@ def _consume(
     data: Connection,
     control: Connection,
     json_logs: bool = False,
+    share: PartitionShare | None = None,
 ) -> None:
     """The child: poll into the data pipe with its status, answer commits between polls."""
     # Ctrl-C reaches the whole process group: the parent stops this child, in order.
@@ -237,7 +241,7 @@ def _consume(
     signal.signal(signal.SIGUSR1, _exit_while_unconnected)  # close() before a broker answered
     configure_logging("WARNING", json_lines=json_logs)  # the parent's format: one log stream
     start = {TopicPartition(topic, partition): offset for topic, partition, offset in offsets}
-    source = _connect(KafkaSettings(**settings), start, control)
+    source = _connect(KafkaSettings(**settings), start, control, share)
     if source is None:
         return
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # connected: the parent's stop request ends it
@@ -272,7 +276,12 @@ def _logs_as_json() -> bool:
     return any(isinstance(h.formatter, JsonLinesFormatter) for h in logging.getLogger().handlers)
 
 
-def _connect(settings: KafkaSettings, start: dict[TopicPartition, int], control: Connection) -> Any:
+def _connect(
+    settings: KafkaSettings,
+    start: dict[TopicPartition, int],
+    control: Connection,
+    share: PartitionShare | None = None,
+) -> Any:
     """The consumer, built once a broker answers; None if stopped (or orphaned) before.
 
     While no broker answers it retries with backoff (0.5 s, doubling up to 10 s) and answers
@@ -285,7 +294,7 @@ def _connect(settings: KafkaSettings, start: dict[TopicPartition, int], control:
     backoff = 0.5
     while True:
         try:
-            return KafkaRecordSource(settings, start)
+            return KafkaRecordSource(settings, start, share=share)
         except (KafkaTimeoutError, KafkaConnectionError) as error:  # no broker answered
             log.warning("no Kafka broker reachable (%r): retrying in %.1f s", error, backoff)
         deadline = time.monotonic() + backoff

@@ -14,6 +14,11 @@ Two ways to get partitions (``kafka.assignment``):
   position). One trainer per group: two would both read everything.
 * ``group``: a member of the consumer group (``subscribe()``), partitions shared among members
   and moved by rebalances (the inference workers always use this).
+
+With a :class:`~driftd.records.PartitionShare` (one rank of a torchrun trainer group), the
+assignment is manual whatever the setting says, and the source takes only the partitions its
+share owns: the ranks split the partitions among themselves with no group protocol, each one
+seeking its snapshot's positions and committing its own partitions to the common ``group_id``.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from kafka.structs import MemberState, OffsetAndMetadata
 from kafka.structs import TopicPartition as KafkaTopicPartition
 
 from driftd.adapters.kafka_clients import build_client
-from driftd.records import Record, TopicPartition
+from driftd.records import PartitionShare, Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -71,8 +76,12 @@ class KafkaRecordSource:
         start_offsets: Next offset to read per partition, from the newest snapshot; these
             partitions are sought there when assigned, whatever the group has committed.
         assignment: ``manual`` or ``group`` (see the module docstring); None: the setting's.
+        share: Read only the partitions this rank owns (manual assignment); start offsets of
+            other partitions are ignored. None: every partition of the topics.
 
     Raises:
+        ValueError: If ``assignment="group"`` comes with a ``share``: a group would move
+            partitions between ranks behind the share's back.
         kafka.errors.KafkaTimeoutError: If no broker answers within ``request_timeout_ms``.
     """
 
@@ -82,18 +91,24 @@ class KafkaRecordSource:
         start_offsets: Mapping[TopicPartition, int] | None = None,
         *,
         assignment: Literal["manual", "group"] | None = None,
+        share: PartitionShare | None = None,
     ) -> None:
+        if share is not None and assignment == "group":
+            raise ValueError(f"a partition share ({share}) needs manual assignment, not 'group'")
         self._commit_timeout_ms = max(1, int(settings.commit_timeout_s * 1000))
         self._topics = tuple(settings.topics)
-        self._manual = (assignment or settings.assignment) == "manual"
+        self._share = share
+        self._manual = share is not None or (assignment or settings.assignment) == "manual"
         self._next_partition_check = 0.0
         # Next offset to read per partition: start offsets, then what this source has read.
         self._positions: dict[KafkaTopicPartition, int] = {
             KafkaTopicPartition(tp.topic, tp.partition): offset
             for tp, offset in (start_offsets or {}).items()
+            if share is None or share.owns(tp.topic, tp.partition)
         }
         self._committed: dict[KafkaTopicPartition, int] = {}
         self._assigned: frozenset[KafkaTopicPartition] = frozenset()
+        self._listed = False  # manual: whether a partition of the topics was ever found
         self._lock = threading.Lock()
         self._closed = False
         self._consumer: Any = build_client(
@@ -156,7 +171,8 @@ class KafkaRecordSource:
         """Commit the next offset to read per partition, synchronously and within the timeout.
 
         Offsets at or behind what this source already committed are skipped (a commit never
-        moves backwards), as are partitions no longer assigned: their new owner commits them.
+        moves backwards), as are partitions not assigned (no longer, or not in this source's
+        share): their owner commits them.
 
         Raises:
             SourceCommitError: If the commit failed or timed out; nothing is recorded as
@@ -183,6 +199,8 @@ class KafkaRecordSource:
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records between the position and the high watermark, per assigned partition.
+
+        With a share only the partitions it owns are assigned, so only those are reported.
 
         Cheap (no request), so it can follow every poll. The high watermark comes from the
         latest fetch response (``end_offsets()`` is wrong on the Tansu broker after
@@ -219,13 +237,20 @@ class KafkaRecordSource:
         """Whether the consumer has partitions and a live broker.
 
         A group member must also be stable with a live coordinator; with manual assignment, a
-        live connection is enough. Safe to call from another thread (a health endpoint): it
-        only reads state.
+        live connection is enough once the topics' partitions were found. With a share, that
+        holds even when the share owns none of them (more ranks than partitions): such a rank
+        is not broken, it has nothing to read until partitions are added, and the other ranks
+        of its trainer group need it to take part (a rank never ready would keep a readiness
+        gate or probe failing for good). Finding no partition at all (the topics are missing)
+        still means not ready. Safe to call from another thread (a health endpoint): it only
+        reads state.
         """
-        if self._closed or not self._assigned:
+        if self._closed:
             return False
         if self._manual:
-            return self._connected()
+            return self._listed and self._connected()
+        if not self._assigned:
+            return False
         if self._consumer.group_metadata().state != MemberState.STABLE:
             return False
         # The member state stays STABLE while the broker is down; the coordinator id is cleared
@@ -247,18 +272,30 @@ class KafkaRecordSource:
         self._consumer.close(autocommit=False, timeout_ms=self._commit_timeout_ms)
 
     def _assign_partitions(self) -> None:
-        """Manual assignment: take every partition of the topics, seeking the known positions.
+        """Manual assignment: take every partition of the topics (the share's, given one).
 
-        Partitions without a known position start at the group's committed offset, else at
-        ``auto_offset_reset`` (the consumer resolves both on its first fetch).
+        Known positions are sought; partitions without one start at the group's committed
+        offset, else at ``auto_offset_reset`` (the consumer resolves both on its first fetch).
         """
         found = set(self._assigned)
         missing = False
+        share, listed_before = self._share, self._listed
         for topic in self._topics:
             partitions = self._consumer.partitions_for_topic(topic)
             missing = missing or not partitions
-            found.update(KafkaTopicPartition(topic, p) for p in partitions or ())
+            self._listed = self._listed or bool(partitions)
+            found.update(
+                KafkaTopicPartition(topic, p)
+                for p in partitions or ()
+                if share is None or share.owns(topic, p)
+            )
         self._next_partition_check = time.monotonic() + PARTITION_CHECK_S[int(missing)]
+        if share is not None and self._listed and not listed_before and not found:
+            log.warning(
+                "%s owns no partition of %s yet: idle until partitions are added",
+                share,
+                ", ".join(self._topics),
+            )
         if found == self._assigned:
             return
         self._consumer.assign(sorted(found))

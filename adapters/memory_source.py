@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 
-from driftd.records import Record, TopicPartition
+from driftd.records import PartitionShare, Record, TopicPartition
 
 
 class InMemoryRecordSource:
@@ -21,6 +21,8 @@ class InMemoryRecordSource:
             of that partition are skipped. They win over ``committed``.
         committed: The group's committed next offsets, shared by the sources of one "group"
             (a new source resumes there, as a Kafka consumer does); None: a fresh, empty one.
+        share: Serve, commit and report lag only for the partitions this rank owns, as the
+            Kafka sources do; the other records are skipped. None: every partition.
     """
 
     def __init__(
@@ -29,12 +31,19 @@ class InMemoryRecordSource:
         *,
         start_offsets: Mapping[TopicPartition, int] | None = None,
         committed: MutableMapping[TopicPartition, int] | None = None,
+        share: PartitionShare | None = None,
     ) -> None:
         self.committed: MutableMapping[TopicPartition, int] = (
             committed if committed is not None else {}
         )
         start = {**self.committed, **(start_offsets or {})}
-        self._records = [r for r in records if r.offset >= start.get(r.topic_partition, 0)]
+        self._share = share
+        self._records = [
+            r
+            for r in records
+            if r.offset >= start.get(r.topic_partition, 0)
+            and (share is None or share.owns(r.topic, r.partition))
+        ]
         self._position = 0
         self.commits = 0
         self._next: dict[TopicPartition, int] = {}  # next offset poll() serves, per partition
@@ -60,8 +69,11 @@ class InMemoryRecordSource:
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
-        """Remember the committed next offsets (never moving one backwards)."""
+        """Remember the committed next offsets (never backwards, never another rank's)."""
+        share = self._share
         for tp, offset in offsets.items():
+            if share is not None and not share.owns(tp.topic, tp.partition):
+                continue
             if offset > self.committed.get(tp, -1):
                 self.committed[tp] = offset
         self.commits += 1

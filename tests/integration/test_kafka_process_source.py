@@ -12,7 +12,7 @@ from confluent_kafka import Producer as ConfluentProducer
 from driftd.adapters.embedded_broker import EmbeddedBroker
 from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_source import KafkaRecordSource
-from driftd.records import Record, TopicPartition
+from driftd.records import PartitionShare, Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 from tests.integration.test_kafka_adapters import by_partition, produce
 
@@ -72,6 +72,42 @@ def test_reads_in_order_honours_start_offsets_commits_and_closes(
     grouped = by_partition(_read(resumed, 50 + 20, size=500))
     assert [r.offset for r in grouped[0]] == list(range(250, 300))
     assert [r.offset for r in grouped[1]] == list(range(280, 300))
+
+
+def test_the_child_reads_only_its_share_and_an_idle_rank_is_ready(
+    unique_topic: Callable[..., str],
+    kafka_settings: Callable[..., KafkaSettings],
+    opened: list[KafkaProcessSource | KafkaRecordSource],
+) -> None:
+    topic = unique_topic(partitions=4)
+    settings = kafka_settings([topic])
+    produce(settings, topic, partitions=4, per_partition=20)
+    share = PartitionShare(1, 2)
+    mine = sorted(p for p in range(4) if share.owns(topic, p))
+    starts = {TopicPartition(topic, p): 5 for p in range(4)}  # two of them are not its own
+    # Of 8 ranks on 4 partitions, 4 own none: a rank that must still count as ready.
+    idle = next(
+        s
+        for s in (PartitionShare(r, 8) for r in range(8))
+        if not any(s.owns(topic, p) for p in range(4))
+    )
+    source = KafkaProcessSource(settings, starts, max_records=16, share=share)
+    idler = KafkaProcessSource(settings, max_records=16, share=idle)
+    opened.extend([source, idler])
+
+    records = _read(source, 2 * 15, size=16)
+
+    assert sorted((r.partition, r.offset) for r in records) == [
+        (p, o) for p in mine for o in range(5, 20)
+    ]
+    assert source.poll(16, 0.3) == []
+    assert source.lag() == {TopicPartition(topic, p): 0 for p in mine}
+    assert source.ready
+    deadline = time.monotonic() + 30
+    while not idler.ready and time.monotonic() < deadline:
+        assert idler.poll(16, 0.1) == []
+    assert idler.ready
+    assert idler.lag() == {}
 
 
 def test_a_dead_consumer_process_is_an_error_not_a_silent_stall(

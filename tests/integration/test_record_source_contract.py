@@ -4,7 +4,8 @@
 manual assignment, the trainer's default, and as a group member) and ``KafkaProcessSource``
 (the same consumer in a child process) on the real broker. Each test
 gets a fresh "world": a two-partition topic (or record list) and one consumer group (or shared
-commit store), so reopening a source there means what restarting a trainer means.
+commit store), so reopening a source there means what restarting a trainer means. Sources opened
+with a :class:`PartitionShare` are the ranks of one trainer group in that world.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from driftd.adapters.kafka_process_source import KafkaProcessSource
 from driftd.adapters.kafka_source import KafkaRecordSource
 from driftd.adapters.memory_source import InMemoryRecordSource
 from driftd.ports import RecordSource
-from driftd.records import Record, TopicPartition
+from driftd.records import PartitionShare, Record, TopicPartition
 from driftd.settings.root import KafkaSettings
 from tests.conftest import TEST_GROUP_TIMEOUTS
 
@@ -41,7 +42,9 @@ def value(partition: int, index: int) -> bytes:
 class World:
     """A topic (or record list) and a group (or commit store) that sources are opened on."""
 
-    open_source: Callable[[Mapping[TopicPartition, int] | None], RecordSource]
+    open_source: Callable[
+        [Mapping[TopicPartition, int] | None, PartitionShare | None], RecordSource
+    ]
     publish_to: Callable[[int, int], None]
     topic: str
     published: Counter[int] = field(default_factory=Counter)
@@ -53,9 +56,13 @@ class World:
             self.publish_to(partition, per_partition)
             self.published[partition] += per_partition
 
-    def open(self, start_offsets: Mapping[TopicPartition, int] | None = None) -> RecordSource:
+    def open(
+        self,
+        start_offsets: Mapping[TopicPartition, int] | None = None,
+        share: PartitionShare | None = None,
+    ) -> RecordSource:
         """A new source in this world's group (closed at teardown)."""
-        self.opened.append(self.open_source(start_offsets))
+        self.opened.append(self.open_source(start_offsets, share))
         return self.opened[-1]
 
     def tp(self, partition: int) -> TopicPartition:
@@ -73,8 +80,12 @@ def memory_world() -> World:
             for i in range(count)
         )
 
-    def open_source(start: Mapping[TopicPartition, int] | None) -> RecordSource:
-        return InMemoryRecordSource(list(records), start_offsets=start, committed=committed)
+    def open_source(
+        start: Mapping[TopicPartition, int] | None, share: PartitionShare | None
+    ) -> RecordSource:
+        return InMemoryRecordSource(
+            list(records), start_offsets=start, committed=committed, share=share
+        )
 
     return World(open_source, publish_to, "events")
 
@@ -101,10 +112,12 @@ def kafka_world(broker: EmbeddedBroker, kind: str) -> World:
             producer.close(timeout=5)
         sent[partition] += count
 
-    def open_source(start: Mapping[TopicPartition, int] | None) -> RecordSource:
+    def open_source(
+        start: Mapping[TopicPartition, int] | None, share: PartitionShare | None
+    ) -> RecordSource:
         if kind == "kafka_process":
-            return KafkaProcessSource(settings, start, max_records=64)
-        return KafkaRecordSource(settings, start)
+            return KafkaProcessSource(settings, start, max_records=64, share=share)
+        return KafkaRecordSource(settings, start, share=share)  # a share overrides "group"
 
     return World(open_source, publish_to, topic)
 
@@ -210,3 +223,46 @@ def test_ready_while_open_and_close_is_idempotent(world: World) -> None:
     assert dict(source.lag()) == {}
     with pytest.raises(RuntimeError, match="closed"):
         source.poll(1, 0.0)
+
+
+def test_ranks_read_disjoint_shares_and_commit_only_their_own(world: World) -> None:
+    world.publish(20)
+    shares = PartitionShare(0, 2), PartitionShare(1, 2)
+    [mine0] = [p for p in range(PARTITIONS) if shares[0].owns(world.topic, p)]
+    [mine1] = [p for p in range(PARTITIONS) if shares[1].owns(world.topic, p)]
+    ranks = [world.open(share=share) for share in shares]
+
+    read0, read1 = read(ranks[0], 20), read(ranks[1], 20)
+
+    assert {r.partition for r in read0} == {mine0}
+    assert {r.partition for r in read1} == {mine1}
+    assert offsets(read0, mine0) == offsets(read1, mine1) == list(range(20))
+    assert ranks[0].poll(16, 0.3) == []
+    assert ranks[1].poll(16, 0.3) == []
+    assert dict(ranks[0].lag()) == {world.tp(mine0): 0}
+    assert dict(ranks[1].lag()) == {world.tp(mine1): 0}
+    assert ranks[0].ready
+    assert ranks[1].ready
+    # Each rank offers offsets for both partitions; only its own may reach the group (in an
+    # order where taking the other rank's would show: the in-memory store never moves back).
+    ranks[1].commit({world.tp(mine0): 9, world.tp(mine1): 13})
+    ranks[0].commit({world.tp(mine0): 7, world.tp(mine1): 17})
+    for rank in ranks:
+        rank.close()
+
+    resumed = read(world.open(), 13 + 7)
+
+    assert offsets(resumed, mine0) == list(range(7, 20))
+    assert offsets(resumed, mine1) == list(range(13, 20))
+
+
+def test_a_rank_ignores_start_offsets_of_partitions_it_does_not_own(world: World) -> None:
+    world.publish(10)
+    share = PartitionShare(1, 2)
+    [mine] = [p for p in range(PARTITIONS) if share.owns(world.topic, p)]
+    other = 1 - mine
+
+    records = read(world.open({world.tp(mine): 4, world.tp(other): 8}, share=share), 6)
+
+    assert offsets(records, mine) == list(range(4, 10))
+    assert offsets(records, other) == []

@@ -101,7 +101,7 @@ class _FlakyBootstrap:
     failures = 0
     attempts = 0
 
-    def __init__(self, settings: object, start: object) -> None:
+    def __init__(self, settings: object, start: object, *, share: object = None) -> None:
         type(self).attempts += 1
         if type(self).attempts <= type(self).failures:
             raise KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:9']")
