@@ -1,0 +1,90 @@
+"""A trainer group of two gloo ranks on loopback, each in its own process, on in-memory records.
+
+Checked: the replicas end identical in both sync modes; every record is learned once across the
+ranks (the snapshot's counter and offsets); each rank commits only its own partitions; a single
+process resumes every partition from the group's snapshot.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from driftd.adapters.file_snapshot_store import FileSnapshotStore
+from driftd.adapters.memory_source import InMemoryRecordSource
+from driftd.app import build_trainer
+from driftd.loop import StopWhen
+from driftd.records import PartitionShare
+from driftd.training_state import snapshot_offsets
+from tests.group_ranks import TOPIC, records, run_rank, settings_for
+
+PER_PARTITION = 400
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_group(snapshot_dir: Path, sync: str, world_size: int = 2) -> list[dict[str, Any]]:
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    stream = records(PER_PARTITION)
+    port = _free_port()
+    ranks = [
+        context.Process(
+            target=run_rank,
+            args=(rank, world_size, port, str(snapshot_dir), sync, stream, results),
+        )
+        for rank in range(world_size)
+    ]
+    for process in ranks:
+        process.start()
+    reports = [results.get(timeout=240) for _ in ranks]
+    for process in ranks:
+        process.join(timeout=60)
+        assert process.exitcode == 0
+    return sorted(reports, key=lambda report: report["rank"])
+
+
+@pytest.mark.parametrize("sync", ["average", "allreduce"])
+def test_two_ranks_learn_one_model_and_every_record_once(tmp_path: Path, sync: str) -> None:
+    reports = _run_group(tmp_path, sync)
+
+    assert reports[0]["digest"] == reports[1]["digest"]  # one model
+    assert sum(report["consumed"] for report in reports) == 4 * PER_PARTITION
+    everything = {f"{TOPIC}[{p}]": PER_PARTITION for p in range(4)}
+    assert reports[0]["snapshot_offsets"] == everything
+    assert reports[0]["snapshot_learned"] == 4 * PER_PARTITION  # all labelled, each once
+    for report in reports:  # each rank committed its own partitions, all of them, only them
+        rank = report["rank"]
+        own = {
+            tp: offset for tp, offset in everything.items()
+            if PartitionShare(rank, 2).owns(TOPIC, int(tp.split("[")[1].rstrip("]")))
+        }  # fmt: skip
+        assert report["committed"] == own
+        assert report["syncs"].get(sync, 0) > 0
+
+
+def test_one_process_resumes_what_two_ranks_left(tmp_path: Path) -> None:
+    _run_group(tmp_path, "average")
+    more = records(PER_PARTITION + 100, skip=0)
+    settings = settings_for(tmp_path, "average")
+    store = FileSnapshotStore(tmp_path, keep=settings.snapshots.keep)
+    start = snapshot_offsets(store.load_newest())  # type: ignore[arg-type]
+    trainer = build_trainer(
+        settings, source=InMemoryRecordSource(more, start_offsets=start), serve_metrics=False,
+        store=store,
+    )  # fmt: skip
+    progress = trainer.run(StopWhen(idle_seconds=0.5, max_seconds=60))
+
+    assert progress.events_consumed == 4 * 100  # only what came after the group's snapshot
+    newest = store.load_newest()
+    assert newest is not None
+    assert newest.manifest["events_learned"] == 4 * (PER_PARTITION + 100)
+    assert set(snapshot_offsets(newest).values()) == {PER_PARTITION + 100}
