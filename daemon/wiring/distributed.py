@@ -44,9 +44,8 @@ def launched_rank(environ: Mapping[str, str] | None = None) -> LaunchedRank | No
         local_rank=int(_variable(env, "LOCAL_RANK", "0")),
     )
     if not 0 <= rank.rank < rank.world_size:
-        raise ConfigurationError(
-            f"RANK={rank.rank} is outside 0..WORLD_SIZE-1={rank.world_size - 1}"
-        )
+        last = rank.world_size - 1
+        raise ConfigurationError(f"RANK={rank.rank} is outside 0..{last} (WORLD_SIZE-1)")
     return rank
 
 
