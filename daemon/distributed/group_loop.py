@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from driftd.dead_letter_backlog import commit_offsets
-from driftd.distributed.replicas import AllReducedGradients, average_replicas, merge_standardizers
+from driftd.distributed.replicas import (
+    AllReducedGradients,
+    average_replicas,
+    broadcast_model,
+    merge_standardizers,
+    model_digest,
+)
 from driftd.distributed.rounds import RoundAgreement, agree_round
 from driftd.learning.standardize import standardizer_of
 from driftd.loop import TrainingLoop
@@ -47,6 +53,7 @@ class RankPosition:
     undelivered: list[Rejection]
     events_learned: int
     events_rejected: int
+    digest: str  #: of the rank's model: all equal, or the replicas diverged
 
 
 class GroupTrainingLoop(TrainingLoop):
@@ -194,8 +201,10 @@ class GroupTrainingLoop(TrainingLoop):
             undelivered,
             learner.events_learned,
             self.state.events_rejected,
+            model_digest(learner.model),
         )
         gathered = self.group.gather(position)
+        self._check_replicas(gathered)
         written = None if gathered is None else self._save_for_group(gathered)  # rank 0
         outcome = self.group.broadcast(
             None if written is None else (written[0].version, written[1].published)
@@ -211,9 +220,34 @@ class GroupTrainingLoop(TrainingLoop):
         self.snapshot_schedule.fired(self.state.steps)
         self._dirty = bool(undelivered)
         self._commit(commit_offsets(position.offsets, undelivered))
+        log.info(
+            "group snapshot %d durable: rank %d committed its %d partitions", version,
+            self.group.rank, len(position.offsets),
+            extra={"event": "group_snapshot", "version": version, "rank": self.group.rank,
+                   "digest": position.digest, "offsets": position.offsets and {
+                       str(tp): offset for tp, offset in position.offsets.items()}},
+        )  # fmt: skip
         if written is not None:
             self._announce(*written)
         return True
+
+    def _check_replicas(self, positions: list[RankPosition] | None) -> None:
+        """Rank 0 compares the replicas' digests; if they differ, all take rank 0's model.
+
+        They cannot differ on deterministic kernels; nondeterministic ones (some CUDA
+        reductions) can drift apart by rounding, which this repairs at every snapshot.
+        """
+        digests = None if positions is None else {p.digest for p in positions}
+        diverged = self.group.broadcast(digests is not None and len(digests) > 1)
+        if not diverged:
+            return
+        log.warning(
+            "the replicas differed at step %d: every rank takes rank 0's model",
+            self.state.steps, extra={"event": "replicas_diverged", "step": self.state.steps},
+        )  # fmt: skip
+        learner = self.state.learner
+        assert learner is not None
+        broadcast_model(self.group, learner.model)
 
     def _save_for_group(
         self, positions: list[RankPosition]
