@@ -86,8 +86,10 @@ class GroupTrainingLoop(TrainingLoop):
         learner = self.state.learner
         if learner is None:
             raise ValueError("a trainer group needs its model before the first round")
+        self._gradients: AllReducedGradients | None = None
         if sync == "allreduce":
-            learner.gradient_sync = AllReducedGradients(group)
+            self._gradients = AllReducedGradients(group, self.clock.monotonic)
+            learner.gradient_sync = self._gradients
         if group.rank != 0:  # the snapshot's counters are the group's: rank 0 carries them
             learner.events_learned = 0
             self.state.events_rejected = 0
@@ -153,13 +155,15 @@ class GroupTrainingLoop(TrainingLoop):
 
     def _learn_round(self, records: Sequence[Record], agreement: RoundAgreement) -> None:
         """Learn this rank's records the way the sync mode needs (see the module docstring)."""
-        if self.sync == "allreduce":
+        if self._gradients is not None:
             self._agreed_size = agreement.step_size or None
             self._parts = agreement.parts(self._agreed_size)
-            started = self.clock.monotonic()
+            before = self._gradients.seconds
             self.process(records)  # every rank: the same steps, each one all-reduced
+            started = self.clock.monotonic()
             self._merge_inputs()
-            self.telemetry.model_synced("allreduce", self.clock.monotonic() - started)
+            spent = self._gradients.seconds - before + self.clock.monotonic() - started
+            self.telemetry.model_synced("allreduce", spent)
             return
         if records:
             self.process(records)

@@ -8,6 +8,7 @@ transport in the adapter.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -24,8 +25,10 @@ class AllReducedGradients:
     mean, so the step equals one on all ranks' events together.
     """
 
-    def __init__(self, group: TrainerGroup) -> None:
+    def __init__(self, group: TrainerGroup, timer: Callable[[], float]) -> None:
         self._group = group
+        self._timer = timer
+        self.seconds = 0.0  #: spent in the all-reduces so far (``timer``'s seconds)
 
     def __call__(
         self, params: list[nn.Parameter], weight: float, loss_sum: float
@@ -40,7 +43,9 @@ class AllReducedGradients:
         ]
         totals = torch.tensor([weight, loss_sum], device=reference.device, dtype=torch.float32)
         flat = torch.cat([*pieces, totals])
+        started = self._timer()
         self._group.sum_(flat)
+        self.seconds += self._timer() - started
         total_weight, total_loss = float(flat[-2]), float(flat[-1])
         if total_weight <= 0:
             return 0.0, 0.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -50,7 +52,9 @@ def test_gradients_become_the_event_weighted_mean_of_the_ranks() -> None:
     def work(rank: ThreadRank) -> tuple[torch.Tensor, tuple[float, float]]:
         param = torch.nn.Parameter(torch.zeros(2))
         param.grad = grads[rank.rank].clone()
-        totals = AllReducedGradients(rank)([param], weights[rank.rank], 10.0 * (rank.rank + 1))
+        totals = AllReducedGradients(rank, time.monotonic)(
+            [param], weights[rank.rank], 10.0 * (rank.rank + 1)
+        )
         assert param.grad is not None
         return param.grad, totals
 
@@ -62,7 +66,7 @@ def test_gradients_become_the_event_weighted_mean_of_the_ranks() -> None:
 def test_a_rank_without_events_takes_the_groups_step_and_lr_step() -> None:
     def work(rank: ThreadRank) -> tuple[str, int, int]:
         learner = tiny_learner(n_features=3)
-        learner.gradient_sync = AllReducedGradients(rank)
+        learner.gradient_sync = AllReducedGradients(rank, time.monotonic)
         learner.micro_batch = 4
         n = 10 if rank.rank == 0 else 0  # rank 1 has nothing this round
         x = torch.randn(n, 3, generator=torch.Generator().manual_seed(1))
