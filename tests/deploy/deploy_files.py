@@ -199,3 +199,34 @@ def settings_env_problems(names: Iterable[str]) -> list[str]:
             if model is not None:
                 problems.append(f"{name}: names a whole section, not a field")
     return problems
+
+
+@dataclass(frozen=True)
+class TorchrunLaunch:
+    """A ``torchrun [options] --no-python driftd run`` command line, read back."""
+
+    options: dict[str, str]
+    program: list[str]
+
+    def host_port(self, option: str) -> tuple[str, int]:
+        """``options[option]`` as ``host:port``."""
+        host, _, port = self.options[option].rpartition(":")
+        return host, int(port)
+
+
+def torchrun_launch(command: list[str]) -> TorchrunLaunch:
+    """The options and program of torchrun's arguments (``--name=value`` options only).
+
+    Raises:
+        ValueError: An option is not in ``--name=value`` form, or ``--no-python`` is missing.
+    """
+    if "--no-python" not in command:
+        raise ValueError(f"no --no-python in {command}")
+    split = command.index("--no-python")
+    options = {}
+    for argument in command[:split]:
+        name, equals, value = argument.partition("=")
+        if not name.startswith("--") or not equals:
+            raise ValueError(f"{argument!r}: not --name=value")
+        options[name.removeprefix("--")] = value
+    return TorchrunLaunch(options, command[split + 1 :])
