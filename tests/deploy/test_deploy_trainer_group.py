@@ -51,6 +51,22 @@ def check_launch(launch: TorchrunLaunch, nodes: int, settings: Settings, kill_af
     assert settings.lifecycle.shutdown_grace_s < shutdown < kill_after_s
 
 
+def test_torchrun_parses_every_launch_as_written(group) -> None:
+    from torch.distributed.run import get_args_parser  # torch's own torchrun parser
+
+    launches = [SERVICES[name]["command"] for name in RANKS]
+    launches.append(expanded(_trainer(group)[1]))
+    for command in launches:
+        parsed = get_args_parser().parse_args(command)
+        launch = torchrun_launch(command)
+        assert parsed.no_python is True
+        assert [parsed.training_script, *parsed.training_script_args] == ["driftd", "run"]
+        assert str(parsed.nnodes) == launch.options["nnodes"]
+        assert parsed.rdzv_endpoint == launch.options["rdzv-endpoint"]
+        assert parsed.max_restarts == int(launch.options["max-restarts"])
+        assert parsed.shutdown_timeout == int(launch.options["shutdown-timeout"])
+
+
 # -- docker compose -------------------------------------------------------------------------
 
 
