@@ -18,7 +18,9 @@ from tests.deploy.deploy_files import DEPLOY, load_yaml, settings_env_problems
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 COMPOSE = load_yaml(COMPOSE_FILE)
 SERVICES = COMPOSE["services"]
-DRIFTD_SERVICES = ("trainer", "infer")
+DRIFTD_SERVICES = ("trainer", "trainer-0", "trainer-1", "infer")
+#: The two ways to train, as compose profiles: exactly one of them runs.
+TRAINING_PROFILES = {"single": ["trainer"], "group": ["trainer-0", "trainer-1"]}
 SNAPSHOTS = "/var/lib/driftd/snapshots"
 
 
@@ -26,7 +28,8 @@ def test_the_compose_specification_accepts_it() -> None:
     parsed = compose_spec.PyOptions(apply_merge=True).from_yaml(COMPOSE_FILE.read_text())
     parsed.validate()
     assert set(parsed.service_names()) == {
-        "kafka", "kafka-init", "trainer", "infer", "producer", "prometheus", "grafana",
+        "kafka", "kafka-init", "trainer", "trainer-0", "trainer-1", "infer", "producer",
+        "prometheus", "grafana",
     }  # fmt: skip
 
 
@@ -67,7 +70,34 @@ def test_driftd_services_share_the_snapshots_and_listen_for_prometheus(name: str
         lifecycle={"shutdown_grace_s": float(env["DRIFTD_LIFECYCLE__SHUTDOWN_GRACE_S"])}
     )
     assert int(service["stop_grace_period"].removesuffix("s")) > grace.lifecycle.shutdown_grace_s
-    assert service["command"] == ["run" if name == "trainer" else "infer"]
+    if name.startswith("trainer-"):
+        assert service["entrypoint"] == ["torchrun"]
+        assert service["command"][-3:] == ["--no-python", "driftd", "run"]
+    else:
+        assert service["command"] == ["run" if name == "trainer" else "infer"]
+
+
+def test_exactly_one_way_to_train_runs_and_nothing_else_needs_a_profile() -> None:
+    profiles = {
+        name: service["profiles"] for name, service in SERVICES.items() if "profiles" in service
+    }
+    assert profiles == {
+        name: [profile] for profile, names in TRAINING_PROFILES.items() for name in names
+    }
+    header = COMPOSE_FILE.read_text().split("\nname:")[0]
+    for profile in TRAINING_PROFILES:
+        assert f"--profile {profile} up" in header, "the header says how to pick"
+    # A service every profile runs may depend on a profile's service only optionally.
+    for name, service in SERVICES.items():
+        if "profiles" in service:
+            continue
+        depends = service.get("depends_on") or {}
+        for dependency in depends:
+            if "profiles" in SERVICES[dependency]:
+                assert isinstance(depends, dict), f"{name} needs {dependency}"
+                assert depends[dependency]["required"] is False, f"{name} needs {dependency}"
+    infer_depends = SERVICES["infer"]["depends_on"]
+    assert {"trainer", "trainer-0"} <= set(infer_depends)
 
 
 def test_inference_reads_snapshots_read_only_with_two_replicas() -> None:
@@ -117,7 +147,17 @@ def test_prometheus_scrapes_every_driftd_service_on_the_metrics_port() -> None:
     assert config["rule_files"] == ["alerts.yml"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     port = SERVICES["trainer"]["environment"]["DRIFTD_METRICS__PORT"]
-    assert jobs["driftd-trainer"]["static_configs"][0]["targets"] == [f"trainer:{port}"]
+    trainers = jobs["driftd-trainer"]
+    (dns,) = trainers["dns_sd_configs"]
+    assert dns["names"] == [name for names in TRAINING_PROFILES.values() for name in names]
+    assert str(dns["port"]) == port
+    for name in dns["names"]:
+        # metrics.port + LOCAL_RANK, and LOCAL_RANK is 0 with one process per container.
+        assert SERVICES[name]["environment"]["DRIFTD_METRICS__PORT"] == port
+    (relabel,) = trainers["relabel_configs"]
+    assert relabel["source_labels"] == ["__meta_dns_name"]
+    assert relabel["target_label"] == "instance"
+    assert relabel["replacement"] == "${1}:" + port
     dns = jobs["driftd-infer"]["dns_sd_configs"][0]
     assert dns["names"] == ["infer"]
     assert str(dns["port"]) == port

@@ -127,11 +127,39 @@ def test_the_panels_an_operator_needs_are_there() -> None:
         "driftd_event_to_serving_seconds_bucket", "driftd_events_invalid_total",
         "driftd_step_seconds_bucket", "driftd_event_to_update_seconds_bucket",
         "driftd_dead_letter_backlog", "driftd_dead_letter_backpressure",
+        "driftd_trainer_ranks", "driftd_model_syncs_total", "driftd_model_sync_seconds_bucket",
     ):  # fmt: skip
         assert metric in exprs, f"no panel shows {metric}"
     annotations = {a["name"]: a for a in BOARD["annotations"]["list"]}
     assert "driftd_drift_detected_total" in annotations["Drifts"]["expr"]
     assert annotations["Drifts"]["enable"] is True
+
+
+def _panel(title: str) -> dict:
+    (panel,) = [panel for panel in BOARD["panels"] if panel["title"] == title]
+    return panel
+
+
+def test_a_trainer_group_is_shown_per_rank_and_added_up_where_it_adds_up() -> None:
+    # Counters of a group's ranks add up per job; the per-rank panel splits them by rank.
+    for target in _panel("Throughput")["targets"]:
+        assert target["expr"].startswith("sum by (job) (rate("), target["expr"]
+    for target in _panel("Events/s per rank")["targets"]:
+        assert target["expr"].startswith("sum by (job, instance, rank) (rate("), target["expr"]
+    # Every rank counts every sync: the group's rate is one rank's, not their sum.
+    (syncs,) = _panel("Model syncs")["targets"]
+    assert syncs["expr"].startswith("max by (job, mode) (rate(driftd_model_syncs_total")
+    sync_time = [t["expr"] for t in _panel("Model sync time")["targets"]]
+    assert any("by (job, instance, rank, le)" in expr for expr in sync_time), "a slow rank"
+    # Accuracy is a gauge per rank: each line, and the group's weighted by learned events.
+    accuracy = {t["refId"]: t["expr"] for t in _panel("Prequential accuracy / R²")["targets"]}
+    assert accuracy["A"].startswith("driftd_prequential_accuracy{")
+    group = accuracy["C"]
+    assert group.startswith("sum by (job) (driftd_prequential_accuracy{")
+    assert metric_names(substitute(group)) == {
+        "driftd_prequential_accuracy",
+        "driftd_events_learned_total",
+    }
 
 
 def test_compose_provisioning_points_at_the_dashboard() -> None:

