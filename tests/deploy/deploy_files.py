@@ -149,31 +149,12 @@ def alert_signals(expr: str) -> list[str]:
     return found
 
 
-#: Settings sections agreed on for a feature whose Python side lands separately (the trainer
-#: group's ``distributed``): until Settings has the section, its ``DRIFTD_*`` names are checked
-#: against these field names; once it has, against Settings like every other section, and the
-#: entry can go.
-PENDING_SECTIONS = {
-    "distributed": frozenset({"sync", "average_every_steps", "backend", "timeout_s"}),
-}
-
-
-def _pending_problem(name: str, parts: list[str]) -> str | None:
-    fields = PENDING_SECTIONS[parts[0]]
-    if len(parts) == 1:
-        return f"{name}: names a whole section, not a field"
-    if len(parts) > 2 or parts[1] not in fields:
-        return f"{name}: no settings field {parts[1]!r}"
-    return None
-
-
 def settings_env_problems(names: Iterable[str]) -> list[str]:
     """Each ``DRIFTD_*`` name that is not a field of :class:`driftd.settings.root.Settings`.
 
     ``DRIFTD_SECTION__FIELD`` (nested delimiter ``__``) must name a section of Settings and a
     field (or alias, e.g. ``log.json``) of that section; deeper nesting must go on through
-    nested models. A section of :data:`PENDING_SECTIONS` missing from Settings is checked
-    against its agreed field names.
+    nested models.
     """
     problems = []
     for name in names:
@@ -181,10 +162,6 @@ def settings_env_problems(names: Iterable[str]) -> list[str]:
             problems.append(f"{name}: not a DRIFTD_ variable")
             continue
         parts = name.removeprefix("DRIFTD_").lower().split("__")
-        if parts[0] in PENDING_SECTIONS and parts[0] not in Settings.model_fields:
-            problem = _pending_problem(name, parts)
-            problems += [problem] if problem else []
-            continue
         model: type[BaseModel] | None = Settings
         for part in parts:
             fields = {} if model is None else model.model_fields

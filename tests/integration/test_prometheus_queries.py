@@ -62,15 +62,9 @@ FAILURE_ONLY_METRICS = {
     "driftd_drift_warnings_total",  # warnings come from binary detectors (ddm, ...), not adwin
 }
 #: Metrics of features still being wired into the daemon: their expressions may return nothing
-#: and the names may be unknown until they land. (`driftd run` with pruning.enabled exports
-#: driftd_prune_total and driftd_model_flops_per_event, and both return data here.) The trainer
-#: group's metrics come from `driftd run` under torchrun, which this single trainer is not;
-#: once the daemon exports them, a group test should take them off this list.
-PENDING_METRICS: set[str] = {
-    "driftd_trainer_ranks",
-    "driftd_model_syncs_total",
-    "driftd_model_sync_seconds_bucket",
-}
+#: and the names may be unknown until they land. Empty now: `driftd run` with pruning.enabled
+#: exports driftd_prune_total and driftd_model_flops_per_event, and both return data here.
+PENDING_METRICS: set[str] = set()
 
 
 def _stream_payloads() -> list[bytes]:
