@@ -93,9 +93,14 @@ class TorchDistributedGroup:
 
     def gather(self, value: Any) -> list[Any] | None:
         """Every rank's picklable ``value`` on rank 0 (the ranks are one trusted job)."""
+        gathered = self.all_gather(value)
+        return gathered if self._rank == 0 else None
+
+    def all_gather(self, value: Any) -> list[Any]:
+        """Every rank's picklable ``value``, in rank order, on every rank."""
         gathered: list[Any] = [None] * self._world_size
         dist.all_gather_object(gathered, value)
-        return gathered if self._rank == 0 else None
+        return gathered
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's picklable ``value`` on every rank."""

@@ -333,7 +333,7 @@ def _training_loop(
         group=group,
         sync=settings.distributed.sync,
         average_every=settings.distributed.average_every_steps,
-        owns=lambda tp: share.owns(tp.topic, tp.partition),
+        share=share,
         **parts,
     )
 

@@ -53,7 +53,11 @@ class PartitionShare:
 
     def owns(self, topic: str, partition: int) -> bool:
         """Whether partition ``partition`` of ``topic`` belongs to this rank."""
-        return (zlib.crc32(topic.encode()) + partition) % self.world_size == self.rank
+        return self.owner(topic, partition) == self.rank
+
+    def owner(self, topic: str, partition: int) -> int:
+        """The rank partition ``partition`` of ``topic`` belongs to."""
+        return (zlib.crc32(topic.encode()) + partition) % self.world_size
 
 
 class Record(NamedTuple):

@@ -21,10 +21,13 @@ TOPIC = "events"
 N_FEATURES = 10
 
 
-def records(n_per_partition: int, partitions: int = 4, *, skip: int = 0) -> list[Record]:
+def records(
+    n_per_partition: int, partitions: int = 4, *, skip: int = 0, change_every: int = 1_500
+) -> list[Record]:
     """A drifting stream spread round-robin over ``partitions``; the first ``skip`` per partition
     left out (what an earlier run already read)."""
-    stream = DriftingStream(n_events=n_per_partition * partitions, change_every=1_500, seed=3)
+    total = n_per_partition * partitions
+    stream = DriftingStream(n_events=total, change_every=change_every, seed=3)
     out = []
     for i, event in enumerate(stream.events()):
         partition, offset = i % partitions, i // partitions
@@ -33,15 +36,15 @@ def records(n_per_partition: int, partitions: int = 4, *, skip: int = 0) -> list
     return out
 
 
-def settings_for(snapshot_dir: Path, sync: str, **learner: Any) -> Any:
-    """The settings every rank uses: adaptation off, the feature count known, one shared dir."""
+def settings_for(snapshot_dir: Path, sync: str, *, adaptation: bool = False) -> Any:
+    """The settings every rank uses: the feature count known, one shared snapshot directory."""
     from driftd.settings.root import load_settings
 
     return load_settings(
         kafka={"topics": [TOPIC], "consumer_process": False},
         model={"n_classes": 3, "n_features": N_FEATURES, "seed": 5, "hidden": [16]},
-        learner={"batch_size": 64, "optimizer": "adam", "lr": 0.003, **learner},
-        adaptation={"enabled": False},
+        learner={"batch_size": 64, "optimizer": "adam", "lr": 0.003},
+        adaptation={"enabled": adaptation},
         snapshots={"dir": str(snapshot_dir), "every_steps": 5, "gate_enabled": False},
         metrics={"enabled": False},
         distributed={"sync": sync, "average_every_steps": 3, "timeout_s": 60},
@@ -56,6 +59,7 @@ def run_rank(
     sync: str,
     stream: list[Record],
     results: Any,
+    adaptation: bool = False,
 ) -> None:
     """One rank: join, train until the group is idle, report digest, offsets and counters."""
     from driftd.adapters.memory import InMemoryDeadLetterSink
@@ -78,7 +82,8 @@ def run_rank(
         source = InMemoryRecordSource(stream, share=PartitionShare(rank, world_size))
         telemetry = RecordingTelemetry()
         trainer = build_trainer(
-            settings_for(Path(snapshot_dir), sync), source=source, group=group,
+            settings_for(Path(snapshot_dir), sync, adaptation=adaptation), source=source,
+            group=group,
             telemetry=telemetry, dead_letters=InMemoryDeadLetterSink(), serve_metrics=False,
         )  # fmt: skip
         progress = trainer.loop.run(StopWhen(idle_seconds=1.0, max_seconds=120))
@@ -92,6 +97,9 @@ def run_rank(
                 "committed": {str(tp): offset for tp, offset in source.committed.items()},
                 "consumed": progress.events_consumed,
                 "syncs": dict(telemetry.syncs),
+                "drifts": sorted(telemetry.drifts.items()),
+                "adaptations": sorted(telemetry.adaptations.items()),
+                "steps": learner.steps,
                 "snapshot_offsets": None
                 if newest is None
                 else {str(tp): o for tp, o in snapshot_offsets(newest).items()},

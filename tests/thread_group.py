@@ -101,6 +101,10 @@ class ThreadRank:
         values = self._group.exchange(self.rank, value)
         return values if self.rank == 0 else None
 
+    def all_gather(self, value: Any) -> list[Any]:
+        """Every rank's value, on every rank."""
+        return self._group.exchange(self.rank, value)
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's value."""
         return self._group.exchange(self.rank, value)[0]

@@ -8,7 +8,9 @@ then each learns its records:
   something, the parameters are averaged and the input statistics merged;
 * ``allreduce``: every rank takes the same number of micro-batch steps (empty ones where it has
   fewer records), each step applying the group's event-weighted mean gradient; the input
-  statistics are merged at the end of the round.
+  statistics are merged at the end of the round. The replicas are then identical at every
+  step, and drift, adaptation and pruning decide on the whole group's rows and step reports
+  (:mod:`driftd.distributed.decisions`): every rank takes the same decision at the same step.
 
 Coordinated snapshot (commit order as in :mod:`driftd.loop`, made group-wide): the replicas are
 made one; every rank flushes its own dead letters and sends rank 0 its next offsets, its
@@ -20,11 +22,15 @@ restart, with any number of ranks, resumes every partition from that snapshot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from driftd.adaptation.routing import select_rows
 from driftd.dead_letter_backlog import commit_offsets
+from driftd.decode import DecodedBatch
+from driftd.distributed.decisions import gather_batch, gather_report
 from driftd.distributed.replicas import (
     AllReducedGradients,
     average_replicas,
@@ -33,11 +39,13 @@ from driftd.distributed.replicas import (
     model_digest,
 )
 from driftd.distributed.rounds import RoundAgreement, agree_round
+from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.standardize import standardizer_of
 from driftd.loop import TrainingLoop
 from driftd.loop_progress import LoopProgress, StopWhen
+from driftd.non_finite import split_dropped
 from driftd.ports import Snapshot, TrainerGroup
-from driftd.records import Record, Rejection, TopicPartition
+from driftd.records import PartitionShare, Record, Rejection, TopicPartition
 from driftd.serving.publish_gate import PublishDecision
 
 log = logging.getLogger("driftd.distributed")
@@ -63,7 +71,7 @@ class GroupTrainingLoop(TrainingLoop):
         group: The collectives of the group (every rank runs this loop).
         sync: ``average`` or ``allreduce`` (see the module docstring).
         average_every: Rounds that learned something between two averages (``average``).
-        owns: Whether a partition is this rank's (it commits and resends only those).
+        share: The partitions this rank reads (it commits and resends only those).
         **loop: Everything :class:`~driftd.loop.TrainingLoop` takes.
     """
 
@@ -73,13 +81,13 @@ class GroupTrainingLoop(TrainingLoop):
         group: TrainerGroup,
         sync: SyncMode,
         average_every: int,
-        owns: Callable[[TopicPartition], bool],
+        share: PartitionShare,
         **loop: Any,
     ) -> None:
         self.group = group
         self.sync = sync
         self.average_every = average_every
-        self.owns = owns
+        self.share = share
         self._agreed_size: int | None = None
         self._rounds_unsynced = 0
         super().__init__(**loop)
@@ -90,6 +98,14 @@ class GroupTrainingLoop(TrainingLoop):
         if sync == "allreduce":
             self._gradients = AllReducedGradients(group, self.clock.monotonic)
             learner.gradient_sync = self._gradients
+        adaptation, pruning = self.state.adaptation, self.state.pruning
+        decides = (adaptation is not None and adaptation.enabled) or pruning is not None
+        if decides and self._gradients is None:
+            raise ValueError("adaptation or pruning in a trainer group needs sync=allreduce")
+        # With allreduce the monitor sees the group's rows too: one drift count for the group.
+        self._decides_together = self._gradients is not None and (
+            adaptation is not None or pruning is not None
+        )
         if group.rank != 0:  # the snapshot's counters are the group's: rank 0 carries them
             learner.events_learned = 0
             self.state.events_rejected = 0
@@ -170,6 +186,46 @@ class GroupTrainingLoop(TrainingLoop):
         self._rounds_unsynced += 1
         if self._rounds_unsynced >= self.average_every:
             self.average()
+
+    def owns(self, tp: TopicPartition) -> bool:
+        """Whether ``tp`` is one of this rank's partitions."""
+        return self.share.owns(tp.topic, tp.partition)
+
+    def _learn(self, batch: DecodedBatch) -> None:
+        """Learn this rank's rows; decide on the group's (see the module docstring)."""
+        if not self._decides_together:
+            super()._learn(batch)
+            return
+        whole = gather_batch(self.group, batch)
+        learner = self.state.learner_for(whole)
+        adaptation = self.state.adaptation
+        if adaptation is None:
+            report, part = self._group_step(learner, whole)
+            self._prune(part, report)
+            return
+        parts, grown = adaptation.plan(whole)  # the same parts, in the same order, everywhere
+        self._adapted(grown, whole)
+        for domain, planned in parts:
+            self._adapted(adaptation.activate(domain), planned)
+            report, part = self._group_step(learner, planned)
+            self._adapted(adaptation.observe(report, part), part)
+            self._prune(part, report)
+
+    def _group_step(
+        self, learner: OnlineLearner, part: DecodedBatch
+    ) -> tuple[StepReport, DecodedBatch]:
+        """Learn this rank's rows of the group's ``part``; the group's report and kept rows."""
+        owners = [self.share.owner(r.topic, r.partition) for r in part.records]
+        rows = [row for row, owner in enumerate(owners) if owner == self.group.rank]
+        busiest = max((owners.count(rank) for rank in range(self.group.world_size)), default=0)
+        size = self._agreed_size or busiest or 1
+        self._parts = max(1, math.ceil(busiest / size))
+        local = part if len(rows) == len(owners) else select_rows(part, rows)
+        report, _ = self._step(learner, local)
+        report = gather_report(self.group, report, len(rows))
+        if report.dropped is not None:  # the owners dead-lettered them
+            part, _ = split_dropped(part, report.dropped)
+        return report, part
 
     def _micro_batch(self) -> int | None:
         if self.sync == "allreduce":

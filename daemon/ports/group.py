@@ -48,6 +48,10 @@ class TrainerGroup(Protocol):
         """Every rank's ``value`` on rank 0 (in rank order); None on the other ranks."""
         ...
 
+    def all_gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value``, in rank order, on every rank."""
+        ...
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value``, on every rank."""
         ...

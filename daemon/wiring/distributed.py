@@ -59,19 +59,18 @@ def _variable(env: Mapping[str, str], name: str, default: str | None) -> str:
 
 
 def check_group_settings(settings: Settings) -> None:
-    """Refuse, naming the field, what a trainer group cannot do (yet).
+    """Refuse, naming the field, what a trainer group cannot do.
 
     Raises:
         ConfigurationError: For the first setting that a group cannot honour.
     """
-    if settings.adaptation.enabled:
+    decides = settings.adaptation.enabled or settings.pruning.enabled
+    if decides and settings.distributed.sync != "allreduce":
         raise ConfigurationError(
-            "adaptation.enabled: a trainer group does not adapt yet (its heads and domain "
-            "decisions are per rank); set DRIFTD_ADAPTATION__ENABLED=false"
-        )
-    if settings.pruning.enabled:
-        raise ConfigurationError(
-            "pruning.enabled: a trainer group does not prune yet; set DRIFTD_PRUNING__ENABLED=false"
+            "distributed.sync: adaptation and pruning in a trainer group need allreduce (the "
+            "replicas identical at every step, so every rank decides the same); set "
+            "DRIFTD_DISTRIBUTED__SYNC=allreduce, or DRIFTD_ADAPTATION__ENABLED=false and "
+            "DRIFTD_PRUNING__ENABLED=false to average"
         )
     if settings.model.n_features is None:
         raise ConfigurationError(

@@ -8,7 +8,9 @@ process resumes every partition from the group's snapshot.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,21 +33,31 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _run_group(snapshot_dir: Path, sync: str, world_size: int = 2) -> list[dict[str, Any]]:
+def _run_group(
+    snapshot_dir: Path, sync: str, world_size: int = 2, *, adaptation: bool = False
+) -> list[dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    stream = records(PER_PARTITION)
+    stream = records(PER_PARTITION, change_every=600)
     port = _free_port()
     ranks = [
         context.Process(
             target=run_rank,
-            args=(rank, world_size, port, str(snapshot_dir), sync, stream, results),
+            args=(rank, world_size, port, str(snapshot_dir), sync, stream, results, adaptation),
         )
         for rank in range(world_size)
     ]
     for process in ranks:
         process.start()
-    reports = [results.get(timeout=240) for _ in ranks]
+    reports: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 240
+    while len(reports) < len(ranks):
+        try:
+            reports.append(results.get(timeout=1.0))
+        except queue.Empty:
+            failed = [p.exitcode for p in ranks if p.exitcode not in (None, 0)]
+            assert not failed, f"a rank failed with exit code {failed}"
+            assert time.monotonic() < deadline, "the ranks did not finish in time"
     for process in ranks:
         process.join(timeout=60)
         assert process.exitcode == 0
@@ -69,6 +81,19 @@ def test_two_ranks_learn_one_model_and_every_record_once(tmp_path: Path, sync: s
         }  # fmt: skip
         assert report["committed"] == own
         assert report["syncs"].get(sync, 0) > 0
+
+
+def test_with_allreduce_every_rank_takes_the_same_drift_and_adaptation_decisions(
+    tmp_path: Path,
+) -> None:
+    reports = _run_group(tmp_path, "allreduce", adaptation=True)
+
+    assert reports[0]["digest"] == reports[1]["digest"]
+    assert reports[0]["drifts"] == reports[1]["drifts"]
+    assert reports[0]["adaptations"] == reports[1]["adaptations"]
+    assert reports[0]["steps"] == reports[1]["steps"]
+    assert reports[0]["drifts"], "the stream changes concept: the group must see a drift"
+    assert reports[0]["snapshot_learned"] == 4 * PER_PARTITION
 
 
 def test_one_process_resumes_what_two_ranks_left(tmp_path: Path) -> None:
