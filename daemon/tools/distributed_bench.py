@@ -82,7 +82,7 @@ def measure(
     Configurations with the same ranks and backend share one set of rank processes (one spawn,
     one rendezvous), and their runs are interleaved so a slow spell of the machine spreads out.
     """
-    stream = bench_records(max(c.events for c in configurations))
+    events = max(c.events for c in configurations)
     out: list[list[list[RankResult]]] = [[] for _ in configurations]
     sets = sorted({(c.ranks, c.backend) for c in configurations})
     for ranks, backend in sets:
@@ -90,21 +90,19 @@ def measure(
             i for i, c in enumerate(configurations) if (c.ranks, c.backend) == (ranks, backend)
         ]
         jobs = [configurations[i] for _ in range(repeats) for i in chosen]
-        results = _spawn_ranks(ranks, jobs, stream)
+        results = _spawn_ranks(ranks, jobs, events)
         for job_index, per_rank in enumerate(results):
             out[chosen[job_index % len(chosen)]].append(per_rank)
     return out
 
 
-def _spawn_ranks(
-    world_size: int, jobs: list[Configuration], stream: list[Record]
-) -> list[list[RankResult]]:
+def _spawn_ranks(world_size: int, jobs: list[Configuration], events: int) -> list[list[RankResult]]:
     """Start the rank processes, run ``jobs`` in order on all of them; per job, per rank."""
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
     port = _free_port()
     processes = [
-        context.Process(target=_rank_main, args=(rank, world_size, port, jobs, stream, results))
+        context.Process(target=_rank_main, args=(rank, world_size, port, jobs, events, results))
         for rank in range(world_size)
     ]
     for process in processes:
@@ -135,16 +133,20 @@ def _next_result(results: Any, processes: list[Any], deadline: float) -> Any:
 
 
 def _rank_main(
-    rank: int, world_size: int, port: int, jobs: list[Configuration], stream: list[Record],
-    results: Any,
-) -> None:  # fmt: skip
-    """One rank process: join the group (unless alone on gloo), run every job, report each."""
+    rank: int, world_size: int, port: int, jobs: list[Configuration], events: int, results: Any
+) -> None:
+    """One rank process: join the group (unless alone on gloo), run every job, report each.
+
+    The rank makes the (seeded) stream itself: megabytes of records pickled down a spawn pipe
+    leave the parent stuck writing if the child dies before it reads them.
+    """
     from driftd.adapters.torch_distributed_group import TorchDistributedGroup
     from driftd.logs import configure_logging
 
     configure_logging("ERROR", json_lines=False)
     torch.set_num_threads(1)
     backend = jobs[0].backend
+    stream = bench_records(events)
     group: TimedGroup | None = None
     if world_size > 1 or backend == "nccl":
         os.environ.update(

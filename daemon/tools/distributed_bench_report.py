@@ -33,9 +33,9 @@ NOTE = (
     "learns every event once and what its rounds, syncs and coordinated snapshot cost next to "
     "the learning, and whether a model whose step costs milliseconds still gains from a second "
     "rank when each rank has (at best) one core. They cannot show scaling: not beyond two ranks, "
-    "not across hosts, not the network's latency or bandwidth. A ratio below 1 for the small "
-    "default model means its step costs less than a round's collectives, not that more cores "
-    "would not help."
+    "not across hosts, not the network's latency or bandwidth. A ratio below 1 says that here "
+    "the collectives and the waits for the other rank cost more than the second core gave; not "
+    "that more cores, or a real network, would not help."
 )
 
 

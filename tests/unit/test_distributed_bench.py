@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from driftd.tools.distributed_bench import RankResult, median_rate
+from driftd.tools.distributed_bench import RankResult, bench_records, median_rate
 from driftd.tools.distributed_bench_report import distributed_figures
 from driftd.tools.timed_group import TimedGroup
 
@@ -38,6 +38,11 @@ def test_every_configuration_learns_all_its_events() -> None:
             assert 0 < row["collective_share"] < 1
     assert figures["widths"]["heavy"] == (1024, 1024)
     assert figures["nccl"]["ran"] is False or figures["nccl"]["learned"] == 200
+
+
+def test_every_rank_makes_the_same_stream() -> None:
+    assert bench_records(40) == bench_records(40)
+    assert {record.partition for record in bench_records(40)} == {0, 1, 2, 3}
 
 
 def _rank(learned: int, seconds: float) -> RankResult:
