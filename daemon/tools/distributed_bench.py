@@ -79,18 +79,18 @@ def measure(
 ) -> list[list[list[RankResult]]]:
     """Run every configuration ``repeats`` times; per configuration, per run, per rank.
 
-    Configurations with the same ranks and backend share one set of rank processes (one spawn,
-    one rendezvous), and their runs are interleaved so a slow spell of the machine spreads out.
+    Configurations with the same backend share one set of rank processes (one spawn, one
+    rendezvous), as many as the most ranks any of them needs, and their runs are interleaved, one
+    rank and two in turn, so a slow spell of the shared machine spreads over all of them. A
+    one-rank run is rank 0's plain loop while the other ranks wait in a collective (a gloo wait
+    sleeps: it takes no core).
     """
     events = max(c.events for c in configurations)
     out: list[list[list[RankResult]]] = [[] for _ in configurations]
-    sets = sorted({(c.ranks, c.backend) for c in configurations})
-    for ranks, backend in sets:
-        chosen = [
-            i for i, c in enumerate(configurations) if (c.ranks, c.backend) == (ranks, backend)
-        ]
+    for backend in sorted({c.backend for c in configurations}):
+        chosen = [i for i, c in enumerate(configurations) if c.backend == backend]
         jobs = [configurations[i] for _ in range(repeats) for i in chosen]
-        results = _spawn_ranks(ranks, jobs, events)
+        results = _spawn_ranks(max(job.ranks for job in jobs), jobs, events)
         for job_index, per_rank in enumerate(results):
             out[chosen[job_index % len(chosen)]].append(per_rank)
     return out
@@ -107,10 +107,10 @@ def _spawn_ranks(world_size: int, jobs: list[Configuration], events: int) -> lis
     ]
     for process in processes:
         process.start()
-    table: list[list[RankResult | None]] = [[None] * world_size for _ in jobs]
+    table: list[list[RankResult | None]] = [[None] * job.ranks for job in jobs]
     deadline = time.monotonic() + TIMEOUT_S * max(1, len(jobs))
     try:
-        for _ in range(len(jobs) * world_size):
+        for _ in range(sum(job.ranks for job in jobs)):
             job, rank, result = _next_result(results, processes, deadline)
             table[job][rank] = result
     finally:
@@ -157,9 +157,16 @@ def _rank_main(
         group = TimedGroup(
             TorchDistributedGroup(backend=backend, timeout_s=TIMEOUT_S, device=device)
         )
+        for joined in ("RANK", "WORLD_SIZE"):  # read by the rendezvous only; a plain run alone
+            os.environ.pop(joined)  # must not take them for a launcher's
     try:
         for index, job in enumerate(jobs):
-            results.put((index, rank, _learn(job, rank, group, stream[: job.events])))
+            if job.ranks == 1 and group is not None and group.world_size > 1:
+                if rank == 0:
+                    results.put((index, 0, _learn(job, 0, None, stream[: job.events])))
+                group.sum([0.0])  # the other ranks sleep here until rank 0 is done
+            else:
+                results.put((index, rank, _learn(job, rank, group, stream[: job.events])))
     finally:
         if group is not None:
             group.close()

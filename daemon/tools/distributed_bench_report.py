@@ -114,7 +114,9 @@ def print_distributed(*, quick: bool) -> int:
         f"driftd bench --section distributed: broker taken out; every run learns the same "
         f"pre-made in-memory stream ({events:,} events, the heavy model its first "
         f"{heavy_events:,}; {PARTITIONS} partitions split between the ranks); spawned rank "
-        f"processes, 1 torch thread each, gloo on loopback; median of {repeats} run(s); time "
+        f"processes, 1 torch thread each, gloo on loopback; median of {repeats} run(s), 1-rank "
+        f"and 2-rank runs in turn in the same processes (a 1-rank run: rank 0 alone, the other "
+        f"asleep); time "
         f"inside the ranks from loop start to end (final snapshot in; spawn, imports and "
         f"rendezvous out), the slowest rank's"
     )
