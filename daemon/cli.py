@@ -107,7 +107,8 @@ _BENCH_HELP = """\
 Measure, on this machine: events/s from a real broker through decode, predict, learn
 and commit; the same without the broker; the model's compute bound; event-to-update
 latency; update-to-serving time; peak memory; restart after kill -9 to the first learned
-event. Ratios to the compute bound are what compare across machines."""
+event; on request, a trainer group's events/s with one and two ranks (--section distributed).
+Ratios to the compute bound are what compare across machines."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -182,8 +183,17 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--section",
         action="append",
-        choices=["throughput", "startup", "adaptation", "serving", "quality", "pruning"],
-        help="run only this part (repeatable; default: all but quality and pruning, the slow ones)",
+        choices=[
+            "throughput",
+            "startup",
+            "adaptation",
+            "serving",
+            "quality",
+            "pruning",
+            "distributed",
+        ],
+        help="run only this part (repeatable; default: all but quality, pruning and "
+        "distributed, the slow ones)",
     )
     bench.add_argument("--json", metavar="PATH", help="write the quality section's results here")
     bench.add_argument(

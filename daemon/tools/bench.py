@@ -11,7 +11,9 @@ Figures (medians over repetitions; ratios matter more than absolute times on sha
 (f) the raw consume rate of the same Kafka client on the same topic, no processing.
 
 ``--section startup`` (:mod:`~driftd.tools.startup_bench`): restart after kill -9 to the first
-learned event, target 5 s (issue 12).
+learned event, target 5 s (issue 12). ``--section distributed``
+(:mod:`~driftd.tools.distributed_bench_report`): a trainer group's events/s with one and two
+ranks, per sync mode, default and compute-heavy model; no target (minutes: only when asked).
 
 Targets (issue 13), printed PASS/MISS; the command exits 1 when one is missed: (a) at least
 40,000 events/s, and (e) within 10 % of the peak RSS recorded in ``bench_reference.json`` from
@@ -110,6 +112,10 @@ def run_bench(
         from driftd.tools.startup_bench import print_startup
 
         missed += print_startup(quick=quick)
+    if "distributed" in sections:
+        from driftd.tools.distributed_bench_report import print_distributed
+
+        missed += print_distributed(quick=quick)
     if "adaptation" in sections:
         _adaptation(quick=quick)
     if "serving" in sections:
