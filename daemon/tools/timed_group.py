@@ -66,6 +66,10 @@ class TimedGroup:
         """Every rank's ``value`` on rank 0."""
         return self._timed(self._group.gather, value)
 
+    def all_gather(self, value: Any) -> list[Any]:
+        """Every rank's ``value`` on every rank."""
+        return self._timed(self._group.all_gather, value)
+
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value`` on every rank."""
         return self._timed(self._group.broadcast, value)
