@@ -24,19 +24,18 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from driftd.adaptation.routing import select_rows
 from driftd.dead_letter_backlog import commit_offsets
 from driftd.decode import DecodedBatch
 from driftd.distributed.decisions import gather_batch, gather_report
+from driftd.distributed.positions import RankPosition, group_position, rank_position
 from driftd.distributed.replicas import (
     AllReducedGradients,
     average_replicas,
     broadcast_model,
     merge_standardizers,
-    model_digest,
 )
 from driftd.distributed.rounds import RoundAgreement, agree_round
 from driftd.learning.learner import OnlineLearner, StepReport
@@ -51,17 +50,6 @@ from driftd.serving.publish_gate import PublishDecision
 log = logging.getLogger("driftd.distributed")
 
 SyncMode = Literal["average", "allreduce"]
-
-
-@dataclass(frozen=True)
-class RankPosition:
-    """What one rank sends rank 0 for a snapshot."""
-
-    offsets: dict[TopicPartition, int]
-    undelivered: list[Rejection]
-    events_learned: int
-    events_rejected: int
-    digest: str  #: of the rank's model: all equal, or the replicas diverged
 
 
 class GroupTrainingLoop(TrainingLoop):
@@ -254,15 +242,7 @@ class GroupTrainingLoop(TrainingLoop):
             self.average()
         self._flush_dead_letters()
         undelivered = list(self.dead_letters.undelivered())
-        learner = self.state.learner
-        assert learner is not None
-        position = RankPosition(
-            {tp: offset for tp, offset in self.state.offsets.items() if self.owns(tp)},
-            undelivered,
-            learner.events_learned,
-            self.state.events_rejected,
-            model_digest(learner.model),
-        )
+        position = rank_position(self.state, self.owns, undelivered)
         gathered = self.group.gather(position)
         self._check_replicas(gathered)
         written = None if gathered is None else self._save_for_group(gathered)  # rank 0
@@ -315,15 +295,10 @@ class GroupTrainingLoop(TrainingLoop):
         """Rank 0: one snapshot holding every rank's offsets, rejections and counters."""
         state, learner = self.state, self.state.learner
         assert learner is not None
-        offsets = dict(state.offsets)
-        for position in positions:  # offsets only move forward: the newest is the owner's
-            for tp, offset in position.offsets.items():
-                offsets[tp] = max(offsets.get(tp, 0), offset)
-        state.offsets = offsets
-        state.undelivered = [r for p in positions for r in p.undelivered]
+        group = group_position(positions, state.offsets)
+        state.offsets, state.undelivered = group.offsets, group.undelivered
         own_learned, own_rejected = learner.events_learned, state.events_rejected
-        learner.events_learned = sum(p.events_learned for p in positions)
-        state.events_rejected = sum(p.events_rejected for p in positions)
+        learner.events_learned, state.events_rejected = group.events_learned, group.events_rejected
         try:
             return self._write_snapshot()
         finally:
