@@ -9,6 +9,7 @@ runs on CPU tensors, NCCL on the rank's CUDA device: the small control vectors a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -46,7 +47,8 @@ class TorchDistributedGroup:
         log.info(
             "joined the trainer group as rank %d of %d (%s)", self._rank, self._world_size,
             dist.get_backend(),
-            extra={"event": "group_joined", "rank": self._rank, "world_size": self._world_size},
+            extra={"event": "group_joined", "rank": self._rank, "world_size": self._world_size,
+                   "pid": os.getpid()},  # a launcher's ranks are told apart by it (ops, tests)
         )  # fmt: skip
 
     @property
