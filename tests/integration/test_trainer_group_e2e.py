@@ -53,6 +53,7 @@ class LaunchedGroup:
             str(TORCHRUN), "--standalone", f"--nproc-per-node={ranks}",
             f"--max-restarts={max_restarts}", str(DRIFTD_SCRIPT), "run",
         ]  # fmt: skip
+        self._cwd = cwd
         self.process = subprocess.Popen(
             command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             start_new_session=True,  # its own process group: close() reaps every rank
@@ -89,6 +90,8 @@ class LaunchedGroup:
         self._reader.join(timeout=5)
         assert self.process.stderr is not None
         self.process.stderr.close()
+        with (self._cwd / f"torchrun-{self.process.pid}.log").open("w") as kept:  # post-mortem
+            kept.writelines(json.dumps(entry) + "\n" for entry in self.logs)
 
 
 @pytest.fixture
