@@ -9,6 +9,7 @@ runs on CPU tensors, NCCL on the rank's CUDA device: the small control vectors a
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -17,6 +18,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.distributed.algorithms.model_averaging.utils import average_parameters
+from torch.distributed.distributed_c10d import PrefixStore
+from torch.distributed.rendezvous import rendezvous
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +42,23 @@ class TorchDistributedGroup:
             torch.cuda.set_device(device)
         self._owned = not dist.is_initialized()
         if self._owned:
-            dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+            timeout = timedelta(seconds=timeout_s)
+            store, rank, world_size = next(rendezvous("env://", timeout=timeout))
+            # torchrun's restarted ranks meet in the same store as the failed ones: without a
+            # prefix per restart, gloo can read a dead rank's address and fail to connect.
+            restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+            dist.init_process_group(
+                backend=backend, store=PrefixStore(f"driftd/restart-{restart}", store),
+                rank=rank, world_size=world_size, timeout=timeout,
+            )  # fmt: skip
         self._rank = dist.get_rank()
         self._world_size = dist.get_world_size()
         self._closed = False
         log.info(
             "joined the trainer group as rank %d of %d (%s)", self._rank, self._world_size,
             dist.get_backend(),
-            extra={"event": "group_joined", "rank": self._rank, "world_size": self._world_size},
+            extra={"event": "group_joined", "rank": self._rank, "world_size": self._world_size,
+                   "pid": os.getpid()},  # a launcher's ranks are told apart by it (ops, tests)
         )  # fmt: skip
 
     @property
