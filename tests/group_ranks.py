@@ -62,6 +62,7 @@ def run_rank(
     adaptation: bool = False,
 ) -> None:
     """One rank: join, train until the group is idle, report digest, offsets and counters."""
+    from driftd.adapters.file_snapshot_store import FileSnapshotStore
     from driftd.adapters.memory import InMemoryDeadLetterSink
     from driftd.adapters.memory_source import InMemoryRecordSource
     from driftd.adapters.recording_telemetry import RecordingTelemetry
@@ -79,7 +80,11 @@ def run_rank(
     torch.set_num_threads(1)
     group = TorchDistributedGroup(backend="gloo", timeout_s=60, device=torch.device("cpu"))
     try:
-        source = InMemoryRecordSource(stream, share=PartitionShare(rank, world_size))
+        newest = FileSnapshotStore(Path(snapshot_dir), keep=5).load_newest()
+        start = None if newest is None else snapshot_offsets(newest)  # as the Kafka source does
+        source = InMemoryRecordSource(
+            stream, start_offsets=start, share=PartitionShare(rank, world_size)
+        )
         telemetry = RecordingTelemetry()
         trainer = build_trainer(
             settings_for(Path(snapshot_dir), sync, adaptation=adaptation), source=source,

@@ -34,11 +34,16 @@ def _free_port() -> int:
 
 
 def _run_group(
-    snapshot_dir: Path, sync: str, world_size: int = 2, *, adaptation: bool = False
+    snapshot_dir: Path,
+    sync: str,
+    world_size: int = 2,
+    *,
+    adaptation: bool = False,
+    per_partition: int = PER_PARTITION,
 ) -> list[dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
     results = context.Queue()
-    stream = records(PER_PARTITION, change_every=600)
+    stream = records(per_partition, change_every=600)
     port = _free_port()
     ranks = [
         context.Process(
@@ -113,3 +118,19 @@ def test_one_process_resumes_what_two_ranks_left(tmp_path: Path) -> None:
     assert newest is not None
     assert newest.manifest["events_learned"] == 4 * (PER_PARTITION + 100)
     assert set(snapshot_offsets(newest).values()) == {PER_PARTITION + 100}
+
+
+def test_two_ranks_resume_what_one_process_left(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, "average")
+    store = FileSnapshotStore(tmp_path, keep=settings.snapshots.keep)
+    trainer = build_trainer(
+        settings, source=InMemoryRecordSource(records(150, change_every=600)), store=store,
+        serve_metrics=False,
+    )  # fmt: skip
+    trainer.run(StopWhen(idle_seconds=0.5, max_seconds=60))
+
+    reports = _run_group(tmp_path, "average", per_partition=PER_PARTITION)
+
+    assert sum(report["consumed"] for report in reports) == 4 * (PER_PARTITION - 150)
+    assert reports[0]["snapshot_learned"] == 4 * PER_PARTITION
+    assert reports[0]["digest"] == reports[1]["digest"]
