@@ -36,7 +36,16 @@ def records(
     return out
 
 
-def settings_for(snapshot_dir: Path, sync: str, *, adaptation: bool = False) -> Any:
+#: Pruning soon and often, structured (the layers shrink): what the ranks must do alike.
+PRUNING = {
+    "enabled": True, "structured": True, "every_steps": 5, "baseline_events": 128,
+    "verify_events": 128, "replay_events": 256, "n_events": 3, "target_sparsity": 0.5,
+}  # fmt: skip
+
+
+def settings_for(
+    snapshot_dir: Path, sync: str, *, adaptation: bool = False, pruning: bool = False
+) -> Any:
     """The settings every rank uses: the feature count known, one shared snapshot directory."""
     from driftd.settings.root import load_settings
 
@@ -45,6 +54,7 @@ def settings_for(snapshot_dir: Path, sync: str, *, adaptation: bool = False) -> 
         model={"n_classes": 3, "n_features": N_FEATURES, "seed": 5, "hidden": [16]},
         learner={"batch_size": 64, "optimizer": "adam", "lr": 0.003},
         adaptation={"enabled": adaptation},
+        pruning=PRUNING if pruning else {"enabled": False},
         snapshots={"dir": str(snapshot_dir), "every_steps": 5, "gate_enabled": False},
         metrics={"enabled": False},
         distributed={"sync": sync, "average_every_steps": 3, "timeout_s": 60},
@@ -60,6 +70,7 @@ def run_rank(
     stream: list[Record],
     results: Any,
     adaptation: bool = False,
+    pruning: bool = False,
 ) -> None:
     """One rank: join, train until the group is idle, report digest, offsets and counters."""
     from driftd.adapters.file_snapshot_store import FileSnapshotStore
@@ -87,7 +98,8 @@ def run_rank(
         )
         telemetry = RecordingTelemetry()
         trainer = build_trainer(
-            settings_for(Path(snapshot_dir), sync, adaptation=adaptation), source=source,
+            settings_for(Path(snapshot_dir), sync, adaptation=adaptation, pruning=pruning),
+            source=source,
             group=group,
             telemetry=telemetry, dead_letters=InMemoryDeadLetterSink(), serve_metrics=False,
         )  # fmt: skip
@@ -105,6 +117,8 @@ def run_rank(
                 "drifts": sorted(telemetry.drifts.items()),
                 "adaptations": sorted(telemetry.adaptations.items()),
                 "steps": learner.steps,
+                "prunes": sorted(telemetry.prunes.items()),
+                "parameters": telemetry.parameters,
                 "snapshot_offsets": None
                 if newest is None
                 else {str(tp): o for tp, o in snapshot_offsets(newest).items()},

@@ -39,6 +39,7 @@ def _run_group(
     world_size: int = 2,
     *,
     adaptation: bool = False,
+    pruning: bool = False,
     per_partition: int = PER_PARTITION,
 ) -> list[dict[str, Any]]:
     context = multiprocessing.get_context("spawn")
@@ -48,7 +49,17 @@ def _run_group(
     ranks = [
         context.Process(
             target=run_rank,
-            args=(rank, world_size, port, str(snapshot_dir), sync, stream, results, adaptation),
+            args=(
+                rank,
+                world_size,
+                port,
+                str(snapshot_dir),
+                sync,
+                stream,
+                results,
+                adaptation,
+                pruning,
+            ),
         )
         for rank in range(world_size)
     ]
@@ -98,6 +109,16 @@ def test_with_allreduce_every_rank_takes_the_same_drift_and_adaptation_decisions
     assert reports[0]["adaptations"] == reports[1]["adaptations"]
     assert reports[0]["steps"] == reports[1]["steps"]
     assert reports[0]["drifts"], "the stream changes concept: the group must see a drift"
+    assert reports[0]["snapshot_learned"] == 4 * PER_PARTITION
+
+
+def test_with_allreduce_every_rank_prunes_alike(tmp_path: Path) -> None:
+    reports = _run_group(tmp_path, "allreduce", pruning=True)
+
+    assert reports[0]["prunes"], "pruning every 5 steps: some pruning event must end"
+    assert reports[0]["prunes"] == reports[1]["prunes"]
+    assert reports[0]["parameters"] == reports[1]["parameters"]
+    assert reports[0]["digest"] == reports[1]["digest"]
     assert reports[0]["snapshot_learned"] == 4 * PER_PARTITION
 
 
