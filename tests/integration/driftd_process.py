@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,22 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 class DriftdProcess:
-    """A `driftd` subprocess whose JSON log lines are collected as they come."""
+    """A `driftd` subprocess whose JSON log lines are collected as they come.
+
+    ``argv`` replaces the `python -m driftd.cli COMMAND` command line (e.g. a launcher's).
+    """
 
     def __init__(
-        self, command: str, env: Mapping[str, str], cwd: Path, *, new_session: bool = False
+        self,
+        command: str,
+        env: Mapping[str, str],
+        cwd: Path,
+        *,
+        new_session: bool = False,
+        argv: Sequence[str] | None = None,
     ) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "driftd.cli", command],
+            list(argv) if argv is not None else [sys.executable, "-m", "driftd.cli", command],
             cwd=cwd,
             env=dict(env),
             stdout=subprocess.DEVNULL,
@@ -41,9 +50,12 @@ class DriftdProcess:
         assert self.process.stderr is not None
         for line in self.process.stderr:
             try:
-                self.logs.append(json.loads(line))
+                entry = json.loads(line)
             except ValueError:
-                self.logs.append({"raw": line.decode(errors="replace")})
+                entry = None
+            self.logs.append(
+                entry if isinstance(entry, dict) else {"raw": line.decode(errors="replace")}
+            )
 
     def wait_for_log(self, event: str, timeout: float = 60.0) -> dict[str, Any]:
         """The first log entry with ``event``; fails if the process exits or time runs out."""

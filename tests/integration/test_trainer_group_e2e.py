@@ -21,7 +21,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -44,7 +43,7 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 STARTUP_S = 90.0
 
 
-class LaunchedGroup:
+class LaunchedGroup(DriftdProcess):
     """``torchrun`` running ranks of `driftd run`; the ranks' JSON log lines collected as they
     come (torchrun passes its workers' stderr through; its own lines are kept as ``raw``)."""
 
@@ -54,24 +53,8 @@ class LaunchedGroup:
             f"--max-restarts={max_restarts}", str(DRIFTD_SCRIPT), "run",
         ]  # fmt: skip
         self._cwd = cwd
-        self.process = subprocess.Popen(
-            command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: close() reaps every rank
-        )  # fmt: skip
-        self.logs: list[dict[str, Any]] = []
-        self._reader = threading.Thread(target=self._collect, daemon=True)
-        self._reader.start()
-
-    def _collect(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                entry = None
-            self.logs.append(
-                entry if isinstance(entry, dict) else {"raw": line.decode(errors="replace")}
-            )
+        # Its own process group: close() reaps every rank.
+        super().__init__("run", env, cwd, new_session=True, argv=command)
 
     def events(self, event: str) -> list[dict[str, Any]]:
         return [entry for entry in list(self.logs) if entry.get("event") == event]
