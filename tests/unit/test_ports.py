@@ -11,7 +11,7 @@ import driftd.ports
 TRAINING_PORTS = {
     "Clock", "SystemClock", "RecordSource", "DeadLetterSink", "Snapshot", "SnapshotStore",
     "UnreadableSnapshotsError", "SnapshotStoreUnreachableError", "SnapshotPublished",
-    "SnapshotNotifier", "NullSnapshotNotifier", "Telemetry",
+    "SnapshotNotifier", "NullSnapshotNotifier", "Telemetry", "TrainerGroup",
 }  # fmt: skip
 SERVING_PORTS = {
     "Predictor", "PredictionSink", "InferenceTelemetry", "Predictions", "ModelSwapped",
