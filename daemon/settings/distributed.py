@@ -16,16 +16,18 @@ from driftd.settings.section import Section
 class DistributedSettings(Section):
     """The replicas' synchronisation in a trainer group (``driftd.distributed``).
 
-    ``average``: each rank learns from its own partitions and every ``average_every_steps``
-    rounds the ranks average their parameters (torch's model averaging; post-local SGD): little
-    communication, for high-rate small models. ``allreduce``: synchronous data-parallel; every
-    round is one gradient step on all ranks' events together, the gradients all-reduced: for
-    large models. Either way the input standardiser's statistics are merged at each sync and
-    rank 0 writes the snapshots, holding every rank's partition offsets.
+    ``allreduce`` (the default): synchronous data-parallel; every step is taken on all ranks'
+    events together, the gradients all-reduced, so the replicas are identical at every step and
+    drift, adaptation and pruning decide the same on every rank: works with every other
+    default. ``average``: each rank learns from its own partitions and every
+    ``average_every_steps`` rounds the ranks average their parameters (torch's model averaging;
+    post-local SGD): less communication, for high-rate small models, with adaptation and pruning
+    off. Either way the input standardiser's statistics are merged at each sync and rank 0
+    writes the snapshots, holding every rank's partition offsets.
     """
 
     sync: Literal["average", "allreduce"] = Field(
-        "average", description="average: periodic model averaging; allreduce: gradients."
+        "allreduce", description="allreduce: gradients every step; average: periodic averaging."
     )
     average_every_steps: int = Field(
         8, ge=1, le=100_000, description="Rounds between two model averages (sync=average)."

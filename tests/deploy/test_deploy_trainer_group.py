@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from driftd.settings.root import Settings
+from driftd.wiring.distributed import check_group_settings as group_settings_refused_by_driftd
 from tests.deploy.deploy_files import DEPLOY, TorchrunLaunch, load_yaml, torchrun_launch
 from tests.deploy.kubernetes_manifests import find, pod_spec, render
 from tests.deploy.test_deploy_kubernetes import BASE, GROUP, effective_env, settings_from
@@ -27,15 +28,12 @@ RANKS = sorted(name for name, s in SERVICES.items() if s.get("profiles") == ["gr
 JOIN_TIMEOUT_S = 600
 
 
-def check_group_settings(env: dict[str, str]) -> None:
-    """What every rank's environment must hold in a group (WORLD_SIZE > 1)."""
-    assert env["DRIFTD_ADAPTATION__ENABLED"] == "false"
-    assert env["DRIFTD_PRUNING__ENABLED"] == "false"
-    assert int(env["DRIFTD_MODEL__N_FEATURES"]) >= 1
-    assert env["DRIFTD_DISTRIBUTED__SYNC"] in {"average", "allreduce"}
-    assert int(env["DRIFTD_DISTRIBUTED__AVERAGE_EVERY_STEPS"]) >= 1
-    assert env["DRIFTD_DISTRIBUTED__BACKEND"] in {"auto", "gloo", "nccl"}
-    assert float(env["DRIFTD_DISTRIBUTED__TIMEOUT_S"]) > 0
+def check_group_settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rank's environment passes the daemon's own check for a group (WORLD_SIZE > 1)."""
+    settings = settings_from(env, monkeypatch)
+    group_settings_refused_by_driftd(settings)  # raises ConfigurationError naming the field
+    assert settings.distributed.sync == "allreduce", "the deploy keeps adaptation on"
+    assert settings.adaptation.enabled
 
 
 def check_launch(launch: TorchrunLaunch, nodes: int, settings: Settings, kill_after_s: int) -> None:
@@ -90,7 +88,9 @@ def test_compose_runs_two_ranks_that_rendezvous_at_the_first() -> None:
         assert service["restart"] == "unless-stopped", "after --max-restarts, Docker restarts it"
 
 
-def test_compose_ranks_share_the_single_trainers_group_and_snapshots() -> None:
+def test_compose_ranks_share_the_single_trainers_group_and_snapshots(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     single = SERVICES["trainer"]
     envs = [SERVICES[name]["environment"] for name in RANKS]
     assert all(env == envs[0] for env in envs), "every rank runs with the same settings"
@@ -98,7 +98,7 @@ def test_compose_ranks_share_the_single_trainers_group_and_snapshots() -> None:
         assert envs[0][key] == single["environment"][key], key
     for name in RANKS:
         assert SERVICES[name]["volumes"] == single["volumes"], "the same snapshot volume"
-    check_group_settings(envs[0])
+    check_group_settings(envs[0], monkeypatch)
     assert "DRIFTD_DISTRIBUTED__SYNC" not in single["environment"]
 
 
@@ -176,7 +176,7 @@ def test_k8s_rendezvous_is_pod_0_through_the_headless_service(group) -> None:
 def test_k8s_ranks_share_settings_snapshots_and_limits(group, monkeypatch) -> None:
     statefulset, container = _trainer(group)
     env = effective_env(group, container)
-    check_group_settings(env)
+    check_group_settings(env, monkeypatch)
     settings = settings_from(env, monkeypatch)
     spec = pod_spec(statefulset)
     launch = torchrun_launch(expanded(container))

@@ -131,10 +131,20 @@ def test_the_launchers_variables_make_a_rank() -> None:
 @pytest.mark.parametrize(
     ("sections", "field"),
     [
-        ({}, "distributed.sync"),
-        ({"adaptation": {"enabled": False}, "pruning": {"enabled": True}}, "distributed.sync"),
-        ({"adaptation": {"enabled": False}}, "model.n_features"),
-        ({"distributed": {"sync": "allreduce"}}, "model.n_features"),
+        ({"distributed": {"sync": "average"}}, "distributed.sync"),
+        (
+            {
+                "adaptation": {"enabled": False},
+                "pruning": {"enabled": True},
+                "distributed": {"sync": "average"},
+            },
+            "distributed.sync",
+        ),
+        (
+            {"adaptation": {"enabled": False}, "distributed": {"sync": "average"}},
+            "model.n_features",
+        ),
+        ({}, "model.n_features"),
     ],
 )
 def test_a_group_refuses_what_it_cannot_do_naming_the_field(
