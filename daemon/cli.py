@@ -75,6 +75,12 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpF
         return super()._get_help_string(action)
 
 
+_GROUP_HELP = (
+    " Launched by torchrun (`torchrun --nproc-per-node 2 --no-python driftd run`, or any launcher"
+    " setting RANK and WORLD_SIZE > 1) it is one rank of a trainer group learning one model: each"
+    " rank reads its share of the partitions, rank 0 writes the snapshots (the distributed.*"
+    " settings; README: Scaling training out)."
+)
 _SETTINGS_HELP = """\
 settings come from, strongest first: DRIFTD_* environment variables (sections and
 fields joined by a double underscore), a .env file, the --config TOML file, defaults:
@@ -122,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
         ("infer", "run a streaming inference worker on the newest snapshot"),
         ("config", "validate and print the effective configuration"),
     ):
+        description = text + "." + (_GROUP_HELP if name == "run" else "")
         command = commands.add_parser(
-            name, help=text, description=text + ".", epilog=_SETTINGS_HELP, formatter_class=_Help
+            name, help=text, description=description, epilog=_SETTINGS_HELP, formatter_class=_Help
         )
         command.add_argument("--config", help="TOML settings file (or set DRIFTD_CONFIG)")
     text = "run the embedded demo: broker, drifting stream, daemon, report"
