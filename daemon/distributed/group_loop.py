@@ -90,10 +90,9 @@ class GroupTrainingLoop(TrainingLoop):
         decides = (adaptation is not None and adaptation.enabled) or pruning is not None
         if decides and self._gradients is None:
             raise ValueError("adaptation or pruning in a trainer group needs sync=allreduce")
-        # With allreduce the monitor sees the group's rows too: one drift count for the group.
-        self._decides_together = self._gradients is not None and (
-            adaptation is not None or pruning is not None
-        )
+        # Decisions that change the model are taken on the group's rows; a drift monitor whose
+        # alarms change nothing (adaptation off) watches each rank's own rows, as with average.
+        self._decides_together = self._gradients is not None and decides
         if group.rank != 0:  # the snapshot's counters are the group's: rank 0 carries them
             learner.events_learned = 0
             self.state.events_rejected = 0

@@ -129,10 +129,10 @@ def print_distributed(*, quick: bool) -> int:
         print(_row_line(row))
     print(
         "  s/sync and sync share: the loop's own sync reports. average: one parameter average; "
-        "allreduce: a whole round (every step's gradient all-reduce, the compute between them, "
-        "the input statistics), so its share is nearly all of the loop. in collectives: time "
-        "inside calls into the group (every round's agreement too), waiting for the other rank "
-        "included."
+        "allreduce: one round's gradient all-reduces and input-statistics merge. in collectives: "
+        "time inside calls into the group (every round's agreement too), waiting for the other "
+        "rank included. Adaptation is off here (so is pruning): each rank's drift monitor "
+        "watches its own rows."
     )
     for model in ("default", "heavy"):
         ratios = ", ".join(
