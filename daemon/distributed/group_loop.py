@@ -132,7 +132,7 @@ class GroupTrainingLoop(TrainingLoop):
                 stop=stopping,
                 snapshot_due=self.snapshot_schedule.due(self.state.steps),
                 dirty=self._dirty,
-                step_size=self.progress.step_size,
+                step_size=self._step_size(),
             )
             busy = agreement.total_records > 0
             if busy:
@@ -213,6 +213,11 @@ class GroupTrainingLoop(TrainingLoop):
         if report.dropped is not None:  # the owners dead-lettered them
             part, _ = split_dropped(part, report.dropped)
         return report, part
+
+    def _step_size(self) -> int | None:
+        """Events per step this rank proposes: its controller's, else the fixed setting's."""
+        learner = self.state.learner
+        return self.progress.step_size or (None if learner is None else learner.micro_batch)
 
     def _micro_batch(self) -> int | None:
         if self.sync == "allreduce":

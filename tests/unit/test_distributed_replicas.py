@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -153,3 +154,37 @@ def test_a_group_refuses_what_it_cannot_do_naming_the_field(
     settings = load_settings(**sections)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match=field.replace(".", r"\.")):
         check_group_settings(settings)
+
+
+def test_allreduce_steps_at_the_fixed_micro_batch_on_every_rank(tmp_path: Path) -> None:
+    from driftd.adapters.memory import InMemoryDeadLetterSink
+    from driftd.adapters.memory_source import InMemoryRecordSource
+    from driftd.app import build_trainer
+    from driftd.loop import StopWhen
+    from driftd.records import PartitionShare
+    from tests.group_ranks import records, settings_for
+
+    stream = records(96)  # 4 partitions: 2 per rank, 192 records each
+    settings = settings_for(tmp_path, "allreduce").model_copy(
+        update={"learner": settings_for(tmp_path, "allreduce").learner.model_copy(
+            update={"micro_batch": 8})}
+    )  # fmt: skip
+
+    def work(rank: ThreadRank) -> tuple[int, str]:
+        source = InMemoryRecordSource(stream, share=PartitionShare(rank.rank, 2))
+        trainer = build_trainer(
+            settings, source=source, group=rank, dead_letters=InMemoryDeadLetterSink(),
+            serve_metrics=False,
+        )  # fmt: skip
+        learner = trainer.loop.state.learner
+        assert learner is not None
+        steps = [0]
+        learner.after_step_hooks.append(lambda: steps.__setitem__(0, steps[0] + 1))
+        trainer.loop.run(StopWhen(idle_seconds=0.3, max_seconds=60))
+        trainer.close()
+        return steps[0], model_digest(learner.model)
+
+    (steps0, digest0), (steps1, digest1) = ThreadGroup(2).run(work)
+    assert steps0 == steps1
+    assert steps0 >= 384 // (2 * 8)  # every rank's 192 records in steps of 8, not one per poll
+    assert digest0 == digest1
