@@ -257,7 +257,7 @@ class PrometheusTelemetry(PrometheusConsumerMetrics):
             self._syncs.labels(mode)
         self._sync_seconds = Histogram(
             "driftd_model_sync_seconds",
-            "Time of one replica sync (model average, or gradient all-reduce and step).",
+            "Time of one replica sync (a model average, or a round's gradient all-reduces).",
             buckets=SYNC_BUCKETS,
             registry=r,
         )

@@ -22,7 +22,6 @@ restart, with any number of ranks, resumes every partition from that snapshot.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -37,7 +36,7 @@ from driftd.distributed.replicas import (
     broadcast_model,
     merge_standardizers,
 )
-from driftd.distributed.rounds import RoundAgreement, agree_round
+from driftd.distributed.rounds import RoundAgreement, agree_round, steps_for
 from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.standardize import standardizer_of
 from driftd.loop import TrainingLoop
@@ -180,39 +179,27 @@ class GroupTrainingLoop(TrainingLoop):
 
     def _learn(self, batch: DecodedBatch) -> None:
         """Learn this rank's rows; decide on the group's (see the module docstring)."""
-        if not self._decides_together:
-            super()._learn(batch)
-            return
-        whole = gather_batch(self.group, batch)
-        learner = self.state.learner_for(whole)
-        adaptation = self.state.adaptation
-        if adaptation is None:
-            report, part = self._group_step(learner, whole)
-            self._prune(part, report)
-            return
-        parts, grown = adaptation.plan(whole)  # the same parts, in the same order, everywhere
-        self._adapted(grown, whole)
-        for domain, planned in parts:
-            self._adapted(adaptation.activate(domain), planned)
-            report, part = self._group_step(learner, planned)
-            self._adapted(adaptation.observe(report, part), part)
-            self._prune(part, report)
+        if self._decides_together:
+            batch = gather_batch(self.group, batch)  # planned and decided alike everywhere
+        super()._learn(batch)
 
-    def _group_step(
-        self, learner: OnlineLearner, part: DecodedBatch
-    ) -> tuple[StepReport, DecodedBatch]:
-        """Learn this rank's rows of the group's ``part``; the group's report and kept rows."""
-        owners = [self.share.owner(r.topic, r.partition) for r in part.records]
+    def _step(self, learner: OnlineLearner, batch: DecodedBatch) -> tuple[StepReport, DecodedBatch]:
+        """Learn ``batch``; deciding together, this rank's rows of the group's ``batch``.
+
+        Returns the group's report and kept rows then, for the decisions that follow.
+        """
+        if not self._decides_together:
+            return super()._step(learner, batch)
+        owners = [self.share.owner(r.topic, r.partition) for r in batch.records]
         rows = [row for row, owner in enumerate(owners) if owner == self.group.rank]
         busiest = max((owners.count(rank) for rank in range(self.group.world_size)), default=0)
-        size = self._agreed_size or busiest or 1
-        self._parts = max(1, math.ceil(busiest / size))
-        local = part if len(rows) == len(owners) else select_rows(part, rows)
-        report, _ = self._step(learner, local)
+        self._parts = steps_for(busiest, self._agreed_size)
+        local = batch if len(rows) == len(owners) else select_rows(batch, rows)
+        report, _ = super()._step(learner, local)
         report = gather_report(self.group, report, len(rows))
         if report.dropped is not None:  # the owners dead-lettered them
-            part, _ = split_dropped(part, report.dropped)
-        return report, part
+            batch, _ = split_dropped(batch, report.dropped)
+        return report, batch
 
     def _step_size(self) -> int | None:
         """Events per step this rank proposes: its controller's, else the fixed setting's."""

@@ -42,8 +42,17 @@ class RoundAgreement:
 
     def parts(self, step_size: int | None) -> int:
         """Micro-batches every rank takes this round (the busiest rank's count, at least 1)."""
-        size = step_size or max(self.records) or 1
-        return max(1, math.ceil(max(self.records) / size))
+        return steps_for(max(self.records), step_size)
+
+
+def steps_for(busiest: int, step_size: int | None) -> int:
+    """Micro-batches every rank takes for rows of which the busiest rank holds ``busiest``.
+
+    ``step_size`` None: one step for all of them. Never fewer than 1, so a rank without rows
+    still joins the step's all-reduce.
+    """
+    size = step_size or busiest or 1
+    return max(1, math.ceil(busiest / size))
 
 
 def agree_round(
