@@ -6,7 +6,9 @@ steps learn more per event (more updates, each event predicted by a fresher mode
 steps cost less per event. :class:`StepSizeController` reads the backlog after each poll:
 
 - nothing waiting beyond what was just polled: spend the spare time on finer steps, halving down
-  to ``min_size``; while the stream sets the pace (a poll came back short, or events wait), not
+  to ``min_size`` (straight to it when the source gives all it is asked for and nothing waits,
+  as in a replay the learner paces: no arrival rate to keep up with); while the stream sets the
+  pace (a poll came back short, or events wait), not
   to a size too slow for its arrival rate (as measured at that size, or at the current one:
   finer is never faster);
 - a backlog of several polls: coarsen, at least doubling, straight to the finest size measured
@@ -80,7 +82,9 @@ class StepSizeController:
         if backlog <= polled:
             unpaced = backlog == 0 and asked is not None and polled >= asked
             finer = max(self.min_size, self.size // 2)
-            if unpaced or not self._too_slow(finer, self.arrival_rate):
+            if unpaced:
+                self.size = self.min_size
+            elif not self._too_slow(finer, self.arrival_rate):
                 self.size = finer
         elif backlog >= self.behind_polls * polled:
             needed = (self.arrival_rate or 0.0) + backlog / self.catch_up_s

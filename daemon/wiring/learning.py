@@ -114,21 +114,26 @@ def _label_limit(settings: Settings) -> int | None:
 
 
 def fixed_micro_batch(settings: LearnerSettings) -> int | None:
-    """The micro-batch size ``settings`` fixes, or the start size when it is ``auto``."""
+    """The micro-batch size ``settings`` fixes; with ``auto``, the size of a learner that no
+    controller steers (the library API's)."""
     if settings.micro_batch == "auto":
         return min(32, settings.max_micro_batch)
     return settings.micro_batch
 
 
 def step_size_controller(settings: LearnerSettings) -> StepSizeController | None:
-    """The controller that chooses the micro-batch size, when ``learner.micro_batch=auto``."""
+    """The controller that chooses the micro-batch size, when ``learner.micro_batch=auto``.
+
+    It starts at the finest size: a new model gains most from fine steps, and a backlog
+    coarsens the steps within a few polls.
+    """
     if settings.micro_batch != "auto":
         return None
     coarsest = min(settings.max_micro_batch, settings.batch_size)  # a step never spans polls
     return StepSizeController(
         min_size=min(settings.min_micro_batch, coarsest),
         max_size=coarsest,
-        start=fixed_micro_batch(settings) or 1,
+        start=settings.min_micro_batch,
     )
 
 

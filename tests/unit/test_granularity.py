@@ -52,7 +52,7 @@ def test_a_source_that_gives_all_it_is_asked_sets_no_pace_to_keep() -> None:
     controller = StepSizeController(min_size=1, max_size=256, start=8)
     controller.capacity |= {4: 100.0, 8: 100.0}  # slow, but events come only when asked
     sizes = [controller.observe(0, 256, asked=256, now=0.1 * poll) for poll in range(4)]
-    assert sizes == [4, 2, 1, 1]
+    assert sizes == [1, 1, 1, 1]  # straight to the finest: nothing is gained by stepping down
 
 
 def test_behind_it_coarsens_straight_to_a_size_measured_fast_enough() -> None:
