@@ -20,6 +20,12 @@ Warnings (binary detectors) are reported when they switch on, not on every updat
 Two-sided detectors (ADWIN, KSWIN) also fire when the loss or error *falls* (the model
 converging): those detections are improvements, counted in :attr:`DriftMonitor.improvements`
 and not reported as drifts. Input signals report changes either way.
+
+Labels outrank inputs (``confirm_inputs``): while labels flow (at least half of a step's events
+carry one), an input alarm is a drift only if the concept signal warns or drifts too in that
+step; alone it is reported as a warning. The inputs of a continuously moving stream shift all
+the time, and a shift that leaves the model's error where it was needs no re-adaptation; on an
+unlabelled stream the inputs are all there is, and their alarms stay drifts.
 """
 
 from __future__ import annotations
@@ -128,6 +134,11 @@ class SignalMonitor:
             return [fired._replace(position=kept[fired.position]) for fired in found]
         return self._update_finite(values)
 
+    @property
+    def warning_on(self) -> bool:
+        """Whether a binary detector's warning is on (it switched on and no drift followed)."""
+        return self._warning
+
     def _update_finite(self, values: Sequence[float]) -> list[Fired]:
         n = len(values)
         if n == 0:
@@ -222,6 +233,8 @@ class DriftMonitor:
         concept: Monitor of the per-event loss or error (None: no labelled signal).
         concept_signal: ``loss`` or ``error``: what ``concept`` is fed.
         covariate: Monitors of ``input_mean`` and ``input_rms`` (per batch), possibly empty.
+        confirm_inputs: While labels flow, report an input alarm the concept signal does not
+            confirm as a warning (see the module docstring).
 
     Attributes:
         improvements: Detections of a falling loss or error (not reported as drifts).
@@ -235,10 +248,12 @@ class DriftMonitor:
         concept: SignalMonitor | None,
         concept_signal: Literal["loss", "error"] = "loss",
         covariate: Sequence[SignalMonitor] = (),
+        confirm_inputs: bool = False,
     ) -> None:
         self.concept = concept
         self.concept_signal = concept_signal
         self.covariate = list(covariate)
+        self.confirm_inputs = confirm_inputs
         self.improvements = 0
         self.reset_signals: list[Signal] = []
 
@@ -254,6 +269,7 @@ class DriftMonitor:
         """Feed one step's signals; return what fired, in signal order."""
         found: list[DriftDetected] = []
         rows: list[int] | None = None
+        labels_flow = self.concept is not None and 2 * len(event_losses) >= len(x) > 0
         if self.concept is not None and len(event_losses):
             all_labelled = bool(labelled.all())
             if self.concept_signal == "loss":
@@ -273,14 +289,22 @@ class DriftMonitor:
                 index = self.concept.seen - len(values) + fired.position
                 found.append(self._event(self.concept, fired, index, rows[fired.position]))
         if self.covariate and len(x):
+            unconfirmed = self.confirm_inputs and labels_flow and not self._concept_alarm(found)
             flat = x.reshape(len(x), -1)
             for monitor in self.covariate:
                 values = _input_values(flat, monitor)
                 for fired in monitor.update_many(values):
                     index = monitor.seen - len(values) + fired.position
                     row = len(x) - 1 if monitor.batch_mean else fired.position
+                    if unconfirmed:
+                        fired = fired._replace(kind="warning")
                     found.append(self._event(monitor, fired, index, row))
         return found
+
+    def _concept_alarm(self, found: Sequence[DriftDetected]) -> bool:
+        """Whether the concept signal drifted or warned in this step, or its warning is on."""
+        concept = self.concept
+        return bool(found) or (concept is not None and concept.warning_on)
 
     @staticmethod
     def _event(monitor: SignalMonitor, fired: Fired, index: int, row: int) -> DriftDetected:

@@ -30,6 +30,11 @@ class DriftSettings(Section):
     batch_mean: bool = Field(False, description="Feed one value per batch: its mean loss.")
     covariate: bool = Field(True, description="Also watch the inputs (label-free).")
     covariate_delta: float = Field(0.002, gt=0.0, lt=1.0, description="ADWIN delta on inputs.")
+    covariate_confirm: bool = Field(
+        True,
+        description="While labels flow, an input alarm is a drift only if the error or loss "
+        "also warns or drifts; alone it is reported as a warning (false: always a drift).",
+    )
     covariate_batch_mean: bool = Field(
         False, description="Inputs: one value per batch (true), or per event (detects sooner)."
     )

@@ -45,7 +45,10 @@ def make_monitor(settings: DriftSettings, *, task: str) -> DriftMonitor | None:
         SignalMonitor(detector="adwin", params=adwin, signal=name, batch_mean=per_batch)
         for name in names
     ]
-    return DriftMonitor(concept=concept, concept_signal=signal, covariate=covariate)
+    return DriftMonitor(
+        concept=concept, concept_signal=signal, covariate=covariate,
+        confirm_inputs=settings.covariate_confirm,
+    )  # fmt: skip
 
 
 def make_adaptation(settings: Settings, learner: OnlineLearner) -> Adaptation | None:

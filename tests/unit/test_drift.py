@@ -228,3 +228,34 @@ def test_settings_refuse_binary_detectors_on_loss() -> None:
         DriftSettings(detector="ddm", signal="loss")
     with pytest.raises(ValueError, match="classification"):
         make_monitor(DriftSettings(detector="eddm"), task="regression")
+
+
+def _input_shift_alarms(*, confirm: bool, labelled: bool) -> list[tuple[str, str]]:
+    """(signal, kind) of every alarm on a stream whose inputs jump while the error stays flat."""
+    settings = DriftSettings(detector="hddm_a", covariate=True, covariate_confirm=confirm)
+    monitor = make_monitor(settings, task="classification")
+    assert monitor is not None
+    generator = torch.Generator().manual_seed(0)
+    found = []
+    for step in range(200):
+        x = torch.randn(64, 5, generator=generator) + (3.0 if step >= 100 else 0.0)
+        predictions = (torch.rand(64, generator=generator) < 0.1).long()  # 10 % wrong throughout
+        flags = torch.full((64,), labelled)
+        found += [(d.signal, d.kind) for d in monitor.update(
+            x=x, y=torch.zeros(64, dtype=torch.int64), labelled=flags,
+            event_losses=torch.ones(64)[flags], predictions=predictions,
+        )]  # fmt: skip
+    return found
+
+
+def test_an_input_alarm_the_error_does_not_confirm_is_a_warning_while_labels_flow() -> None:
+    alarms = _input_shift_alarms(confirm=True, labelled=True)
+    assert {signal for signal, kind in alarms if kind == "warning"} >= {"input_mean", "input_rms"}
+    assert not [alarm for alarm in alarms if alarm[1] == "drift"], "the error never moved"
+    unconfirmed = _input_shift_alarms(confirm=False, labelled=True)
+    assert ("input_mean", "drift") in unconfirmed, "covariate_confirm=false: always a drift"
+
+
+def test_without_labels_an_input_alarm_stays_a_drift() -> None:
+    alarms = _input_shift_alarms(confirm=True, labelled=False)
+    assert {signal for signal, kind in alarms if kind == "drift"} >= {"input_mean", "input_rms"}
