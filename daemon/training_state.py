@@ -86,6 +86,7 @@ class TrainingState:
         self.undelivered: list[Rejection] = []
         self.watermark: float | None = None
         self.snapshot_version: int | None = None
+        self.step_size: int | None = None  # the auto step-size controller's, kept by the loop
         if n_features is not None:
             self._build(self._config_for(n_features))
 
@@ -163,6 +164,7 @@ class TrainingState:
             "events_rejected": self.events_rejected,
             "dead_letters": dead_letters,
             "watermark": self.watermark,
+            "step_size": self.step_size,
             "metrics": _window_metrics(learner),
             "parameters": count_parameters(learner.model),
             "sparsity": sparsity(learner.model),
@@ -221,6 +223,7 @@ class TrainingState:
             _part(snapshot.training, _DEAD_LETTERS), manifest.get("dead_letters") or []
         )
         self.watermark = manifest.get("watermark")
+        self.step_size = manifest.get("step_size")
         self.snapshot_version = snapshot.version
 
     def start_from(self, snapshot: Snapshot, *, weights: bool) -> list[str]:

@@ -114,8 +114,10 @@ def _label_limit(settings: Settings) -> int | None:
 
 
 def fixed_micro_batch(settings: LearnerSettings) -> int | None:
-    """The micro-batch size ``settings`` fixes; with ``auto``, the size of a learner that no
-    controller steers (the library API's)."""
+    """The micro-batch size ``settings`` fixes, or with ``auto`` an unsteered learner's.
+
+    A learner that no step-size controller steers (built outside a loop) takes 32.
+    """
     if settings.micro_batch == "auto":
         return min(32, settings.max_micro_batch)
     return settings.micro_batch

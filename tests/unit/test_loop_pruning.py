@@ -39,7 +39,8 @@ def _records(n: int = N_EVENTS, *, change_every: int | None = None) -> list[Reco
 def _settings(tmp_path: Path, adaptation: bool = False, **pruning: Any) -> Settings:
     return load_settings(
         model={"n_classes": 3, "seed": 5, "hidden": [64, 64]},
-        learner={"batch_size": 64, "optimizer": "adam", "lr": 0.003},
+        # One step per poll: the pruning schedule here must not depend on the step controller.
+        learner={"batch_size": 64, "micro_batch": 64, "optimizer": "adam", "lr": 0.003},
         snapshots={"dir": str(tmp_path), "every_steps": 10, "every_seconds": 3600},
         metrics={"enabled": False},
         drift={"enabled": adaptation},
