@@ -208,7 +208,7 @@ def _summary_table(summary: RunSummary) -> str:
         ("events learned", count(summary.events_learned)),
         ("events invalid", count(summary.events_invalid)),
         ("concept drifts", f"{summary.drifts:,} (and {summary.warnings:,} warnings)"),
-        ("input alarms", f"{summary.input_alarms:,} (the inputs' distribution moved)"),
+        ("input alarms", _input_alarms(summary)),
         ("adaptations", f"{sum(summary.adaptations.values()):,}: {by_kind(summary.adaptations)}"),
         ("pruning events", f"{summary.pruned:,}: {by_kind(summary.prunes)}"),
         ("snapshots", f"{summary.snapshots:,} ({summary.published:,} published)"),
@@ -217,3 +217,11 @@ def _summary_table(summary: RunSummary) -> str:
     ]
     body = "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
+
+
+def _input_alarms(summary: RunSummary) -> str:
+    """The input alarms, and those the error did not confirm (reported as warnings)."""
+    text = f"{summary.input_alarms:,} (the inputs' distribution moved"
+    if summary.input_warnings:
+        text += f"; {summary.input_warnings:,} more the error did not confirm"
+    return text + ")"

@@ -20,8 +20,10 @@ class RunSummary:
         events_invalid: From the ``stopped`` lines, else the newest manifest's count.
         drifts: Concept drifts: ``drift_detected`` lines of kind ``drift`` on the loss or error.
         warnings: ``drift_detected`` lines of kind ``warning`` (binary detectors, concept only).
-        input_alarms: ``drift_detected`` lines on an input signal: the inputs' distribution
-            moved, whether or not the concept did.
+        input_alarms: ``drift_detected`` lines of kind ``drift`` on an input signal: the
+            inputs' distribution moved, whether or not the concept did.
+        input_warnings: Input alarms reported as warnings: labels flowed and the error did not
+            confirm them (``drift.covariate_confirm``).
         adaptations: Adaptations made, by kind.
         pruned: ``pruned`` lines (pruning events started).
         prunes: Final pruning verdicts, by outcome (not the ``recover`` steps on the way).
@@ -40,6 +42,7 @@ class RunSummary:
     drifts: int = 0
     warnings: int = 0
     input_alarms: int = 0
+    input_warnings: int = 0
     adaptations: dict[str, int] = field(default_factory=dict)
     pruned: int = 0
     prunes: dict[str, int] = field(default_factory=dict)
@@ -71,6 +74,7 @@ def summarise(
     drifts = [marker for marker in alarms if not input_alarm(marker)]
     snapshots = [marker for marker in markers if marker.event == "snapshot"]
     warnings = sum(marker.minor for marker in drifts)
+    input_warnings = sum(marker.minor for marker in alarms if input_alarm(marker))
     accuracy = series.get("accuracy") or []
     parameters, flops = series.get("parameters") or [], series.get("flops") or []
     return RunSummary(
@@ -80,7 +84,8 @@ def summarise(
         events_invalid=invalid,
         drifts=len(drifts) - warnings,
         warnings=warnings,
-        input_alarms=len(alarms) - len(drifts),
+        input_alarms=len(alarms) - len(drifts) - input_warnings,
+        input_warnings=input_warnings,
         adaptations=dict(Counter(m.category for m in markers if m.event == "adapted")),
         pruned=sum(marker.event == "pruned" for marker in markers),
         prunes=dict(

