@@ -55,7 +55,6 @@ from driftd.triggers import EveryNStepsOrTSeconds
 __all__ = ["LoopProgress", "StopWhen", "TrainingLoop"]
 
 log = logging.getLogger("driftd.loop")
-ALERT_STEPS_PER_POLL = 16  # steps per poll while a change may be under way (see _poll_size)
 
 
 class _RateLimitedLog:
@@ -498,29 +497,9 @@ class TrainingLoop:
             self.lag_schedule.fired(0)
 
     def _poll_size(self, stop: StopWhen) -> int:
-        left = None if stop.max_events is None else stop.max_events - self.progress.events_consumed
-        return self.poll_size(left)
-
-    def poll_size(self, left: int | None = None) -> int:
-        """Events the next poll asks for: the poll size, or :meth:`alert_poll_size` if smaller.
-
-        ``left``: at most this many (the poll asks for at least 1).
-        """
-        size = min(self.batch_size, self.alert_poll_size() or self.batch_size)
-        return size if left is None else max(1, min(size, left))
-
-    def alert_poll_size(self) -> int | None:
-        """Events of :data:`ALERT_STEPS_PER_POLL` steps while a change may be under way.
-
-        None when no change is suspected or the step size is fixed.
-        Drift detection and the head decisions after it act between polls: a poll of 256
-        single-event steps would hold a detection, or the switch back to a recurring domain's
-        head, for up to 255 events.
-        """
-        adaptation = self.state.adaptation
-        if self.step_sizes is None or adaptation is None or not adaptation.alert:
-            return None
-        return self.step_sizes.size * ALERT_STEPS_PER_POLL
+        if stop.max_events is None:
+            return self.batch_size
+        return max(1, min(self.batch_size, stop.max_events - self.progress.events_consumed))
 
 
 def failure_reason(error: OSError) -> str:

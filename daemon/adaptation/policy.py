@@ -112,16 +112,6 @@ class Adaptation:
         return self.switch.replay
 
     @property
-    def alert(self) -> bool:
-        """Whether a change may be under way (decisions are then worth a finer grain).
-
-        True while the concept detector warns, or a drift's head decision is pending.
-        """
-        concept = None if self.monitor is None else self.monitor.concept
-        warning = concept is not None and concept.warning_on
-        return warning or (self.enabled and self.switch.pending is not None)
-
-    @property
     def active(self) -> str:
         """The domain whose head is live."""
         return self.switch.active

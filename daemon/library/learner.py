@@ -136,13 +136,8 @@ class Learner(base.Estimator):
         loop = self._started()
         outputs = None if self._classifies else self.settings.model.n_outputs
         self._call = CallPredictions(self._events_seen, len(records), outputs)
-        start = 0
-        while start < len(records):  # in the polls the daemon would take over these records
-            poll = records[start : start + (loop.alert_poll_size() or len(records))]
-            # a call is all there is: the source gave all it was asked for, nothing waits
-            loop.choose_step_size(len(poll), backlog=0, asked=len(poll))
-            loop.process(poll)
-            start += len(poll)
+        loop.choose_step_size(len(records), backlog=0)  # a call is all there is: nothing waits
+        loop.process(records)
         self._events_seen += len(records)
         return self._decoded(self._call.rows)
 

@@ -44,12 +44,7 @@ def _arrays(stream: DriftingStream = STREAM) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _LiveSource(InMemoryRecordSource):
-    """Replays the records as a live stream would arrive, ``BATCH`` at a time: a poll never
-    reaches into the next arrival, and nothing ever waits behind a poll."""
-
-    def poll(self, max_records: int, timeout_s: float) -> Sequence[Record]:
-        served = self._position  # the events already served
-        return super().poll(min(max_records, BATCH - served % BATCH), timeout_s)
+    """Replays the records as a live stream would arrive: nothing ever waits behind a poll."""
 
     def lag(self) -> Mapping[TopicPartition, int]:
         return {}
