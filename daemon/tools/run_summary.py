@@ -74,7 +74,7 @@ def summarise(
     drifts = [marker for marker in alarms if not input_alarm(marker)]
     snapshots = [marker for marker in markers if marker.event == "snapshot"]
     warnings = sum(marker.minor for marker in drifts)
-    input_warnings = sum(marker.minor for marker in alarms if input_alarm(marker))
+    input_warnings = sum(marker.minor for marker in alarms) - warnings
     accuracy = series.get("accuracy") or []
     parameters, flops = series.get("parameters") or [], series.get("flops") or []
     return RunSummary(
