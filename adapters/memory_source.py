@@ -64,8 +64,11 @@ class InMemoryRecordSource:
             raise RuntimeError("InMemoryRecordSource is closed")
         batch = self._records[self._position : self._position + max_records]
         self._position += len(batch)
+        served: dict[tuple[str, int], int] = {}  # plain tuples: cheap per record
         for record in batch:
-            self._next[record.topic_partition] = record.offset + 1
+            served[record.topic, record.partition] = record.offset + 1
+        for (topic, partition), offset in served.items():
+            self._next[TopicPartition(topic, partition)] = offset
         return batch
 
     def commit(self, offsets: Mapping[TopicPartition, int]) -> None:

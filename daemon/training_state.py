@@ -28,7 +28,7 @@ from driftd.adaptation.policy import Adaptation
 from driftd.adaptation.transfer import transfer_weights, transferred_config
 from driftd.dead_letter_backlog import backlog_state, restore_backlog
 from driftd.decode import DecodedBatch
-from driftd.learning.learner import OnlineLearner
+from driftd.learning.learner import OnlineLearner, prefer_fused
 from driftd.learning.models import SplitModel, count_parameters, sparsity
 from driftd.learning.tensor_state import flatten_optimizer_state, unflatten_optimizer_state
 from driftd.ports import Snapshot
@@ -204,6 +204,7 @@ class TrainingState:
         learner.optimizer.load_state_dict(
             unflatten_optimizer_state(dict(snapshot.training), manifest["optimizer"])
         )
+        prefer_fused(learner.optimizer)  # a snapshot from before fused steps says foreach
         learner.load_state_dict(manifest["learner"])
         saved = manifest.get("adaptation")
         if self.adaptation is not None and saved is not None:

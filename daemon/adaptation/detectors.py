@@ -41,11 +41,51 @@ class _Mean(stats.Mean):
 
 
 class HDDMA(binary.HDDMA):
-    """river's HDDM_A, detecting exactly as river's does, with cheaply cloned means."""
+    """river's HDDM_A, detecting exactly as river's does, at a fraction of its cost per value.
+
+    :meth:`update` is river's, with the running means' updates, clones and Hoeffding bounds
+    written out: the same float operations in the same order, on the same attributes (so a
+    saved state loads either way), without a method call or a new object per step.
+    """
 
     def _reset(self) -> None:
         super()._reset()  # type: ignore[no-untyped-call]
         self._x_min, self._x_max, self._z = _Mean(), _Mean(), _Mean()
+
+    def update(self, x: float) -> None:
+        """Feed one value (1 = an error), as river's ``HDDM_A.update``."""
+        if self._drift_detected:
+            self._reset()
+        z, low, high = self._z, self._x_min, self._x_max
+        z.n += 1.0
+        z._mean += (1.0 / z.n) * (x - z._mean)
+        if low.n == 0:
+            low.n, low._mean = z.n, z._mean
+        if high.n == 0:
+            high.n, high._mean = z.n, z._mean
+        log_drift = math.log(1.0 / self.drift_confidence)
+        eps_z = math.sqrt(1.0 / (2 * z.n) * log_drift)
+        if low._mean + math.sqrt(1.0 / (2 * low.n) * log_drift) >= z._mean + eps_z:
+            low.n, low._mean = z.n, z._mean
+        if high._mean - math.sqrt(1.0 / (2 * high.n) * log_drift) <= z._mean - eps_z:
+            high.n, high._mean = z.n, z._mean
+        drift_log = math.log(2.0 / self.drift_confidence)
+        warning_log = math.log(2.0 / self.warning_confidence)
+        self._drift_detected = self._warning_detected = False
+        if low.n != z.n:  # river's _mean_incr: has the mean risen since the cut?
+            m = (z.n - low.n) / low.n * (1.0 / z.n)
+            rise = z._mean - low._mean
+            self._drift_detected = rise >= math.sqrt(m / 2 * drift_log)
+            self._warning_detected = not self._drift_detected and rise >= math.sqrt(
+                m / 2 * warning_log
+            )
+        if self.two_sided_test and high.n != z.n:  # _mean_decr: has it fallen?
+            m = (z.n - high.n) / high.n * (1.0 / z.n)
+            fall = high._mean - z._mean
+            if fall >= math.sqrt(m / 2 * drift_log):
+                self._drift_detected = True
+            elif fall >= math.sqrt(m / 2 * warning_log):
+                self._warning_detected = True
 
 
 #: Detector name -> (river class, whether it watches a 0/1 error and raises warnings).

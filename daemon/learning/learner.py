@@ -119,16 +119,39 @@ def make_optimizer(
         params = [p for p in getattr(model, part).parameters() if p.requires_grad]
         if params:
             groups.append({"params": params, "name": part, "lr": lr, "lr_scale": 1.0})
-    # foreach: one kernel per op over all tensors of a group (the small online steps' overhead).
     if name == "sgd":
-        return torch.optim.SGD(
-            groups, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            groups, lr=lr, momentum=momentum, weight_decay=weight_decay
         )
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay, foreach=True)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, foreach=True)
-    raise ValueError(f"unknown optimizer {name!r}: expected sgd, adam or adamw")
+    elif name == "adam":
+        optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {name!r}: expected sgd, adam or adamw")
+    prefer_fused(optimizer)
+    return optimizer
+
+
+def prefer_fused(optimizer: torch.optim.Optimizer) -> None:
+    """Step every group with the fused kernel where its device has one, else ``foreach``.
+
+    A small online step's optimizer cost is per-kernel overhead: the fused kernel does a
+    group's whole update in one (half the time of ``foreach`` for the default MLP on a CPU).
+    Call it again after ``load_state_dict``, which brings back the saved groups' choice.
+    """
+    for group in optimizer.param_groups:
+        fused = all(_has_fused_kernel(p) for p in group["params"])
+        group["fused"], group["foreach"] = (True, False) if fused else (None, True)
+        for param in group["params"] if fused else ():
+            state = optimizer.state.get(param, {})
+            step = state.get("step")
+            if isinstance(step, torch.Tensor) and step.device != param.device:
+                state["step"] = step.to(param.device)  # the fused kernel reads it there
+
+
+def _has_fused_kernel(param: torch.Tensor) -> bool:
+    return param.is_floating_point() and param.device.type in ("cpu", "cuda")
 
 
 class OnlineLearner:
@@ -262,7 +285,8 @@ class OnlineLearner:
             outputs = self.model(x if mask is None else x[mask])
         else:
             # Train and eval mode agree: one forward serves prediction and learning.
-            self.model.train()
+            if not self.model.training:
+                self.model.train()
             all_outputs = self.model(x)
             predicted = all_outputs.detach()
             outputs = all_outputs if mask is None else all_outputs[mask]

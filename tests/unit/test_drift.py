@@ -57,21 +57,26 @@ def test_detects_at_rivers_indices(detector: str, values: list[float], drifts: l
 
 
 def test_hddm_a_flags_exactly_what_rivers_own_flags() -> None:
-    """driftd's HDDM_A only clones its means faster: every warning and drift flag is river's."""
+    """driftd's HDDM_A only runs faster: every flag and every running mean is river's."""
     from river.drift import binary
 
     from driftd.adaptation.detectors import HDDMA
 
     rng = random.Random(7)
-    errors = [rng.random() < rate for rate in [0.1] * 3000 + [0.4] * 2000 + [0.05] * 3000]
-    ours, rivers = HDDMA(two_sided_test=True), binary.HDDMA(two_sided_test=True)
-    flags = []
-    for error in errors:
-        ours.update(error)
-        rivers.update(error)
-        flags.append((ours.warning_detected, ours.drift_detected))
-        assert flags[-1] == (rivers.warning_detected, rivers.drift_detected)
-    assert sum(drift for _, drift in flags) >= 2, "both changes were seen"
+    rates = [0.1] * 3000 + [0.4] * 2000 + [0.05] * 3000 + [0.3] * 2000
+    errors = [float(rng.random() < rate) for rate in rates]
+    for two_sided in (True, False):
+        ours, rivers = HDDMA(two_sided_test=two_sided), binary.HDDMA(two_sided_test=two_sided)
+        flags = []
+        for error in errors:
+            ours.update(error)
+            rivers.update(error)
+            flags.append((ours.warning_detected, ours.drift_detected))
+            assert flags[-1] == (rivers.warning_detected, rivers.drift_detected)
+            for mean in ("_z", "_x_min", "_x_max"):
+                mine, theirs = getattr(ours, mean), getattr(rivers, mean)
+                assert (mine.n, mine.get()) == (theirs.n, theirs.get())
+        assert sum(drift for _, drift in flags) >= 2 + two_sided, "the changes were seen"
 
 
 def test_warnings_are_separate_and_reported_when_they_switch_on() -> None:
