@@ -31,7 +31,7 @@ unlabelled stream the inputs are all there is, and their alarms stay drifts.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -157,21 +157,33 @@ class SignalMonitor:
 
     def _feed(self, fed: list[float]) -> list[Fired]:
         """Feed values one by one; positions in the result are indices into ``fed``."""
-        detector, found, start = self.detector, [], 0
-        update, binary = detector.update, self._binary
-        for j, value in enumerate(fed):  # the tight loop: one river update per fed value
-            update(value)
-            if detector.drift_detected:
+        found: list[Fired] = []
+        start = 0
+        for j, warning, drift in self._flags(fed):
+            if drift:
                 found.append(Fired("drift", j, *self._levels(fed, start, j), self._span()))
                 self._ref_sum, self._ref_n, start, self._warning = 0.0, 0, j + 1, False
-            elif binary and detector.warning_detected != self._warning:
-                self._warning = not self._warning
-                if self._warning:
+            elif self._binary and warning != self._warning:
+                self._warning = warning
+                if warning:
                     found.append(Fired("warning", j, *self._levels(fed, start, j), None))
         self._ref_sum += sum(fed[start:])
         self._ref_n += len(fed) - start
         self._tail = (self._tail + fed)[-_TAIL:]
         return found
+
+    def _flags(self, fed: list[float]) -> Iterator[tuple[int, bool, bool]]:
+        """Feed the detector; ``(index, warning, drift)`` at least wherever a flag is up."""
+        detector = self.detector
+        batched = getattr(detector, "update_many", None)
+        if batched is not None:  # driftd's HDDM_A: the whole batch in one call
+            yield from batched(fed)
+            return
+        update, binary = detector.update, self._binary
+        for j, value in enumerate(fed):  # the tight loop: one river update per fed value
+            update(value)
+            if detector.drift_detected or (binary and detector.warning_detected != self._warning):
+                yield j, binary and detector.warning_detected, detector.drift_detected
 
     def _span(self) -> int | None:
         """Offered values the detector attributes to the new level, right after a drift."""

@@ -12,7 +12,8 @@ steps cost less per event. :class:`StepSizeController` reads the backlog after e
   to a size too slow for its arrival rate (as measured at that size, or at the current one:
   finer is never faster);
 - a backlog of several polls: coarsen, at least doubling, straight to the finest size measured
-  fast enough to drain it within ``catch_up_s`` where one is known, up to ``max_size``;
+  fast enough to drain it within ``catch_up_s`` (none measured so: the coarsest measured size
+  scaled by what is missing), up to ``max_size``;
 - in between: coarsen (double) while the backlog grows, else keep the size.
 
 Costs are measured, not assumed: :meth:`StepSizeController.learned` gets the seconds each poll
@@ -113,9 +114,20 @@ class StepSizeController:
         return any(self.capacity.get(measured, wanted) < wanted for measured in (size, self.size))
 
     def _fast_enough(self, rate: float) -> int:
-        """The finest measured size that learns ``rate`` with headroom (0: none known)."""
-        fitting = [size for size, known in self.capacity.items() if known >= rate * self.headroom]
-        return min(fitting, default=0)
+        """The finest size that learns ``rate`` with headroom (0: nothing measured yet).
+
+        Where no measured size is fast enough, the coarsest measured one is scaled up as if a
+        step cost the same at any size (so at least as fine as needed; the next poll measures).
+        """
+        wanted = rate * self.headroom
+        fitting = [size for size, known in self.capacity.items() if known >= wanted]
+        if fitting or not self.capacity:
+            return min(fitting, default=0)
+        coarsest = max(self.capacity)
+        size = coarsest
+        while size * self.capacity[coarsest] / coarsest < wanted and size < self.max_size:
+            size *= 2
+        return size
 
     def _note_arrivals(self, backlog: int, polled: int, now: float | None) -> bool:
         """Update the arrival rate; whether the backlog grew since the previous poll."""

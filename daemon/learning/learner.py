@@ -295,14 +295,18 @@ class OnlineLearner:
         scored_losses = (
             self._event_losses(scored, train_y) if self._stochastic else event_losses.detach()
         )
-        finite = torch.isfinite(scored_losses) & torch.isfinite(event_losses.detach())
+        finite = torch.isfinite(scored_losses)
+        if self._stochastic:
+            finite &= torch.isfinite(event_losses.detach())
         if not bool(finite.all()):  # a row overflowed the model: learn from the others
             return self._learn_without(x, y, labelled, ~finite)
         loss = event_losses.mean()
-        loss_sum, correct = self._score(scored, train_y, scored_losses)
+        decided = self._decide(predicted)
+        loss_sum, correct = self._score(
+            decided if mask is None else decided[mask], train_y, scored_losses
+        )
         errors = regression_errors(scored, train_y) if self.task == "regression" else None
         self.window.update(n_labelled, loss_sum, correct, errors)
-        decided = self._decide(predicted)
         if not math.isfinite(loss_sum):
             self.optimizer.zero_grad(set_to_none=True)
             self._idle_step()
@@ -411,12 +415,13 @@ class OnlineLearner:
         return F.huber_loss(outputs, y, reduction="none", delta=self.huber_delta).mean(dim=1)
 
     def _score(
-        self, predicted: torch.Tensor, y: torch.Tensor, scored_losses: torch.Tensor
+        self, decided: torch.Tensor, y: torch.Tensor, scored_losses: torch.Tensor
     ) -> tuple[float, int]:
+        """The scored events' loss sum and (classification) how many ``decided`` got right."""
         loss_sum = float(scored_losses.sum(dtype=torch.float64))
         if self.task != "classification":
             return loss_sum, 0
-        return loss_sum, int((predicted.argmax(dim=1) == y).sum())
+        return loss_sum, int((decided == y).sum())
 
     def _decide(self, outputs: torch.Tensor) -> torch.Tensor:
         if self.task == "classification":

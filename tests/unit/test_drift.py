@@ -77,6 +77,16 @@ def test_hddm_a_flags_exactly_what_rivers_own_flags() -> None:
                 mine, theirs = getattr(ours, mean), getattr(rivers, mean)
                 assert (mine.n, mine.get()) == (theirs.n, theirs.get())
         assert sum(drift for _, drift in flags) >= 2 + two_sided, "the changes were seen"
+        batched, changes = HDDMA(two_sided_test=two_sided), []
+        for start in range(0, len(errors), 256):  # as the monitor feeds it: a batch per call
+            found = batched.update_many(errors[start : start + 256])
+            changes += [(start + index, warning, drift) for index, warning, drift in found]
+        previous = [(False, False), *flags[:-1]]
+        assert changes == [
+            (index, *now)
+            for index, (now, before) in enumerate(zip(flags, previous, strict=True))
+            if now != before or now[1]
+        ]
 
 
 def test_warnings_are_separate_and_reported_when_they_switch_on() -> None:

@@ -62,7 +62,16 @@ def test_behind_it_coarsens_straight_to_a_size_measured_fast_enough() -> None:
     # 4,096 waiting: draining it in 2 s needs ~2,000 events/s more than arrive (none here).
     assert controller.observe(4_096, 256, now=1.0) == 64
     unknown = StepSizeController(min_size=1, max_size=256, start=2)
-    assert unknown.observe(4_096, 256, now=1.0) == 4, "no size known fast enough: double"
+    assert unknown.observe(4_096, 256, now=1.0) == 4, "no size measured: double"
+
+
+def test_far_behind_it_scales_the_coarsest_measured_size_up_by_what_is_missing() -> None:
+    controller = StepSizeController(min_size=1, max_size=256, start=1)
+    controller.capacity[1] = 1_000.0  # single-event steps: 1,000 events/s
+    # 60,000 waiting: 30,000 events/s to drain in 2 s, 45,000 with headroom: 45x one event.
+    assert controller.observe(60_000, 256, now=0.0) == 64
+    controller.capacity[64] = 40_000.0  # measured short of it: scaled again from 64
+    assert controller.observe(60_000, 256, now=0.1) == 128
 
 
 def test_between_the_thresholds_a_growing_backlog_coarsens_a_shrinking_one_holds() -> None:
