@@ -58,9 +58,10 @@ class HDDMA(binary.HDDMA):
         self.update_many((x,))
 
     def update_many(self, values: Iterable[float]) -> list[tuple[int, bool, bool]]:  # noqa: C901 - one flat hot loop
-        """Feed values in order; where the flags changed, as ``(index, warning, drift)``.
+        """Feed values in order, up to the first drift; where the flags changed.
 
-        A drift is always a change: the next value starts afresh (river resets then).
+        Changes are ``(index, warning, drift)``; a drift, always a change, ends the call (the
+        caller reads the detector as it is then, and feeds the rest in another call).
         """
         sqrt, changes = math.sqrt, []
         cut_log = math.log(1.0 / self.drift_confidence)
@@ -100,14 +101,35 @@ class HDDMA(binary.HDDMA):
             if now_drift or now_warning != warning or drift:
                 changes.append((index, now_warning, now_drift))
             warning, drift = now_warning, now_drift
+            if drift:
+                break
         z.n, z._mean, low.n, low._mean, high.n, high._mean = zn, zm, ln, lm, hn, hm
         self._warning_detected, self._drift_detected = warning, drift
         return changes
 
 
+class ADWIN(drift.ADWIN):
+    """river's ADWIN, with :meth:`update_many`: a batch fed without a Python call per value."""
+
+    def update_many(self, values: Iterable[float]) -> list[tuple[int, bool, bool]]:
+        """Feed values in order, up to the first drift (see :meth:`HDDMA.update_many`)."""
+        changes: list[tuple[int, bool, bool]] = []
+        drift = self._drift_detected
+        for index, x in enumerate(values):
+            if drift:
+                self._reset()  # type: ignore[no-untyped-call]  # river's: a fresh window
+            was, drift = drift, self._helper.update(x)
+            if drift or was:
+                changes.append((index, False, drift))
+            if drift:
+                break
+        self._drift_detected = drift
+        return changes
+
+
 #: Detector name -> (river class, whether it watches a 0/1 error and raises warnings).
 DETECTORS: dict[str, tuple[type[Any], bool]] = {
-    "adwin": (drift.ADWIN, False),
+    "adwin": (ADWIN, False),
     "page_hinkley": (drift.PageHinkley, False),
     "kswin": (drift.KSWIN, False),
     "ddm": (binary.DDM, True),

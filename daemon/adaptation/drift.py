@@ -176,8 +176,15 @@ class SignalMonitor:
         """Feed the detector; ``(index, warning, drift)`` at least wherever a flag is up."""
         detector = self.detector
         batched = getattr(detector, "update_many", None)
-        if batched is not None:  # driftd's HDDM_A: the whole batch in one call
-            yield from batched(fed)
+        if batched is not None:  # driftd's HDDM_A and ADWIN: one call up to each drift
+            start = 0
+            while start < len(fed):
+                changes = batched(fed[start:] if start else fed)
+                for j, warning, drift in changes:
+                    yield start + j, warning, drift  # read the detector here: as at value j
+                if not changes or not changes[-1][2]:
+                    return
+                start += changes[-1][0] + 1
             return
         update, binary = detector.update, self._binary
         for j, value in enumerate(fed):  # the tight loop: one river update per fed value

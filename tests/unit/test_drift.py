@@ -78,15 +78,39 @@ def test_hddm_a_flags_exactly_what_rivers_own_flags() -> None:
                 assert (mine.n, mine.get()) == (theirs.n, theirs.get())
         assert sum(drift for _, drift in flags) >= 2 + two_sided, "the changes were seen"
         batched, changes = HDDMA(two_sided_test=two_sided), []
-        for start in range(0, len(errors), 256):  # as the monitor feeds it: a batch per call
+        start = 0
+        while start < len(errors):  # as the monitor feeds it: batches, each call up to a drift
             found = batched.update_many(errors[start : start + 256])
             changes += [(start + index, warning, drift) for index, warning, drift in found]
+            start += found[-1][0] + 1 if found and found[-1][2] else 256
         previous = [(False, False), *flags[:-1]]
         assert changes == [
             (index, *now)
             for index, (now, before) in enumerate(zip(flags, previous, strict=True))
             if now != before or now[1]
         ]
+
+
+def test_adwin_fed_a_batch_drifts_where_rivers_drifts_value_by_value() -> None:
+    from river.drift import ADWIN as RiverADWIN  # noqa: N811 - river's, beside driftd's
+
+    from driftd.adaptation.detectors import ADWIN
+
+    rng = random.Random(11)
+    values = [rng.gauss(level, 0.3) for level in [0.0] * 2000 + [1.0] * 2000 + [0.2] * 2000]
+    rivers, drifts = RiverADWIN(), []
+    for index, value in enumerate(values):
+        rivers.update(value)
+        if rivers.drift_detected:
+            drifts.append(index)
+    ours, found, start = ADWIN(), [], 0
+    while start < len(values):
+        changes = ours.update_many(values[start : start + 256])
+        found += [start + index for index, _, drift in changes if drift]
+        start += changes[-1][0] + 1 if changes and changes[-1][2] else 256
+    assert found == drifts
+    assert len(drifts) >= 2
+    assert ours.width == rivers.width
 
 
 def test_warnings_are_separate_and_reported_when_they_switch_on() -> None:
