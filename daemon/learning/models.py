@@ -3,6 +3,9 @@
 Every model is a :class:`SplitModel` on flat ``(N, n_features)`` batches. Its ``config`` is a
 JSON-ready description from which :func:`build_model` rebuilds the same architecture (snapshots
 store it); :meth:`SplitModel.new_head` builds a fresh head of the same shape (e.g. per domain).
+With ``wide`` the trunk's embedding ends with the standardised input itself (:class:`WideTrunk`):
+the head's first Linear then holds a linear model of the inputs beside the deep features, and a
+per-domain head has its own.
 Built-in layers are created on the meta device, then initialised with torch's default schemes
 drawn from the ``torch.Generator`` given: same seed, same weights; the global RNG is untouched.
 
@@ -92,6 +95,23 @@ class SplitModel(nn.Module):
             raise ModelConfigError(f"new head {fresh} differs from the current head {current}")
         reference = next(self.head.parameters(), None)
         return head if reference is None else head.to(reference.device, reference.dtype)
+
+
+class WideTrunk(nn.Sequential):
+    """A trunk whose embedding is its layers' output followed by its own input.
+
+    The head's first Linear then holds a linear map of the (standardised) inputs beside the deep
+    features ("wide & deep"): a linear rule is learnt directly, not through the layers, which
+    learn the rest. The layers stay a flat ``nn.Sequential``: pruning and int8 export see the same
+    leaves.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        """Return ``cat([layers(input), input])`` along the feature dimension."""
+        deep = input
+        for layer in self:
+            deep = layer(deep)
+        return torch.cat([deep, input.flatten(1)], dim=1)
 
 
 class _OnlineBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -219,9 +239,20 @@ def _builtin_parts(config: dict[str, Any]) -> tuple[nn.Module, int, nn.Module]:
     n_outputs = _int(config, "n_outputs")
     with torch.device("meta"):
         shared, embedding_dim = _mlp_trunk(config) if kind == "mlp" else _cnn_trunk(config)
+        if _wide(config) and isinstance(shared, nn.Sequential):  # no layers: already linear
+            shared = WideTrunk(*shared.children())
+            embedding_dim += _int(config, "n_features")
         head, width = _dense_stack(config, "head_hidden", embedding_dim)
         head.append(nn.Linear(width, n_outputs))
     return shared, embedding_dim, head
+
+
+def _wide(config: dict[str, Any]) -> bool:
+    """Whether the config asks for a wide trunk (a snapshot from before the key: no)."""
+    wide = config.get("wide", False)
+    if not isinstance(wide, bool):
+        raise ModelConfigError(f"model config: wide must be true or false, got {wide!r}")
+    return wide
 
 
 def _int(config: dict[str, Any], key: str) -> int:

@@ -7,14 +7,16 @@ It supports the built-in kinds (``mlp`` and ``cnn`` configs of :mod:`driftd.lear
 trunk and head are flat ``nn.Sequential`` stacks: the leaf modules in registration order are the
 forward pass. A unit's path to its consumer may cross norm layers (sliced with it), activations,
 dropout and pooling (unit-wise, untouched) and the CNN's flatten boundary (one channel feeds
-``H * W`` consecutive columns of the next Linear). The head's last layer is never a unit layer:
-its units are the classes.
+``H * W`` consecutive columns of the next Linear). A wide trunk (``wide`` config) appends its
+input to its output: the head's first Linear then has those columns after the units', which
+pruning always keeps. The head's last layer is never a unit layer: its units are the classes.
 """
 
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -62,6 +64,8 @@ class UnitLayer:
         config_key: The model config list holding its width (``hidden``, ``channels``,
             ``head_hidden``).
         config_index: Position of its width in that list.
+        passthrough: Consumer input columns after the units' that no unit feeds (a wide trunk's
+            own input, for its last layer); always kept.
     """
 
     name: str
@@ -73,6 +77,7 @@ class UnitLayer:
     columns_per_unit: int
     config_key: str
     config_index: int
+    passthrough: int = 0
 
 
 def part_of(name: str) -> str:
@@ -96,13 +101,6 @@ def leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if next(m.children(), None) is None]
 
 
-def run_leaves(leaves: list[tuple[str, nn.Module]], x: Tensor) -> Tensor:
-    """Apply ``leaves`` one after the other (a built-in model's forward, from any point)."""
-    for _, module in leaves:
-        x = module(x)
-    return x
-
-
 def unit_layers(model: nn.Module) -> list[UnitLayer]:
     """The layers of a built-in model whose units may be removed, in forward order.
 
@@ -110,30 +108,43 @@ def unit_layers(model: nn.Module) -> list[UnitLayer]:
         StructureError: The model is not a built-in ``mlp``/``cnn`` or has a layer structured
             pruning cannot slice (e.g. grouped convolutions, a GroupNorm with 1 < groups < C).
     """
-    config = getattr(model, "config", None)
-    kind = config.get("kind") if isinstance(config, dict) else None
+    found_config = getattr(model, "config", None)
+    config: dict[str, Any] = found_config if isinstance(found_config, dict) else {}
+    kind = config.get("kind")
     if kind not in ("mlp", "cnn"):
         raise StructureError(f"structured pruning needs a built-in mlp or cnn model, got {kind!r}")
     leaves = leaf_modules(model)
     positions = [i for i, (_, m) in enumerate(leaves) if isinstance(m, WeightLayer)]
     found: list[UnitLayer] = []
     counters = {"shared": 0, "head": 0}
+    wide = int(config["n_features"]) if config.get("wide", False) else 0
     for position, next_position in itertools.pairwise(positions):
         part = part_of(leaves[position][0])
         key = "head_hidden" if part == "head" else ("hidden" if kind == "mlp" else "channels")
-        found.append(_unit_layer(leaves, position, next_position, part, key, counters[part]))
+        crosses = part == "shared" and part_of(leaves[next_position][0]) == "head"
+        found.append(
+            _unit_layer(
+                leaves, position, next_position, part, key, counters[part], wide if crosses else 0
+            )
+        )
         counters[part] += 1
     for key, part in (
         ("hidden" if kind == "mlp" else "channels", "shared"),
         ("head_hidden", "head"),
     ):
-        if len(config.get(key, [])) != counters[part]:  # type: ignore[union-attr]
+        if len(config.get(key, [])) != counters[part]:
             raise StructureError(f"model config {key} does not match the {part} layers")
     return found
 
 
 def _unit_layer(
-    leaves: list[tuple[str, nn.Module]], start: int, end: int, part: str, key: str, index: int
+    leaves: list[tuple[str, nn.Module]],
+    start: int,
+    end: int,
+    part: str,
+    key: str,
+    index: int,
+    passthrough: int,
 ) -> UnitLayer:
     name, layer = leaves[start]
     consumer_name, consumer = leaves[end]
@@ -154,12 +165,12 @@ def _unit_layer(
             crossed_flatten |= isinstance(module, nn.Flatten)
         else:
             raise StructureError(f"{between_name}: cannot prune across {type(module).__name__}")
-    consumer_inputs = _inputs_of(consumer)
+    consumer_inputs = _inputs_of(consumer) - passthrough
     if consumer_inputs % n_units or (consumer_inputs != n_units and not crossed_flatten):
         raise StructureError(f"{consumer_name}: {consumer_inputs} inputs from {n_units} units")
     return UnitLayer(
         name, part, n_units, tuple(norms), signal, consumer_name,
-        consumer_inputs // n_units, key, index,
+        consumer_inputs // n_units, key, index, passthrough,
     )  # fmt: skip
 
 
@@ -186,6 +197,14 @@ def unit_columns(units: Tensor, columns_per_unit: int) -> Tensor:
     """The consumer input columns fed by ``units`` (channel-major across a flatten)."""
     offsets = torch.arange(columns_per_unit, device=units.device)
     return (units[:, None] * columns_per_unit + offsets).reshape(-1)
+
+
+def consumer_columns(layer: UnitLayer, units: Tensor) -> Tensor:
+    """The consumer input columns kept with ``units``: theirs, then every passthrough column."""
+    fed = unit_columns(units, layer.columns_per_unit)
+    start = layer.n_units * layer.columns_per_unit
+    rest = torch.arange(start, start + layer.passthrough, device=units.device)
+    return torch.cat([fed, rest])
 
 
 def unit_signal(activation: Tensor) -> Tensor:

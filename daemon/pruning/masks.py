@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
-from driftd.pruning.layers import UnitLayer, unit_columns
+from driftd.pruning.layers import UnitLayer, consumer_columns
 
 _PREFIX = "mask."
 
@@ -206,7 +206,7 @@ def structured_mask(
         consumer = f"{layer.consumer}.weight"
         shape = params[consumer].shape
         columns = torch.zeros(shape[1], dtype=torch.bool)
-        columns[unit_columns(kept, layer.columns_per_unit)] = True
+        columns[consumer_columns(layer, kept)] = True
         column_mask = columns.view(1, -1, *([1] * (len(shape) - 2))).expand(shape)
         masks[consumer] = masks.get(consumer, torch.ones(shape, dtype=torch.bool)) & column_mask
     return MaskSet({name: mask.clone() for name, mask in masks.items()})

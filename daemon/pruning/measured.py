@@ -25,7 +25,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from driftd.pruning.layers import WeightLayer, leaf_modules, run_leaves, unit_layers, unit_signal
+from driftd.pruning.layers import WeightLayer, unit_layers, unit_signal
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 _ELEMENTS_PER_CHUNK = 4_000_000  # bounds the memory of the batched removals
@@ -83,23 +83,32 @@ def unit_output_error_scores(
         assert loss_fn is not None
         return loss_fn(outputs, y).mean()
 
-    leaves = leaf_modules(model)
-    positions = {name: i for i, (name, _) in enumerate(leaves)}
     scores: dict[str, Tensor] = {}
+    layers = unit_layers(model)
+    sizes: dict[str, int] = {}
+    handles = [
+        model.get_submodule(layer.signal).register_forward_hook(_size_recorder(layer.name, sizes))
+        for layer in layers
+    ]
     with evaluating(model):
-        baseline = run_leaves(leaves, x)
+        try:
+            baseline = model(x)
+        finally:
+            for handle in handles:
+                handle.remove()
         base_loss = loss_of(baseline) if measure == "loss" else baseline.new_zeros(())
-        for layer in unit_layers(model):
-            cut = positions[layer.signal] + 1
-            hidden = run_leaves(leaves[:cut], x)
-            rest = leaves[cut:]
-            chunk = max(1, _ELEMENTS_PER_CHUNK // max(1, hidden.numel()))
+        for layer in layers:
+            signal = model.get_submodule(layer.signal)
+            chunk = max(1, _ELEMENTS_PER_CHUNK // max(1, sizes[layer.name]))
             parts = []
             for start in range(0, layer.n_units, chunk):
                 units = torch.arange(start, min(start + chunk, layer.n_units))
-                copies = hidden.unsqueeze(0).repeat(len(units), *([1] * hidden.dim()))
-                copies[torch.arange(len(units)), :, units] = 0.0  # copy j loses unit units[j]
-                outputs = run_leaves(rest, copies.flatten(0, 1)).view(len(units), *baseline.shape)
+                handle = signal.register_forward_hook(_without_units(units, len(x)))
+                try:  # the whole model runs on the copies: a wide trunk appends its own input
+                    copies = x.repeat(len(units), *([1] * (x.dim() - 1)))
+                    outputs = model(copies).view(len(units), *baseline.shape)
+                finally:
+                    handle.remove()
                 if measure == "output":
                     change = (outputs - baseline).pow(2).flatten(2).sum(dim=2).mean(dim=1)
                 else:
@@ -108,6 +117,24 @@ def unit_output_error_scores(
                 parts.append(change)
             scores[layer.name] = torch.cat(parts)
     return scores
+
+
+def _size_recorder(name: str, sizes: dict[str, int]) -> Callable[[nn.Module, object, Tensor], None]:
+    def record(_: nn.Module, __: object, output: Tensor) -> None:
+        sizes[name] = output.numel()
+
+    return record
+
+
+def _without_units(units: Tensor, n_events: int) -> Callable[[nn.Module, object, Tensor], Tensor]:
+    """A forward hook zeroing unit ``units[j]`` in copy ``j`` of a batch of stacked copies."""
+
+    def zero(_: nn.Module, __: object, output: Tensor) -> Tensor:
+        copies = output.view(len(units), n_events, *output.shape[1:]).clone()
+        copies[torch.arange(len(units)), :, units] = 0.0
+        return copies.flatten(0, 1)
+
+    return zero
 
 
 def weight_output_error_scores(model: nn.Module, x: Tensor) -> dict[str, Tensor]:

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from driftd.pruning.layers import StructureError, unit_columns, unit_layers
+from driftd.pruning.layers import StructureError, consumer_columns, unit_layers
 
 Slices = tuple[tuple[int, Tensor], ...]
 
@@ -82,8 +82,7 @@ def shrink_model(model: nn.Module, keep: Mapping[str, Tensor]) -> ShrinkResult: 
             for attr, tensor in _tensors_of(model.get_submodule(owner)):
                 if tensor.dim() >= 1 and tensor.shape[0] == layer.n_units:
                     steps[f"{owner}.{attr}"].append((0, kept))
-        columns = unit_columns(kept, layer.columns_per_unit)
-        steps[f"{layer.consumer}.weight"].append((1, columns))
+        steps[f"{layer.consumer}.weight"].append((1, consumer_columns(layer, kept)))
     slices = {name: tuple(sorted(parts, key=lambda part: part[0])) for name, parts in steps.items()}
     shrunk = copy.deepcopy(model)
     for name, tensor_slices in slices.items():

@@ -69,6 +69,11 @@ class ModelSettings(Section):
     kind: str = Field("mlp", description="`mlp`, `cnn`, or `package.module:factory`.")
     hidden: IntList = Field(default_factory=lambda: [64, 64])
     head_hidden: IntList = Field(default_factory=list, description="Hidden widths of the head.")
+    wide: bool = Field(
+        True,
+        description="mlp/cnn: the head also sees the standardised inputs (wide & deep): a linear "
+        "rule is learnt directly, the layers learn the rest.",
+    )
     activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     norm: Literal["none", "layer", "batch"] = "none"

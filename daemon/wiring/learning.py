@@ -154,6 +154,7 @@ def model_config_from_settings(settings: ModelSettings, n_features: int) -> dict
         "dropout": settings.dropout,
         "norm": settings.norm,
         "head_hidden": list(settings.head_hidden),
+        "wide": settings.wide,
     }
     if kind == "mlp":
         return config | {"hidden": list(settings.hidden)}

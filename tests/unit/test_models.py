@@ -61,7 +61,7 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 def test_config_from_default_settings_is_the_mlp_default() -> None:
     config = model_config_from_settings(ModelSettings(n_classes=3), n_features=10)
-    assert config == mlp_config(standardize=True, standardize_horizon=10_000)
+    assert config == mlp_config(standardize=True, standardize_horizon=10_000, wide=True)
     assert json.loads(json.dumps(config)) == config
 
 
@@ -75,9 +75,12 @@ def test_config_from_settings_for_regression_cnn_and_factory() -> None:
         norm="layer",
         standardize=True,
         standardize_horizon=10_000,
+        wide=True,
     )
-    cnn = ModelSettings(kind="cnn", input_shape=[1, 8, 8], n_features=64, standardize=False)
-    assert model_config_from_settings(cnn, 64) == cnn_config()
+    cnn = ModelSettings(
+        kind="cnn", input_shape=[1, 8, 8], n_features=64, standardize=False, wide=False
+    )
+    assert model_config_from_settings(cnn, 64) == cnn_config(wide=False)
     factory = ModelSettings(kind="pkg.mod:make", n_classes=5)
     assert model_config_from_settings(factory, 7) == {
         "kind": "factory",

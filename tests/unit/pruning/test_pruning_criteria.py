@@ -90,8 +90,15 @@ def with_a_silent_unit(config: dict[str, Any], unit: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize(
     "config",
-    [mlp_config(), mlp_config(norm="batch"), cnn_config(), cnn_config(head_hidden=[4])],
-    ids=["mlp", "mlp-batch", "cnn", "cnn-head"],
+    [
+        mlp_config(),
+        mlp_config(norm="batch"),
+        cnn_config(),
+        cnn_config(head_hidden=[4]),
+        mlp_config(wide=True),
+        cnn_config(wide=True),
+    ],
+    ids=["mlp", "mlp-batch", "cnn", "cnn-head", "mlp-wide", "cnn-wide"],
 )
 @pytest.mark.parametrize("measure", ["output", "loss"])
 def test_min_output_error_ranks_a_unit_without_outgoing_weights_first(
@@ -111,8 +118,9 @@ def test_min_output_error_ranks_a_unit_without_outgoing_weights_first(
     assert model.training == mode
 
 
-def test_min_output_error_matches_removing_each_unit_one_by_one() -> None:
-    config = mlp_config(hidden=[5], head_hidden=[])
+@pytest.mark.parametrize("wide", [False, True])
+def test_min_output_error_matches_removing_each_unit_one_by_one(wide: bool) -> None:
+    config = mlp_config(hidden=[5], head_hidden=[], wide=wide)
     model = build(config).eval()
     x = inputs(config, 16)
     scores = unit_output_error_scores(model, x)["shared.0"]
@@ -121,7 +129,8 @@ def test_min_output_error_matches_removing_each_unit_one_by_one() -> None:
         for unit in range(5):
             hidden = torch.relu(model.shared[0](x))
             hidden[:, unit] = 0.0
-            change = (model.head(hidden) - base).pow(2).sum(dim=1).mean()
+            embedding = torch.cat([hidden, x], dim=1) if wide else hidden
+            change = (model.head(embedding) - base).pow(2).sum(dim=1).mean()
             assert float(scores[unit]) == pytest.approx(float(change), rel=1e-5)
 
 

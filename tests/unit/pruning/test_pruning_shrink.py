@@ -28,6 +28,8 @@ CASES = [
     mlp_config(norm="batch", dropout=0.2),
     cnn_config(norm="none"),
     cnn_config(norm="batch", head_hidden=[5]),
+    mlp_config(norm="none", head_hidden=[], wide=True),  # the trunk's input reaches head.0
+    cnn_config(norm="batch", wide=True),
 ]
 
 
@@ -52,7 +54,9 @@ def trained_a_little(config: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("config", CASES, ids=lambda c: f"{c['kind']}-{c['norm']}")
+@pytest.mark.parametrize(
+    "config", CASES, ids=lambda c: f"{c['kind']}-{c['norm']}{'-wide' if c.get('wide') else ''}"
+)
 def test_shrunk_model_is_smaller_and_computes_what_the_masked_model_computes(
     config: dict[str, Any],
 ) -> None:
@@ -71,6 +75,11 @@ def test_shrunk_model_is_smaller_and_computes_what_the_masked_model_computes(
         if config["kind"] == "mlp":
             last = [layer for layer in unit_layers(model) if layer.part == "shared"][-1]
             columns = keep[last.name].sort().values
+            if config.get("wide"):  # then the trunk's own input, every column of it
+                assert last.passthrough == config["n_features"]
+                inputs_start = last.n_units
+                wide_columns = torch.arange(inputs_start, inputs_start + config["n_features"])
+                columns = torch.cat([columns, wide_columns])
             torch.testing.assert_close(shrunk.shared(x), masked.shared(x)[:, columns])
     for layer in unit_layers(model):  # every unit layer lost half its units
         assert shrunk.get_submodule(layer.name).weight.shape[0] == layer.n_units // 2
@@ -78,7 +87,10 @@ def test_shrunk_model_is_smaller_and_computes_what_the_masked_model_computes(
     assert shrunk.head[-1].out_features == config["n_outputs"]  # the classes are all there
 
 
-@pytest.mark.parametrize("config", [*CASES, mlp_config(norm="layer"), cnn_config(norm="layer")])
+@pytest.mark.parametrize(
+    "config",
+    [*CASES, mlp_config(norm="layer"), cnn_config(norm="layer"), mlp_config(wide=True)],
+)
 def test_shrunk_config_rebuilds_the_same_architecture(config: dict[str, Any]) -> None:
     result = shrink_model(build(config), some_units(build(config)))
     rebuilt = build_model(result.config, torch.Generator().manual_seed(5))
@@ -209,7 +221,9 @@ def test_rejects_what_it_cannot_shrink() -> None:
         unit_layers(factory_like)
 
 
-@pytest.mark.parametrize("config", [CASES[1], CASES[3]], ids=["mlp-batch", "cnn-batch-head"])
+@pytest.mark.parametrize(
+    "config", [CASES[1], CASES[3], CASES[4]], ids=["mlp-batch", "cnn-batch-head", "mlp-wide"]
+)
 def test_shrunk_model_round_trips_like_a_snapshot(config: dict[str, Any], tmp_path: Path) -> None:
     """Weights in safetensors + config in JSON: what a restart or the inference side loads."""
     model = trained_a_little(config)
