@@ -239,7 +239,8 @@ def test_unseen_labels_grow_the_output_layer_up_to_the_bound(tmp_path: Path) -> 
     snapshot = store.load_newest()
     assert snapshot is not None
     assert snapshot.manifest["model"]["n_outputs"] == 5
-    assert snapshot.weights["head.0.weight"].shape == (5, 64)
+    # The head sees the trunk's 64 features and (wide & deep) the 4 standardised inputs.
+    assert snapshot.weights["head.0.weight"].shape == (5, 64 + 4)
     restored = _trainer(settings, records, store)
     assert restored.loop.state.learner.model.n_outputs == 5  # type: ignore[union-attr]
 

@@ -38,7 +38,7 @@ def test_progressive_val_score_on_phishing_agrees_with_learn_many() -> None:
     # answers with a class index), learn_many scores it after the standardiser saw that event.
     assert predicted[1:] == river_predictions[1:]
     accuracy = np.mean(np.array(predicted) == np.array(labels))
-    assert abs(accuracy - river_accuracy) <= 1 / len(dataset)
+    assert abs(accuracy - river_accuracy) * len(dataset) <= 1 + 1e-9  # event 0 at most
     assert river_accuracy > 0.85  # it learns: Phishing's majority class is 56%
     assert evaluated.model is not None
     assert learner.model is not None
