@@ -2,8 +2,9 @@
 
 * :func:`unit_output_error_scores` removes each unit in turn, for real (its activation is
   zeroed, which is what removing it does to the layers after it), and measures how much the
-  model's output or loss on the window changes. Units are batched: ``k`` copies of the window,
-  copy ``j`` without unit ``j``, run through the rest of the network at once.
+  model's output or loss on the window changes. Units are batched: ``k`` copies of the window
+  go through the whole model at once, a forward hook zeroing unit ``j`` in copy ``j`` (the
+  model's own forward, so a wide trunk's appended input reaches the head as it does in use).
 * :func:`weight_output_error_scores` is the unstructured counterpart: zeroing one weight
   ``w_ij`` changes the layer's output ``i`` by ``w_ij * x_j`` for each event, so its mean
   squared change ``w_ij^2 * E[x_j^2]`` is computed exactly from the recorded layer inputs.

@@ -72,7 +72,8 @@ class ModelSettings(Section):
     wide: bool = Field(
         True,
         description="mlp/cnn: the head also sees the standardised inputs (wide & deep): a linear "
-        "rule is learnt directly, the layers learn the rest.",
+        "rule is learnt directly, the layers learn the rest; a fresh per-domain head after a "
+        "drift reaches the inputs without waiting for the held trunk.",
     )
     activation: Literal["relu", "gelu", "tanh", "silu", "leaky_relu"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
