@@ -16,19 +16,14 @@ from driftd.adapters.hot_model import HotModel
 from driftd.learning.models import ModelConfigError, SplitModel, WideTrunk, build_model
 from driftd.ports import Snapshot
 from driftd.pruning import (
-    Pruner,
-    PruningController,
-    PruningPolicy,
-    SparsitySchedule,
     prunable_weights,
     quantize_int8,
     unit_layers,
 )
 from driftd.settings.root import ModelSettings
-from driftd.triggers import EveryNStepsOrTSeconds
 from driftd.wiring.learning import model_config_from_settings
 from tests.fakes import FakeClock
-from tests.unit.pruning.builders import FakeLearner, inputs, labels
+from tests.unit.pruning.builders import FakeLearner, inputs, labels, make_pruner
 
 
 def config(**overrides: Any) -> dict[str, Any]:
@@ -152,20 +147,6 @@ def test_int8_keeps_the_wide_output_layer_float_and_stays_close() -> None:
     assert type(quantized.shared[0]).__name__ == "Int8DynamicLinear"
     with torch.no_grad():
         torch.testing.assert_close(quantized(x), model(x), rtol=0.0, atol=0.1)
-
-
-def make_pruner(**policy: Any) -> Pruner:
-    trigger = EveryNStepsOrTSeconds(every_steps=5, every_seconds=None, clock=FakeClock())
-    controller = PruningController(
-        trigger=trigger, n_events=2, tolerance=0.1, baseline_events=64, verify_events=64,
-        max_recoveries=1,
-    )  # fmt: skip
-    schedule = SparsitySchedule(targets={"shared": 0.5, "head": 0.5}, n_events=2)
-    return Pruner(
-        PruningPolicy(schedule=schedule, **policy),
-        controller,
-        generator=torch.Generator().manual_seed(0),
-    )
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,9 @@ import torch.nn.functional as F  # noqa: N812 - the conventional alias
 from torch import nn
 
 from driftd.learning.models import SplitModel, build_model
+from driftd.pruning import Pruner, PruningController, PruningPolicy, SparsitySchedule
+from driftd.triggers import EveryNStepsOrTSeconds
+from tests.fakes import FakeClock
 
 
 def mlp_config(**overrides: Any) -> dict[str, Any]:
@@ -59,3 +62,18 @@ class FakeLearner:
         losses.mean().backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         return float(losses.detach().sum())
+
+
+def make_pruner(**policy: Any) -> Pruner:
+    """A pruner due every 5 steps, halving both parts over 2 events; ``policy`` overrides."""
+    trigger = EveryNStepsOrTSeconds(every_steps=5, every_seconds=None, clock=FakeClock())
+    controller = PruningController(
+        trigger=trigger, n_events=2, tolerance=0.1, baseline_events=64, verify_events=64,
+        max_recoveries=1,
+    )  # fmt: skip
+    settings: dict[str, Any] = {
+        "schedule": SparsitySchedule(targets={"shared": 0.5, "head": 0.5}, n_events=2),
+    }
+    return Pruner(
+        PruningPolicy(**(settings | policy)), controller, generator=torch.Generator().manual_seed(0)
+    )

@@ -6,7 +6,6 @@ import copy
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -14,16 +13,19 @@ from safetensors.torch import load_file, save_file
 
 from driftd.pruning import (
     Pruner,
-    PruningController,
     PruningPolicy,
-    SparsitySchedule,
     prunable_weights,
     slice_head_state,
     unit_layers,
 )
-from driftd.triggers import EveryNStepsOrTSeconds
-from tests.fakes import FakeClock
-from tests.unit.pruning.builders import FakeLearner, build, inputs, labels, mlp_config
+from tests.unit.pruning.builders import (
+    FakeLearner,
+    build,
+    inputs,
+    labels,
+    make_pruner,
+    mlp_config,
+)
 
 CONFIG = mlp_config(hidden=[16, 12], head_hidden=[8])
 X, Y = inputs(CONFIG, 128, seed=11), labels(CONFIG, 128, seed=12)
@@ -31,20 +33,6 @@ X, Y = inputs(CONFIG, 128, seed=11), labels(CONFIG, 128, seed=12)
 
 def replay() -> tuple[torch.Tensor, torch.Tensor]:
     return X, Y
-
-
-def make_pruner(**policy: Any) -> Pruner:
-    trigger = EveryNStepsOrTSeconds(every_steps=5, every_seconds=None, clock=FakeClock())
-    controller = PruningController(
-        trigger=trigger, n_events=2, tolerance=0.1, baseline_events=64, verify_events=64,
-        max_recoveries=1,
-    )  # fmt: skip
-    settings: dict[str, Any] = {
-        "schedule": SparsitySchedule(targets={"shared": 0.5, "head": 0.5}, n_events=2),
-    }
-    return Pruner(
-        PruningPolicy(**(settings | policy)), controller, generator=torch.Generator().manual_seed(0)
-    )
 
 
 def warmed_up(pruner: Pruner) -> FakeLearner:
