@@ -42,7 +42,9 @@ class ClientLogSummary(logging.Filter):
     While a broker is down kafka-python logs a few lines a second. The first one passes at once,
     rewritten as a ``driftd.kafka`` line (``event=kafka_client_errors``); later ones are only
     counted, and the next one after ``every_s`` passes with the count of those suppressed.
-    Lines below WARNING and other loggers' lines pass unchanged.
+    They pass as warnings: kafka-python logs at ERROR what it recovers from itself (a socket
+    closed under a read, a refused connection: it reconnects), and driftd logs its own errors
+    for what it cannot recover from. Lines below WARNING and other loggers' lines pass unchanged.
 
     Args:
         every_s: Least seconds between two summary lines.
@@ -84,6 +86,7 @@ class ClientLogSummary(logging.Filter):
         record.msg = "Kafka client (%s): %s [%d similar lines suppressed; at most one every %.0f s]"
         record.args = (name, message, suppressed, self.every_s)
         record.name = "driftd.kafka"
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
         record.event = "kafka_client_errors"
         record.suppressed = suppressed
         return True

@@ -55,6 +55,7 @@ def test_the_first_client_error_shows_at_once_then_one_line_per_interval_with_th
     assert len(seen) == 3  # at 0 s, ~30 s, ~60 s: not 100
     assert [getattr(r, "suppressed", None) for r in seen] == [0, 42, 42]
     assert all(r.name == "driftd.kafka" for r in seen)
+    assert all(r.levelno == logging.WARNING for r in seen)  # the client recovers; driftd goes on
     assert all(getattr(r, "event", None) == "kafka_client_errors" for r in seen)
     assert "ECONNREFUSED" in seen[0].getMessage()
     assert "summary-test.kafka.net.manager" in seen[0].getMessage()
