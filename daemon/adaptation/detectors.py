@@ -146,6 +146,19 @@ def is_binary(name: str) -> bool:
     return DETECTORS[name][1]
 
 
+def fires_on_falls(name: str, params: Params) -> bool:
+    """Whether detector ``name`` with ``params`` may also flag a *fall* of what it watches.
+
+    HDDM_A/W one-sided (river's default), DDM and EDDM test for a rise only; ADWIN, KSWIN,
+    Page-Hinkley in ``both``/``down`` mode (its default: both) and two-sided HDDM test either way.
+    """
+    if name in ("hddm_a", "hddm_w"):
+        return bool(params.get("two_sided_test", False))
+    if name == "page_hinkley":
+        return params.get("mode", "both") != "up"
+    return name in ("adwin", "kswin")
+
+
 def make_detector(name: str, params: Params) -> Any:
     """A fresh river detector.
 

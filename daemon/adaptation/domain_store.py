@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from driftd.adaptation.recurrence import InputStats
 from driftd.learning.learner import OnlineLearner
+from driftd.learning.standardize import standardizer_of
 from driftd.learning.tensor_state import TensorState
 
 
@@ -35,6 +36,9 @@ class StoredDomain:
         reference_loss: Prequential loss of the head when stored (its domain's level).
         trunk: The trunk's ``state_dict`` when stored (empty: score over the live trunk).
         inputs: Fingerprint of the domain's inputs (label-free recognition of a recurrence).
+        scaling: The input standardiser's ``state_dict`` when stored (empty: the model has
+            none, or the entry predates it): a domain's inputs are standardised by its own
+            statistics, since a domain of other inputs moves the live ones.
     """
 
     head: dict[str, torch.Tensor]
@@ -42,6 +46,35 @@ class StoredDomain:
     reference_loss: float | None
     trunk: dict[str, torch.Tensor] = field(default_factory=dict)
     inputs: InputStats = field(default_factory=InputStats)
+    scaling: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def capture(
+    learner: OnlineLearner, *, reference_loss: float | None = None, inputs: InputStats | None = None
+) -> StoredDomain:
+    """Copies of the live model's trunk, head, head moments and input statistics."""
+    head = head_of(learner)
+    state = learner.optimizer.state
+    moments = {
+        key: {k: v.detach().clone() for k, v in state[p].items() if isinstance(v, torch.Tensor)}
+        for key, p in head.named_parameters()
+        if p in state
+    }
+    model: Any = learner.model
+    standardizer = standardizer_of(model)
+    return StoredDomain(
+        head=_copy(head.state_dict()), head_moments=moments, reference_loss=reference_loss,
+        trunk=_copy(model.shared.state_dict()),
+        inputs=InputStats() if inputs is None else inputs.copy(),
+        scaling={} if standardizer is None else _copy(standardizer.state_dict()),
+    )  # fmt: skip
+
+
+def fits_live(entry: StoredDomain, learner: OnlineLearner) -> bool:
+    """Whether ``entry`` has the live model's tensor names and shapes (not grown since)."""
+    model: Any = learner.model
+    head, trunk = head_of(learner).state_dict(), model.shared.state_dict()
+    return _shapes(entry.head) == _shapes(head) and _shapes(entry.trunk) == _shapes(trunk)
 
 
 def head_of(learner: OnlineLearner) -> nn.Module:
@@ -88,21 +121,7 @@ class DomainStore:
         inputs: InputStats | None = None,
     ) -> list[str]:
         """Save the live trunk and head as ``name``'s (most recently used); return the evicted."""
-        head = head_of(learner)
-        weights = {key: value.detach().clone() for key, value in head.state_dict().items()}
-        state = learner.optimizer.state
-        moments = {
-            key: {k: v.detach().clone() for k, v in state[p].items() if isinstance(v, torch.Tensor)}
-            for key, p in head.named_parameters()
-            if p in state
-        }
-        model: Any = learner.model
-        trunk = {key: value.detach().clone() for key, value in model.shared.state_dict().items()}
-        fingerprint = InputStats() if inputs is None else inputs.copy()
-        stored = StoredDomain(
-            head=weights, head_moments=moments, reference_loss=reference_loss, trunk=trunk,
-            inputs=fingerprint,
-        )  # fmt: skip
+        stored = capture(learner, reference_loss=reference_loss, inputs=inputs)
         return self.put(name, stored)
 
     def put(self, name: str, entry: StoredDomain) -> list[str]:
@@ -117,16 +136,19 @@ class DomainStore:
     def load(self, name: str, learner: OnlineLearner, *, trunk: bool = False) -> None:
         """Copy ``name``'s head into the live model and optimizer; mark it most recently used.
 
-        ``trunk``: also restore the trunk it was stored with (a recurrence found by scoring,
-        which judged the head over that trunk); the trunk's optimizer state is kept.
+        ``trunk``: also restore the trunk and input statistics it was stored with (a recurrence
+        found by scoring, which judged the head over them); the trunk's optimizer state is kept.
         """
         entry = self._entries[name]
         self._entries.move_to_end(name)
         head = head_of(learner)
         head.load_state_dict(entry.head)  # in place: the parameters stay the same objects
+        model: Any = learner.model
         if trunk and entry.trunk:
-            model: Any = learner.model
             model.shared.load_state_dict(entry.trunk)
+        standardizer = standardizer_of(model)
+        if trunk and entry.scaling and standardizer is not None:
+            standardizer.load_state_dict(entry.scaling)
         state = learner.optimizer.state
         for key, p in head.named_parameters():
             saved = entry.head_moments.get(key)
@@ -138,8 +160,9 @@ class DomainStore:
     def scores(self, learner: OnlineLearner, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """Mean loss of every stored head on ``(x, y)`` over its stored trunk (eval mode).
 
-        Scored like its ``reference_loss`` was (the live model when stored); an entry without a
-        trunk snapshot is scored over the live trunk.
+        Scored like its ``reference_loss`` was (the live model when stored): on the inputs
+        standardised by its stored statistics, through its stored trunk; an entry without them
+        is scored with the live ones.
         """
         return {
             name: float(losses.mean()) for name, losses in self.event_scores(learner, x, y).items()
@@ -153,12 +176,21 @@ class DomainStore:
         model: Any = learner.model
         model.eval()
         x, y = x.to(learner.device), y.to(learner.device)
-        live = model.shared(x)
+        standardizer = standardizer_of(model)
+        live_x = x if standardizer is None else standardizer(x)  # as the model's forward does
+        live = model.shared(live_x)
         head = head_of(learner)
         scores = {}
         for name, entry in self._entries.items():
+            domain_x = live_x
+            if entry.scaling and standardizer is not None:
+                scaling = _on_device(entry.scaling, x.device)
+                domain_x = functional_call(standardizer, scaling, (x,))
             trunk = _on_device(entry.trunk, x.device)  # restored from a snapshot: on the CPU
-            embedding = functional_call(model.shared, trunk, (x,)) if trunk else live
+            if trunk:
+                embedding = functional_call(model.shared, trunk, (domain_x,))
+            else:
+                embedding = live if domain_x is live_x else model.shared(domain_x)
             outputs = functional_call(head, _on_device(entry.head, x.device), (embedding,))
             scores[name] = learner.event_losses(outputs, y).detach().to("cpu")
         return scores
@@ -193,7 +225,8 @@ class DomainStore:
         """Tensors and ``{"entries": [...]}``: one JSON entry per domain, in LRU order.
 
         Tensors of the ``i``-th entry are keyed ``<i>.w.<key>`` (head), ``<i>.m.<key>.<name>``
-        (head moments), ``<i>.t.<key>`` (trunk) and ``<i>.i.<name>`` (input fingerprint).
+        (head moments), ``<i>.t.<key>`` (trunk), ``<i>.s.<key>`` (input standardiser) and
+        ``<i>.i.<name>`` (input fingerprint).
         """
         tensors: dict[str, torch.Tensor] = {}
         entries: list[dict[str, Any]] = []
@@ -205,12 +238,15 @@ class DomainStore:
                     tensors[f"{i}.m.{key}.{state_name}"] = value
             for key, value in entry.trunk.items():
                 tensors[f"{i}.t.{key}"] = value
+            for key, value in entry.scaling.items():
+                tensors[f"{i}.s.{key}"] = value
             inputs, inputs_meta = entry.inputs.state_dict()
             tensors |= {f"{i}.i.{key}": value for key, value in inputs.items()}
             moments = {key: sorted(values) for key, values in entry.head_moments.items()}
             entries.append({
                 "name": name, "reference_loss": entry.reference_loss, "weights": list(entry.head),
                 "moments": moments, "trunk": list(entry.trunk), "inputs": inputs_meta["count"],
+                "scaling": list(entry.scaling),
             })  # fmt: skip
         return tensors, {"entries": entries}
 
@@ -230,6 +266,7 @@ class DomainStore:
                 for key, names in item["moments"].items()
             }
             trunk = {key: tensors[f"{i}.t.{key}"] for key in item.get("trunk", [])}
+            scaling = {key: tensors[f"{i}.s.{key}"] for key in item.get("scaling", [])}
             prefix = f"{i}.i."
             inputs = InputStats.from_state(
                 {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)},
@@ -237,8 +274,16 @@ class DomainStore:
             )
             self._entries[str(item["name"])] = StoredDomain(
                 head=weights, head_moments=moments, reference_loss=item["reference_loss"],
-                trunk=trunk, inputs=inputs,
+                trunk=trunk, inputs=inputs, scaling=scaling,
             )  # fmt: skip
+
+
+def _copy(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.detach().clone() for key, value in tensors.items()}
+
+
+def _shapes(tensors: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in tensors.items()}
 
 
 def _on_device(tensors: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

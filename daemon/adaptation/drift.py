@@ -19,7 +19,10 @@ A detector's flag is read right after each update: river detectors reset on the 
 Warnings (binary detectors) are reported when they switch on, not on every update while on.
 Two-sided detectors (ADWIN, KSWIN) also fire when the loss or error *falls* (the model
 converging): those detections are improvements, counted in :attr:`DriftMonitor.improvements`
-and not reported as drifts. Input signals report changes either way.
+and not reported as drifts. A one-sided detector (HDDM_A as configured by default) fires on a
+rise only, so its alarms are never read as improvements: the levels compared (the mean since
+the last drift, the last few values) can mislead when it fires a few events into a change that
+follows a slow start. Input signals report changes either way.
 
 Labels outrank inputs (``confirm_inputs``): while labels flow (at least half of a step's events
 carry one), an input alarm is a drift only if the concept signal warns or drifts too in that
@@ -40,6 +43,7 @@ import torch
 from driftd.adaptation.detectors import (
     Params,
     detector_state,
+    fires_on_falls,
     is_binary,
     load_detector_state,
     make_detector,
@@ -112,6 +116,7 @@ class SignalMonitor:
         self.every = every or (32 if detector == "kswin" else 1)
         self.batch_mean = batch_mean
         self.detector = make_detector(detector, self.params)
+        self.two_sided = fires_on_falls(detector, self.params)
         self._binary = is_binary(detector)
         self.seen = 0  # values offered so far
         self.dropped = 0  # non-finite values offered, never fed
@@ -298,7 +303,7 @@ class DriftMonitor:
                 wrong = predictions != y if all_labelled else predictions[labelled] != y[labelled]
                 values = wrong.to(torch.float64).tolist()
             for fired in self.concept.update_many(values):
-                if fired.after <= fired.before:
+                if self.concept.two_sided and fired.after <= fired.before:
                     self.improvements += 1
                     continue
                 if rows is None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from driftd.adaptation.config import AdaptationConfig
-from driftd.adaptation.domain_store import DomainStore, head_of
+from driftd.adaptation.domain_store import DomainStore, StoredDomain, capture, fits_live, head_of
 from driftd.adaptation.outcomes import Adapted, StepOutcome
 from driftd.adaptation.pending_decision import PendingDecision, Trigger
 from driftd.adaptation.recurrence import InputStats, change_point, early_choice, input_choice
@@ -56,6 +56,9 @@ class HeadSwitch:
         self.fingerprints = config.on_covariate_drift == "score_heads"
         self.inputs = InputStats()  # the active domain's inputs (fingerprints only)
         self.pending_inputs = InputStats()  # the inputs since the pending drift
+        # the live model before the newest step, and the arrival number of that step's first
+        # event: what the active domain is stored as when its change began within that step
+        self.before_step: tuple[int, StoredDomain] | None = None
 
     def record(self, report: StepReport, batch: DecodedBatch) -> None:
         """Keep the step's labelled events for replay; count them for a pending decision."""
@@ -63,7 +66,9 @@ class HeadSwitch:
             labelled = batch.labelled
             every = bool(labelled.all())
             x = batch.x if every else batch.x[labelled]
-            self.replay.extend(x, batch.y if every else batch.y[labelled])
+            y = batch.y if every else batch.y[labelled]
+            losses = report.event_losses if len(report.event_losses) == len(x) else None
+            self.replay.extend(x, y, losses)
         if self.pending is not None:
             self.pending.add_losses(report.event_losses)
             self.pending.events += len(batch)
@@ -107,6 +112,7 @@ class HeadSwitch:
             (self.inputs if self.pending is None else self.pending_inputs).update(batch.x)
         pending, config = self.pending, self.config
         if pending is None:
+            self._keep_before_step()
             return False
         by_inputs = pending.trigger == "covariate"
         if self.replay.arrivals - pending.marker >= config.score_events:
@@ -117,33 +123,71 @@ class HeadSwitch:
             self._try_early(outcome)
             if self.pending is not None and by_inputs:
                 self._decide_by_inputs(outcome, final=False)
+        self._keep_before_step()
         return any(adapted.kind == "reuse_head" for adapted in outcome.adaptations)
+
+    def _keep_before_step(self) -> None:
+        """Copy the live model as the next step starts from it (none while a decision waits).
+
+        A change is detected some events after it began, and the events between were learnt
+        by then: at fine steps a few dozen of them turn a model to the new concept (measured on
+        STAGGER and image domains). The copy keeps the domain as it was before them.
+        """
+        if self.pending is not None or self.domain_store is None:
+            self.before_step = None
+            return
+        self.before_step = (self.replay.arrivals, capture(self.learner))
 
     def _change_start(self, marker: int, span: int | None) -> int:
         """Arrival number where the change most likely began (the events to score heads on).
 
         Detectors fire some events after the change (ADWIN: tens): those events are evidence
-        too. The live model's losses over the detector's window (``span``; else twice
-        ``score_events``) before the detection locate the rise (:func:`change_point`).
+        too. The prequential losses over the detector's window (``span``; else twice
+        ``score_events``) before the detection locate the rise (:func:`change_point`): each
+        event's loss as it was predicted. Not the live model's losses now: it has learnt the
+        events since the change and may have forgotten those before (a few hundred fine steps
+        on a new image domain do), which puts the rise too early. Losses not kept (a snapshot
+        from before they were) are scored on the live model.
         """
         first = max(0, marker - (span or 2 * self.config.score_events))
-        x, y = self.replay.since(first, marker + 1)
-        if len(x) < 4 or self.domain_store is None:
+        losses = self.replay.losses_since(first, marker + 1)
+        if len(losses) < 4 or self.domain_store is None:
             return marker
-        losses = self.domain_store.live_event_losses(self.learner, x, y)
+        if not bool(torch.isfinite(losses).all()):
+            x, y = self.replay.since(first, marker + 1)
+            losses = self.domain_store.live_event_losses(self.learner, x, y)
         if not bool(torch.isfinite(losses).all()):
             return marker  # no level to compare: score from the detection on
         return first + change_point(losses)
 
     def _start(self, marker: int, start: int, trigger: Trigger, outcome: StepOutcome) -> None:
-        """Store the active head with its reference loss (just before ``start``)."""
+        """Store the active domain as it was before ``start``, with its reference loss.
+
+        That is the copy from before this step when the change began within it, else the live
+        model. The reference: the prequential loss of the events before ``start`` (the live
+        model's loss on them where those losses were not kept).
+        """
         domains, learner = self.domain_store, self.learner
         assert domains is not None
-        x, y = self.replay.since(max(0, start - self.config.score_events * 4), start)
-        reference = domains.score_live(learner, x, y) if len(x) else None
+        first = max(0, start - self.config.score_events * 4)
+        losses = self.replay.losses_since(first, start)
+        reference: float | None = float(losses.mean()) if len(losses) else None
+        if reference is not None and not math.isfinite(reference):
+            x, y = self.replay.since(first, start)
+            reference = domains.score_live(learner, x, y)
         if reference is None or not math.isfinite(reference):
             reference = learner.window.loss
-        self._store(self.active, reference, outcome)
+        before = self.before_step
+        if before is not None and before[0] <= start and fits_live(before[1], learner):
+            entry = before[1]
+            entry.reference_loss = reference
+            if self.fingerprints:
+                entry.inputs = self.inputs.copy()
+            for evicted in domains.put(self.active, entry):
+                outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
+        else:
+            self._store(self.active, reference, outcome)
+        self.before_step = None
         if self.config.replay == "reservoir":
             self.replay.clear()
         self.pending = PendingDecision(
@@ -308,10 +352,19 @@ class HeadSwitch:
             part, stats_meta = stats.state_dict()
             tensors |= {f"{name}.{k}": v for k, v in part.items()}
             counts[name] = stats_meta["count"]
+        before: dict[str, Any] | None = None
+        if self.before_step is not None:  # a resumed run stores a domain as this one would
+            arrival, entry = self.before_step
+            copy = DomainStore(1)
+            copy.put("before_step", entry)
+            before_tensors, before_meta = copy.state_dict()
+            tensors |= {f"before_step.{k}": v for k, v in before_tensors.items()}
+            before = {"arrival": arrival, "entries": before_meta["entries"]}
         meta = {
             "active": self.active, "next_domain": self.next_domain,
             "pending": None if self.pending is None else self.pending.state_dict(),
             "replay": replay_meta, "heads": stored_meta["entries"], "input_counts": counts,
+            "before_step": before,
         }  # fmt: skip
         return tensors, meta
 
@@ -328,6 +381,12 @@ class HeadSwitch:
             InputStats.from_state(_part(tensors, f"{name}."), {"count": counts.get(name, 0)})
             for name in ("inputs", "pending_inputs")
         )
+        self.before_step = None
+        before = meta.get("before_step")  # absent from snapshots before it was kept
+        if before is not None:
+            copy = DomainStore(1)
+            copy.load_state_dict(_part(tensors, "before_step."), before)
+            self.before_step = (int(before["arrival"]), copy.entry("before_step"))
 
 
 def _part(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

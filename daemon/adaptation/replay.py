@@ -4,11 +4,13 @@
 algorithm R, drawn from an injected ``torch.Generator``) of the events since the last
 :meth:`ReplayBuffer.clear` - the adaptation clears it at each drift, so it samples the current
 domain. Every event gets an arrival number, so "the events since the drift" can be asked for in
-either mode. Memory is fixed: ``capacity`` rows, allocated on the first event.
+either mode, and may come with its prequential loss (the loss of the model that predicted it,
+before it learnt it). Memory is fixed: ``capacity`` rows, allocated on the first event.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 import numpy as np
@@ -20,7 +22,7 @@ Mode = Literal["sliding", "reservoir"]
 
 
 class ReplayBuffer:
-    """At most ``capacity`` labelled events ``(x, y)`` with their arrival numbers.
+    """At most ``capacity`` labelled events ``(x, y)`` with their arrival numbers and losses.
 
     Args:
         capacity: Events kept at most.
@@ -41,19 +43,22 @@ class ReplayBuffer:
         self._x: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
         self._arrival = torch.zeros(capacity, dtype=torch.int64)
+        self._loss = torch.full((capacity,), math.nan)
 
     def __len__(self) -> int:
         return self._size
 
-    def extend(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def extend(self, x: torch.Tensor, y: torch.Tensor, losses: torch.Tensor | None = None) -> None:
         """Offer labelled events (rows of ``x`` and ``y``), oldest first.
 
-        Rows holding a NaN or infinity are left out (they would poison every replayed step and
-        head score); they get no arrival number.
+        ``losses``: each event's prequential loss (unknown: NaN). Rows holding a NaN or infinity
+        are left out (they would poison every replayed step and head score); they get no
+        arrival number.
         """
         finite = _finite_rows(x) & _finite_rows(y)
         if not bool(finite.all()):
             x, y = x[finite], y[finite]
+            losses = None if losses is None else losses[finite]
         n = len(x)
         if n == 0:
             return
@@ -66,6 +71,7 @@ class ReplayBuffer:
             self._x[slots] = x[rows].to("cpu")
             self._y[slots] = y[rows].to("cpu")
             self._arrival[slots] = arrival[rows]
+            self._loss[slots] = math.nan if losses is None else losses[rows].detach().to("cpu")
         self.arrivals += n
         self._seen += n
         self._size = min(self.capacity, self._seen)
@@ -90,12 +96,19 @@ class ReplayBuffer:
         """The kept events with ``arrival <= number < before``, in arrival order."""
         if self._x is None or self._y is None:
             return torch.zeros(0), torch.zeros(0, dtype=torch.int64)
+        order = self._rows(arrival, before)
+        return self._x[order], self._y[order]
+
+    def losses_since(self, arrival: int, before: int | None = None) -> torch.Tensor:
+        """The prequential losses of :meth:`since`'s events (NaN where none was given)."""
+        return self._loss[self._rows(arrival, before)]
+
+    def _rows(self, arrival: int, before: int | None) -> torch.Tensor:
         numbers = self._arrival[: self._size]
         order = numbers.argsort()
         chosen = numbers[order]
         keep = chosen >= arrival if before is None else (chosen >= arrival) & (chosen < before)
-        order = order[keep]
-        return self._x[order], self._y[order]
+        return order[keep]
 
     def clear(self) -> None:
         """Forget the events (arrival numbering goes on)."""
@@ -109,7 +122,8 @@ class ReplayBuffer:
             return {}, meta
         size = self._size
         tensors = {"x": self._x[:size].clone(), "y": self._y[:size].clone(),
-                   "arrival": self._arrival[:size].clone()}  # fmt: skip
+                   "arrival": self._arrival[:size].clone(),
+                   "loss": self._loss[:size].clone()}  # fmt: skip
         return tensors, meta
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
@@ -129,6 +143,9 @@ class ReplayBuffer:
         self._y = torch.zeros((self.capacity, *y.shape[1:]), dtype=y.dtype)
         self._x[:size], self._y[:size] = x[:size], y[:size]
         self._arrival[:size] = tensors["arrival"][:size]
+        self._loss.fill_(math.nan)  # a snapshot from before the losses were kept: unknown
+        if "loss" in tensors:
+            self._loss[:size] = tensors["loss"][:size]
         self._size = size
 
 
