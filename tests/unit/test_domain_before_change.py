@@ -4,6 +4,7 @@ one-sided detector's alarm is never read as an improvement."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import fields
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 from driftd.adaptation.config import AdaptationConfig
 from driftd.adaptation.domain_store import DomainStore, head_of
 from driftd.adaptation.drift import DriftMonitor, SignalMonitor
-from driftd.adaptation.head_switch import HeadSwitch
+from driftd.adaptation.head_switch import COPY_EVERY, HeadSwitch
 from driftd.adaptation.outcomes import StepOutcome
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
@@ -203,3 +204,17 @@ def test_the_copy_is_saved_with_the_switch_so_a_resumed_run_stores_the_same() ->
     del meta["before_step"]  # a snapshot from before the copy was kept
     resumed.load_state_dict(tensors, meta)
     assert resumed.before_step is None
+
+
+def test_the_copy_is_renewed_once_copy_every_events_came() -> None:
+    switch = HeadSwitch(learner=tiny_learner(), config=_config(), generator=torch.Generator())
+    outcome = StepOutcome()
+    taken = []
+    for step in range(12):
+        switch.after_step(_step(switch, [0.1] * STEP, step, outcome), outcome)
+        assert switch.before_step is not None
+        taken.append(switch.before_step[0])
+    renewals = sorted(set(taken))
+    assert renewals[0] == STEP
+    assert all(b - a == COPY_EVERY for a, b in itertools.pairwise(renewals))
+    assert len(renewals) == 1 + (12 * STEP - STEP) // COPY_EVERY
