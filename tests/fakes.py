@@ -10,13 +10,18 @@ from driftd.learning.models import build_model
 
 
 def tiny_learner(
-    *, task: str = "classification", n_features: int = 3, n_outputs: int = 2, hidden: int = 4
+    *,
+    task: str = "classification",
+    n_features: int = 3,
+    n_outputs: int = 2,
+    hidden: int = 4,
+    standardize: bool = False,
 ) -> OnlineLearner:
     """A small seeded MLP learner: one hidden layer, plain SGD at 0.1, a window of 100."""
     config = {
         "kind": "mlp", "task": task, "n_features": n_features, "n_outputs": n_outputs,
         "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [],
-        "hidden": [hidden],
+        "hidden": [hidden], "standardize": standardize,
     }  # fmt: skip
     model = build_model(config, torch.Generator().manual_seed(0))
     return OnlineLearner(

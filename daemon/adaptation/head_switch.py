@@ -114,11 +114,16 @@ class HeadSwitch:
         """Track the inputs and decide when the evidence suffices; True if a head was reused."""
         if self.fingerprints:
             (self.inputs if self.pending is None else self.pending_inputs).update(batch.x)
-        pending, config = self.pending, self.config
-        if pending is None:
-            self._keep_before_step()
-            return False
-        by_inputs = pending.trigger == "covariate"
+        reused = False
+        if self.pending is not None:
+            self._weigh_evidence(self.pending, outcome)
+            reused = any(adapted.kind == "reuse_head" for adapted in outcome.adaptations)
+        self._keep_before_step()
+        return reused
+
+    def _weigh_evidence(self, pending: PendingDecision, outcome: StepOutcome) -> None:
+        """Decide the pending head choice, finally or early, once its evidence suffices."""
+        config, by_inputs = self.config, pending.trigger == "covariate"
         if self.replay.arrivals - pending.marker >= config.score_events:
             self._decide(outcome)
         elif by_inputs and pending.events >= config.score_events:
@@ -127,8 +132,6 @@ class HeadSwitch:
             self._try_early(outcome)
             if self.pending is not None and by_inputs:
                 self._decide_by_inputs(outcome, final=False)
-        self._keep_before_step()
-        return any(adapted.kind == "reuse_head" for adapted in outcome.adaptations)
 
     def _keep_before_step(self) -> None:
         """Copy the live model as the next step starts from it (none while a decision waits).
@@ -186,15 +189,8 @@ class HeadSwitch:
         if reference is None or not math.isfinite(reference):
             reference = learner.window.loss
         before = self.before_step
-        if before is not None and before[0] <= start and fits_live(before[1], learner):
-            entry = before[1]
-            entry.reference_loss = reference
-            if self.fingerprints:
-                entry.inputs = self.inputs.copy()
-            for evicted in domains.put(self.active, entry):
-                outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
-        else:
-            self._store(self.active, reference, outcome)
+        fits = before is not None and before[0] <= start and fits_live(before[1], learner)
+        self._store(self.active, reference, outcome, entry=before[1] if before and fits else None)
         self.before_step = None
         if self.config.replay == "reservoir":
             self.replay.clear()
@@ -337,13 +333,20 @@ class HeadSwitch:
         detail = f"{steps} steps on {len(x)} post-drift events"
         outcome.adaptations.append(Adapted("replay", self.active, detail))
 
-    def _store(self, name: str, reference_loss: float | None, outcome: StepOutcome) -> None:
+    def _store(
+        self,
+        name: str,
+        reference_loss: float | None,
+        outcome: StepOutcome,
+        *,
+        entry: StoredDomain | None = None,
+    ) -> None:
+        """Store ``entry`` (default: the live model) as ``name``'s, with the active fingerprint."""
         assert self.domain_store is not None
-        stored = self.domain_store.store(
-            name, self.learner, reference_loss=reference_loss,
-            inputs=self.inputs if self.fingerprints else None,
-        )  # fmt: skip
-        for evicted in stored:
+        stored = capture(self.learner) if entry is None else entry
+        stored.reference_loss = reference_loss
+        stored.inputs = self.inputs.copy() if self.fingerprints else InputStats()
+        for evicted in self.domain_store.put(name, stored):
             outcome.adaptations.append(Adapted("evict_head", evicted, "least recently used"))
 
     def state_dict(self) -> TensorState:

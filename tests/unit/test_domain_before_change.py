@@ -20,9 +20,7 @@ from driftd.adaptation.head_switch import COPY_EVERY, HeadSwitch
 from driftd.adaptation.outcomes import StepOutcome
 from driftd.adaptation.replay import ReplayBuffer
 from driftd.decode import DecodedBatch
-from driftd.learning.learner import OnlineLearner, StepReport, make_optimizer
-from driftd.learning.lr import ConstantLR
-from driftd.learning.models import build_model
+from driftd.learning.learner import OnlineLearner, StepReport
 from driftd.learning.standardize import standardizer_of
 from driftd.records import Record
 from driftd.settings.root import AdaptationSettings
@@ -114,20 +112,6 @@ def test_the_replay_keeps_each_events_prequential_loss() -> None:
     assert torch.equal(copy.since(0)[1], buffer.since(0)[1])
 
 
-def _standardising_learner() -> OnlineLearner:
-    config = {
-        "kind": "mlp", "task": "classification", "n_features": 4, "n_outputs": 3,
-        "activation": "relu", "dropout": 0.0, "norm": "none", "head_hidden": [], "hidden": [8],
-        "standardize": True,
-    }  # fmt: skip
-    model = build_model(config, torch.Generator().manual_seed(0))
-    optimizer = make_optimizer("adam", model, lr=0.01, momentum=0.0, weight_decay=0.0)
-    return OnlineLearner(
-        model=model, optimizer=optimizer, lr_policy=ConstantLR(base_lr=0.01, min_lr=1e-6, max_lr=1),
-        task="classification", loss="cross_entropy", metrics_window=100,
-    )  # fmt: skip
-
-
 def _learn(learner: OnlineLearner, offset: float, seed: int, steps: int = 10) -> None:
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
@@ -137,7 +121,8 @@ def _learn(learner: OnlineLearner, offset: float, seed: int, steps: int = 10) ->
 
 
 def test_a_domain_is_scored_and_restored_with_its_own_input_statistics() -> None:
-    learner, domains = _standardising_learner(), DomainStore(4)
+    learner = tiny_learner(n_features=4, n_outputs=3, hidden=8, standardize=True)
+    domains = DomainStore(4)
     _learn(learner, 0.0, 1)
     generator = torch.Generator().manual_seed(9)
     x = torch.randn(64, 4, generator=generator) * 3.0
